@@ -1,0 +1,151 @@
+"""Command line: parse arguments, call the library, render text or JSON. Exit 0 ok, 1 error, 2 drift."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .cli_render import render_apply, render_plan, render_plans
+from .config import Config, load_config
+from .db import redact
+from .errors import ReconcilerError
+from .model import PlanStatus
+from .obs.logging import configure_logging
+from .service import Reconciler, plan_to_json
+from .store import PlanRecord
+
+DEFAULT_CONFIG = "config/reconciler.yaml"
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def plan_record_json(p: PlanRecord) -> dict[str, Any]:
+    return p.to_json()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Keep PostgreSQL schemas in line with the SQL in desired-state/: plan, apply what is safe, "
+        "queue what destroys data until an operator approves it.",
+        epilog="Exit codes: 0 success (in sync), 1 error, 2 drift (plan --detailed-exitcode).",
+    )
+    ap.add_argument(
+        "--config",
+        "-c",
+        default=os.environ.get("RECONCILER_CONFIG", DEFAULT_CONFIG),
+        help=f"configuration file (default: $RECONCILER_CONFIG or {DEFAULT_CONFIG})",
+    )
+    ap.add_argument(
+        "--log-level",
+        default=os.environ.get("RECONCILER_LOG_LEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"],
+        help="log level (logs go to stderr)",
+    )
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def fmt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+
+    p = sub.add_parser("plan", help="show the statements that would make ENV match the desired state")
+    p.add_argument("environment", metavar="ENV")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 when in sync, 2 on drift, 1 on error")
+    fmt(p)
+
+    p = sub.add_parser("apply", help="apply unattended statements to ENV, run an approved plan, queue the rest")
+    p.add_argument("environment", metavar="ENV")
+    fmt(p)
+
+    p = sub.add_parser("plans", help="list queued and decided plans")
+    p.add_argument("--env", dest="environment", help="only this environment")
+    p.add_argument("--status", choices=[s.value for s in PlanStatus], help="only plans with this status")
+    fmt(p)
+
+    p = sub.add_parser("approve", help="approve a pending plan; the next apply runs it if it still matches")
+    p.add_argument("plan_id", metavar="PLAN_ID", type=int)
+    p.add_argument("--by", required=True, help="who approves")
+    fmt(p)
+
+    p = sub.add_parser("reject", help="reject a pending or approved plan")
+    p.add_argument("plan_id", metavar="PLAN_ID", type=int)
+    p.add_argument("--by", required=True, help="who rejects")
+    p.add_argument("--reason", required=True, help="why")
+    fmt(p)
+
+    p = sub.add_parser("demo", help="walk through plan and apply on a demo environment in the embedded PostgreSQL")
+    p.add_argument("environment", metavar="ENV", nargs="?", default="demo")
+    return ap
+
+
+def _run(args: argparse.Namespace, cfg: Config) -> int:
+    with Reconciler(cfg) as rec:
+        if args.command == "plan":
+            plan = rec.plan(args.environment)
+            if args.format == "json":
+                _print_json(plan_to_json(plan))
+            else:
+                print(render_plan(plan))
+            return EXIT_DRIFT if (args.detailed_exitcode and not plan.in_sync) else EXIT_OK
+        if args.command == "apply":
+            result = rec.apply(args.environment)
+            if args.format == "json":
+                _print_json(result.to_json())
+            else:
+                print(render_apply(result))
+            return EXIT_OK
+        if args.command == "plans":
+            status = PlanStatus(args.status) if args.status else None
+            records = rec.store.list_plans(args.environment, status)
+            if args.format == "json":
+                _print_json([plan_record_json(p) for p in records])
+            else:
+                print(render_plans(records))
+            return EXIT_OK
+        if args.command == "approve":
+            p = rec.approve(args.plan_id, args.by)
+            if args.format == "json":
+                _print_json(plan_record_json(p))
+            else:
+                print(
+                    f"plan {p.id} approved by {p.decided_by}; the next `reconciler apply {p.environment}` runs it "
+                    "if a fresh diff still yields exactly these statements"
+                )
+            return EXIT_OK
+        if args.command == "reject":
+            p = rec.reject(args.plan_id, args.by, args.reason)
+            if args.format == "json":
+                _print_json(plan_record_json(p))
+            else:
+                print(f"plan {p.id} rejected by {p.decided_by}: {p.reason}")
+            return EXIT_OK
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(rec, args.environment)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+        return _run(args, cfg)
+    except ReconcilerError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The one seam for opening PostgreSQL connections: timeouts, clear errors, and passwords kept out of text."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from .errors import UnreachableError
+
+APPLICATION_NAME = "schema-reconciler"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Hide passwords in DSNs (URL and key=value forms) found anywhere in ``text``."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
+    text = _QUERY_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
+
+
+def connect(
+    dsn: str,
+    *,
+    what: str,
+    connect_timeout: timedelta = timedelta(seconds=10),
+    autocommit: bool = False,
+) -> psycopg.Connection[Any]:
+    """Open a connection or raise UnreachableError saying ``what`` was being done (password redacted)."""
+    try:
+        return psycopg.connect(
+            dsn,
+            connect_timeout=max(1, int(connect_timeout.total_seconds())),
+            autocommit=autocommit,
+            application_name=APPLICATION_NAME,
+        )
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise UnreachableError(f"{what}: cannot connect: {detail}") from exc
+
+
+def engine_for(dsn: str, *, what: str, connect_timeout: timedelta = timedelta(seconds=10)) -> sa.Engine:
+    """An SQLAlchemy engine (no pooling) whose connections come from :func:`connect`."""
+    return sa.create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: connect(dsn, what=what, connect_timeout=connect_timeout),
+        poolclass=NullPool,
+    )
+
+
+def server_major(conn: psycopg.Connection[Any]) -> int:
+    return int(conn.info.server_version) // 10000
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,89 @@
+"""The bundled demo: a demo environment at an older revision of the example schema, holding rows.
+
+It (re)creates the environment's database on the embedded PostgreSQL from ``config/demo/older-revision.sql`` and
+``config/demo/seed.sql`` (next to the configuration file), then plans and applies, and shows that the safe changes
+were applied while the destructive ones wait for approval with the data still in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from .cli_render import render_apply, render_plan, render_plans
+from .db import connect, quote_ident
+from .errors import ConfigError
+from .model import PlanStatus
+from .service import EMBEDDED_SCHEME, Reconciler
+
+
+def _count(dsn: str, sql: str) -> str:
+    try:
+        with connect(dsn, what="reading the demo environment") as conn:
+            row = conn.execute(sql.encode()).fetchone()
+            return str(row[0]) if row else "?"
+    except psycopg.Error as exc:
+        return f"unavailable ({exc.diag.message_primary})"
+
+
+def reset_demo_database(rec: Reconciler, env_name: str) -> str:
+    env = rec.env_config(env_name)
+    if not env.dsn.startswith(EMBEDDED_SCHEME):
+        raise ConfigError(
+            f"the demo recreates its environment, so {env_name!r} must use an embedded:NAME dsn",
+            path=rec.config.source,
+            key=f"environments.{env_name}.dsn",
+        )
+    demo_dir = Path(rec.config.source).resolve().parent / "demo"
+    older = demo_dir / "older-revision.sql"
+    seed = demo_dir / "seed.sql"
+    dsn = rec.env_dsn(env_name)
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with connect(rec.embedded.dsn("postgres"), what="creating the demo database", autocommit=True) as conn:
+        conn.execute(f"drop database if exists {quote_ident(str(dbname))} with (force)".encode())
+        conn.execute(f"create database {quote_ident(str(dbname))}".encode())
+    with connect(dsn, what="loading the demo database", autocommit=True) as conn:
+        conn.execute(older.read_text(encoding="utf-8").encode())
+        conn.execute(seed.read_text(encoding="utf-8").encode())
+    # Plans of an earlier demo run are about a database that no longer exists.
+    for p in rec.store.list_plans(env_name):
+        if p.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
+            rec.store.transition(
+                p.id,
+                to=PlanStatus.SUPERSEDED,
+                allowed_from=[p.status],
+                event="plan_superseded",
+                reason="the demo environment was recreated",
+            )
+    return dsn
+
+
+def run_demo(rec: Reconciler, env_name: str = "demo") -> int:
+    print(f"== 1. starting the embedded PostgreSQL and creating environment {env_name!r} at an older revision")
+    dsn = reset_demo_database(rec, env_name)
+    legacy = "select count(*) from public.users where legacy_score is not null"
+    print(f"   rows in users.legacy_score (dropped by the desired state): {_count(dsn, legacy)}")
+    print(
+        f"   rows in legacy_sessions (dropped by the desired state):    "
+        f"{_count(dsn, 'select count(*) from public.legacy_sessions')}"
+    )
+    print()
+    print(f"== 2. reconciler plan {env_name}")
+    print(render_plan(rec.plan(env_name)))
+    print()
+    print(f"== 3. reconciler apply {env_name}")
+    result = rec.apply(env_name)
+    print(render_apply(result))
+    print()
+    print("== 4. the destructive remainder waits for approval; the data is still there")
+    print(render_plans(rec.store.list_plans(env_name, PlanStatus.PENDING)))
+    print(f"   rows in users.legacy_score: {_count(dsn, legacy)}")
+    print(f"   rows in legacy_sessions:    {_count(dsn, 'select count(*) from public.legacy_sessions')}")
+    print()
+    cfg = rec.config.source
+    if result.queued_plan_id is not None:
+        print("== next: approve and apply it (the environment lives on in the embedded server's data folder):")
+        print(f"   reconciler -c {cfg} approve {result.queued_plan_id} --by $USER")
+        print(f"   reconciler -c {cfg} apply {env_name}")
+    return 0

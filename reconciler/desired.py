@@ -1,0 +1,43 @@
+"""Read the desired state: ``*.sql`` files under a folder, in lexical order of their relative paths."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import DesiredStateError
+from .model import DesiredState, SqlFile
+from .sqltext import SqlSyntaxError, split_statements
+
+
+def load_desired(root: str | Path) -> DesiredState:
+    """Read every ``*.sql`` file below ``root`` (subfolders included) and check its syntax.
+
+    The revision is a sha256 over each file's relative path and content, so renaming a file or changing a
+    byte gives a new revision. A syntax error names the file and the line.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DesiredStateError(f"reading desired state: folder {base} does not exist")
+    paths = sorted((p for p in base.rglob("*.sql") if p.is_file()), key=lambda p: p.relative_to(base).as_posix())
+    if not paths:
+        raise DesiredStateError(f"reading desired state: no *.sql files in {base}")
+    digest = hashlib.sha256()
+    files: list[SqlFile] = []
+    for p in paths:
+        rel = p.relative_to(base).as_posix()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DesiredStateError(f"reading desired state: {rel}: {exc}", file=rel) from exc
+        try:
+            split_statements(text)
+        except SqlSyntaxError as exc:
+            raise DesiredStateError(
+                f"reading desired state: syntax error at {rel}:{exc.line}: {exc.message}",
+                file=rel,
+                line=exc.line,
+            ) from exc
+        digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
+        files.append(SqlFile(path=rel, text=text))
+    return DesiredState(root=str(base), files=tuple(files), revision=digest.hexdigest())

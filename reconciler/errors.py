@@ -1,0 +1,96 @@
+"""The reconciler's error tree.
+
+Every error the package raises on purpose derives from :class:`ReconcilerError`. The tree::
+
+    ReconcilerError
+    +-- TerminalError              retrying without a change of input will not help
+    |   +-- ConfigError            bad configuration file: names the file and the key path
+    |   +-- DesiredStateError      desired-state SQL does not build: names the file and the line
+    |   +-- VersionMismatchError   scratch and environment servers run different major versions
+    |   +-- PlanError              a plan cannot be approved, rejected or applied as asked
+    |   |   +-- StalePlanError     the plan no longer matches what a fresh diff yields
+    |   +-- ApplyError             a statement failed while applying (carries the statement)
+    |   +-- StoreError             the state store is unusable (e.g. written by a newer version)
+    +-- RetryableError             transient: try again later with backoff
+        +-- UnreachableError       an environment or server cannot be reached
+        +-- BusyError              another applier holds the environment's lock
+        +-- LockTimeoutError       a statement waited too long for a lock
+
+Messages say what was being done, e.g.
+``building desired state in scratch database: syntax error at 010_users.sql:14``.
+"""
+
+from __future__ import annotations
+
+
+class ReconcilerError(Exception):
+    """Base of every error raised by the reconciler on purpose."""
+
+
+class TerminalError(ReconcilerError):
+    """Retrying without a change of configuration or desired state will not help."""
+
+
+class RetryableError(ReconcilerError):
+    """A transient failure: the same request may succeed later."""
+
+
+class ConfigError(TerminalError):
+    """The configuration file is malformed; the message names the file and the key path."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        where = ""
+        if path:
+            where = path
+            if key:
+                where += f": {key}"
+            where += ": "
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.key = key
+
+
+class DesiredStateError(TerminalError):
+    """The desired state cannot be read or built; names the file and line when known."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
+
+
+class VersionMismatchError(TerminalError):
+    """Schemas are only compared between servers of the same PostgreSQL major version."""
+
+
+class PlanError(TerminalError):
+    """A plan cannot be approved, rejected or applied as requested."""
+
+
+class StalePlanError(PlanError):
+    """An approved plan no longer matches what a fresh diff yields."""
+
+
+class ApplyError(TerminalError):
+    """A statement failed while being applied."""
+
+    def __init__(self, message: str, *, statement: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.statement = statement
+        self.index = index
+
+
+class StoreError(TerminalError):
+    """The state store cannot be used."""
+
+
+class UnreachableError(RetryableError):
+    """An environment or server cannot be reached."""
+
+
+class BusyError(RetryableError):
+    """Another applier holds the environment's advisory lock."""
+
+
+class LockTimeoutError(RetryableError):
+    """A statement waited longer than lock_timeout for a lock."""

@@ -1,0 +1,143 @@
+"""Plain, frozen values passed between the stages of a reconcile.
+
+Nothing here talks to the outside world: these are the nouns of the data flow
+``desired -> snapshot -> diff -> plan -> hazards -> policy -> apply``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class HazardKind(StrEnum):
+    """Families of hazards; values are identical in config, JSON and metric labels."""
+
+    DESTRUCTIVE = "DESTRUCTIVE"
+    LOCK = "LOCK"
+    REWRITE = "REWRITE"
+    DATA_DEPENDENT = "DATA_DEPENDENT"
+    AUTHORIZATION = "AUTHORIZATION"
+    RECREATE = "RECREATE"
+    EXTENSION = "EXTENSION"
+    RENAME = "RENAME"
+    UNPARSEABLE = "UNPARSEABLE"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    DANGER = "danger"
+
+
+class Decision(StrEnum):
+    """What policy allows for a statement in one environment."""
+
+    AUTO = "auto"
+    NEEDS_APPROVAL = "needs_approval"
+    DENIED = "denied"
+
+
+class PlanStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    APPLIED = "applied"
+    STALE = "stale"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+LIVE_PLAN_STATUSES = (PlanStatus.PENDING, PlanStatus.APPROVED)
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    """One file of the desired state: its path relative to the desired-state folder, and its text."""
+
+    path: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The desired schema: SQL files in lexical path order; ``revision`` hashes paths and contents."""
+
+    root: str
+    files: tuple[SqlFile, ...]
+    revision: str
+
+    @property
+    def short_revision(self) -> str:
+        return self.revision[:12]
+
+
+@dataclass(frozen=True)
+class Hazard:
+    """Something a statement does that an operator should know before it runs."""
+
+    code: str
+    kind: HazardKind
+    severity: Severity
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "kind": self.kind.value,
+            "severity": self.severity.value,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a plan with the hazards found on it and the policy decision for it."""
+
+    sql: str
+    hazards: tuple[Hazard, ...] = ()
+    decision: Decision = Decision.AUTO
+    transactional: bool = True
+
+    @property
+    def destructive(self) -> bool:
+        return any(h.kind is HazardKind.DESTRUCTIVE for h in self.hazards)
+
+    @property
+    def hazard_codes(self) -> tuple[str, ...]:
+        return tuple(h.code for h in self.hazards)
+
+
+def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
+    """A stable hash of an ordered list of SQL statements (what an approval binds to)."""
+    payload = json.dumps(list(sqls), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What it takes to make one environment match one desired revision."""
+
+    environment: str
+    desired_revision: str
+    statements: tuple[Statement, ...]
+    fingerprint: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.statements
+
+    @property
+    def sqls(self) -> tuple[str, ...]:
+        return tuple(s.sql for s in self.statements)
+
+    @property
+    def hash(self) -> str:
+        return statements_hash(self.sqls)
+
+    @property
+    def destructive(self) -> bool:
+        return any(s.destructive for s in self.statements)

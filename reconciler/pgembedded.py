@@ -1,0 +1,236 @@
+"""An embedded PostgreSQL server that the reconciler starts itself.
+
+It runs the PostgreSQL binaries found on this machine (``bin_dir``, ``$RECONCILER_PG_BIN``, ``pg_ctl`` on
+PATH, or the newest ``/usr/lib/postgresql/*/bin``), listens on 127.0.0.1 only with trust authentication,
+and keeps its data in ``data_dir`` so that an ``embedded:NAME`` environment survives between commands.
+PostgreSQL refuses to run as root: when run as root the server runs as the unprivileged user ``nobody``
+(or ``$RECONCILER_PG_USER``).
+
+Several processes may share one data folder: each holds a shared lock while it uses the server and the
+last one to leave stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import psycopg
+
+from .errors import UnreachableError
+
+SUPERUSER = "postgres"
+
+
+def find_bin_dir(bin_dir: str | None = None) -> Path:
+    """Locate a folder holding initdb, pg_ctl and postgres."""
+    candidates: list[str] = []
+    if bin_dir:
+        candidates.append(bin_dir)
+    if env := os.environ.get("RECONCILER_PG_BIN"):
+        candidates.append(env)
+    if on_path := shutil.which("pg_ctl"):
+        candidates.append(str(Path(on_path).resolve().parent))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    for c in candidates:
+        p = Path(c)
+        if all((p / exe).exists() for exe in ("initdb", "pg_ctl", "postgres")):
+            return p
+    raise UnreachableError(
+        "starting the embedded PostgreSQL: no initdb/pg_ctl/postgres found "
+        "(set embedded.bin_dir or RECONCILER_PG_BIN, or install PostgreSQL server binaries)"
+    )
+
+
+def _version_key(path: str) -> int:
+    try:
+        return int(Path(path).parent.name)
+    except ValueError:
+        return 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in ``data_dir``, started on demand and stopped by its last user."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], bin_dir: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self._bin_dir_hint = bin_dir
+        self.port: int | None = None
+        self._user_lock: IO[str] | None = None
+        self._run_as: tuple[int, int] | None = None
+
+    # -- public -----------------------------------------------------------------------------------
+    def start(self) -> EmbeddedPostgres:
+        """Initialise the data folder if needed and start the server, or join a running one."""
+        if self._user_lock is not None:
+            return self
+        bin_dir = find_bin_dir(self._bin_dir_hint)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._run_as = self._unprivileged_user()
+        if self._run_as is not None:
+            # The unprivileged server user must be able to reach its data folder.
+            for folder in (self.data_dir.parent, *self.data_dir.parent.parents):
+                mode = folder.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(folder, mode | 0o001)
+        # Announce ourselves as a user first, so that a leaving process never stops the server under us.
+        self._user_lock = open(self._lock_path("users"), "a+")  # noqa: SIM115 - held for the server's use
+        fcntl.flock(self._user_lock, fcntl.LOCK_SH)
+        with self._exclusive("start"):
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb(bin_dir)
+            port = self._running_port()
+            if port is None:
+                port = _free_port()
+                self._pg_ctl(
+                    bin_dir,
+                    "start",
+                    "-w",
+                    "-t",
+                    "120",
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "-o",
+                    f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                    "-c fsync=off -c full_page_writes=off -c max_connections=200",
+                )
+            self.port = port
+        return self
+
+    def stop(self) -> None:
+        """Leave the server; stop it if no other process uses it."""
+        if self._user_lock is None:
+            return
+        lock, self._user_lock = self._user_lock, None
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()  # somebody else still uses the server
+            return
+        try:
+            if self._running_port() is not None:
+                self._pg_ctl(find_bin_dir(self._bin_dir_hint), "stop", "-m", "fast", "-w", "-t", "60")
+        finally:
+            lock.close()
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        if self.port is None:
+            raise UnreachableError("the embedded PostgreSQL is not started")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str, *, exist_ok: bool = False) -> str:
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+            if exists and not exist_ok:
+                raise ValueError(f"database {name!r} exists")
+            if not exists:
+                conn.execute(f'create database "{name}"')
+        return self.dsn(name)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- internals --------------------------------------------------------------------------------
+    def _lock_path(self, what: str) -> Path:
+        return self.data_dir.parent / f".{self.data_dir.name}.{what}.lock"
+
+    @contextlib.contextmanager
+    def _exclusive(self, what: str):  # type: ignore[no-untyped-def]
+        with open(self._lock_path(what), "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _unprivileged_user(self) -> tuple[int, int] | None:
+        if os.geteuid() != 0:
+            return None
+        name = os.environ.get("RECONCILER_PG_USER", "nobody")
+        entry = pwd.getpwnam(name)
+        return entry.pw_uid, entry.pw_gid
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self._run_as is not None:
+            kwargs.update(user=self._run_as[0], group=self._run_as[1], extra_groups=[])
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "PGTZ": "UTC"}
+        return subprocess.run(  # type: ignore[call-overload,no-any-return]
+            args, capture_output=True, text=True, env=env, cwd="/", **kwargs
+        )
+
+    def _initdb(self, bin_dir: Path) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as is not None:
+            os.chown(self.data_dir, *self._run_as)
+        os.chmod(self.data_dir, 0o700)
+        res = self._run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        )
+        if res.returncode != 0:
+            raise UnreachableError(f"initialising the embedded PostgreSQL in {self.data_dir}: {res.stderr.strip()}")
+
+    def _pg_ctl(self, bin_dir: Path, *args: str) -> None:
+        res = self._run([str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args])
+        if res.returncode != 0:
+            log = self.data_dir / "server.log"
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+            raise UnreachableError(
+                f"running pg_ctl {args[0]} on the embedded PostgreSQL: {res.stderr.strip() or res.stdout.strip()}"
+                + (f"\n{tail}" if tail else "")
+            )
+
+    def _running_port(self) -> int | None:
+        """The port of a live server on this data folder, or None."""
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        for _ in range(50):
+            try:
+                with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", connect_timeout=2):
+                    return port
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        return None

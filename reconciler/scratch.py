@@ -1,0 +1,150 @@
+"""Throwaway databases on a scratch server: build the desired state, clone environments, always clean up.
+
+The scratch server is either a configured DSN on which the reconciler may create and drop databases, or the
+embedded PostgreSQL the reconciler starts itself. Every database made here is named
+``reconciler_scratch_<pid>_<random>`` and dropped when its user is done, also on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from .db import connect, quote_ident
+from .errors import DesiredStateError, VersionMismatchError
+from .inspect import Inspection, inspect_database
+from .model import DesiredState
+from .sqltext import line_of, split_statements
+
+PREFIX = "reconciler_scratch_"
+
+
+@dataclass(frozen=True)
+class BuiltDesired:
+    """The desired state built in a scratch database and inspected once."""
+
+    revision: str
+    dbname: str
+    dsn: str
+    inspection: Inspection
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    params = conninfo.conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+class ScratchServer:
+    """Creates and drops throwaway databases on one server; builds and caches the desired state."""
+
+    def __init__(self, admin_dsn: str, *, connect_timeout: timedelta = timedelta(seconds=10)) -> None:
+        self.admin_dsn = admin_dsn
+        self.connect_timeout = connect_timeout
+        self._major: int | None = None
+        self._built: BuiltDesired | None = None
+        self._lock = threading.RLock()
+
+    # -- databases --------------------------------------------------------------------------------
+    def _admin(self) -> psycopg.Connection[Any]:
+        return connect(
+            self.admin_dsn,
+            what="connecting to the scratch server",
+            connect_timeout=self.connect_timeout,
+            autocommit=True,
+        )
+
+    @property
+    def major_version(self) -> int:
+        if self._major is None:
+            with self._admin() as conn:
+                self._major = int(conn.info.server_version) // 10000
+        return self._major
+
+    def check_same_major(self, env_name: str, env_major: int) -> None:
+        if env_major != self.major_version:
+            raise VersionMismatchError(
+                f"comparing environment {env_name!r}: it runs PostgreSQL {env_major} but the scratch server runs "
+                f"PostgreSQL {self.major_version}; schemas are only compared on the same major version "
+                "(point `scratch` at a server of the same major version)"
+            )
+
+    def create_database(self, template: str | None = None) -> tuple[str, str]:
+        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        with self._admin() as conn:
+            sql = f"create database {quote_ident(name)}"
+            if template:
+                sql += f" template {quote_ident(template)}"
+            conn.execute(sql)
+        return name, _with_dbname(self.admin_dsn, name)
+
+    def drop_database(self, name: str) -> None:
+        with self._admin() as conn:
+            conn.execute(f"drop database if exists {quote_ident(name)} with (force)")
+
+    @contextlib.contextmanager
+    def temporary_database(self) -> Iterator[tuple[str, str]]:
+        name, dsn = self.create_database()
+        try:
+            yield name, dsn
+        finally:
+            self.drop_database(name)
+
+    # -- desired state ----------------------------------------------------------------------------
+    def build_desired(self, desired: DesiredState) -> BuiltDesired:
+        """Build ``desired`` in a scratch database (once per revision) and inspect it.
+
+        A failing statement raises DesiredStateError naming the file and line; the database is dropped.
+        """
+        with self._lock:
+            if self._built is not None and self._built.revision == desired.revision:
+                return self._built
+            name, dsn = self.create_database()
+            try:
+                run_sql_files(dsn, desired, connect_timeout=self.connect_timeout)
+                inspection = inspect_database(
+                    dsn, what="inspecting the desired state", connect_timeout=self.connect_timeout
+                )
+            except BaseException:
+                self.drop_database(name)
+                raise
+            old, self._built = self._built, BuiltDesired(desired.revision, name, dsn, inspection)
+            if old is not None:
+                self.drop_database(old.dbname)
+            return self._built
+
+    def close(self) -> None:
+        with self._lock:
+            if self._built is not None:
+                with contextlib.suppress(Exception):
+                    self.drop_database(self._built.dbname)
+                self._built = None
+
+
+def run_sql_files(dsn: str, desired: DesiredState, *, connect_timeout: timedelta = timedelta(seconds=10)) -> None:
+    """Execute every statement of every desired-state file in order; errors name the file and the line."""
+    with connect(dsn, what="building desired state", connect_timeout=connect_timeout, autocommit=True) as conn:
+        for f in desired.files:
+            for stmt in split_statements(f.text):
+                try:
+                    conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
+                except psycopg.Error as exc:
+                    line = stmt.line
+                    pos = exc.diag.statement_position
+                    if pos:
+                        line += line_of(stmt.sql, int(pos) - 1) - 1
+                    message = (exc.diag.message_primary or str(exc)).strip()
+                    raise DesiredStateError(
+                        f"building desired state in scratch database: {message} at {f.path}:{line}",
+                        file=f.path,
+                        line=line,
+                    ) from exc
