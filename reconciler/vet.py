@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .apply import run_in_transaction
+from .apply import Step, execute_steps
 from .config import EnvironmentConfig
 from .db import connect, redact
 from .diff import diff
@@ -73,8 +73,8 @@ def vet_plan(
     env_dsn: str,
     env: EnvironmentConfig,
     desired: Inspection,
-    safe: Sequence[str],
-    remainder: Sequence[str],
+    safe: Sequence[str | Step],
+    remainder: Sequence[str | Step],
     pg_dump: Path,
 ) -> VetResult:
     """Replay ``safe`` then ``remainder`` on a clone; check both steps against the desired inspection."""
@@ -86,13 +86,13 @@ def vet_plan(
             got = inspect_database(dsn, what="inspecting the scratch clone")
             return diff(filtered(got, env.schemas, env.exclude_schemas), want, privileges=env.privileges)
 
-        with connect(dsn, what="vetting the plan on a scratch clone") as conn:
+        with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
             try:
-                run_in_transaction(conn, safe, env)
+                execute_steps(conn, safe, env)
             except ApplyError as exc:
                 return VetResult(False, False, exc.statement, str(exc))
         after_safe = rediff()
-        if list(after_safe) != list(remainder):
+        if list(after_safe) != [r.sql if isinstance(r, Step) else r for r in remainder]:
             return VetResult(
                 False,
                 False,
@@ -101,9 +101,9 @@ def vet_plan(
                 "other statements than the queued remainder",
                 tuple(after_safe),
             )
-        with connect(dsn, what="vetting the plan on a scratch clone") as conn:
+        with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
             try:
-                run_in_transaction(conn, remainder, env)
+                execute_steps(conn, remainder, env)
             except ApplyError as exc:
                 return VetResult(True, False, exc.statement, str(exc))
         residue = rediff()
