@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pglast import ast, parser
+
 from .apply import Step, execute_steps
 from .config import EnvironmentConfig
-from .db import connect, redact
+from .db import connect, quote_ident, redact
 from .diff import diff
 from .errors import ApplyError, DesiredStateError, ReconcilerError
 from .inspect import Inspection, filtered, inspect_database
@@ -53,12 +55,23 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
     return "\n".join(line for line in res.stdout.splitlines() if not line.startswith("\\"))
 
 
+def _schemas_created(script: str) -> list[str]:
+    return [
+        str(raw.stmt.schemaname)
+        for raw in parser.parse_sql(script)
+        if isinstance(raw.stmt, ast.CreateSchemaStmt) and raw.stmt.schemaname
+    ]
+
+
 def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
     """A scratch database holding the environment's schema; returns (name, dsn). Caller drops it."""
     script = dump_schema(env_dsn, env, pg_dump)
     name, dsn = scratch.create_database()
     try:
         with connect(dsn, what="restoring the environment's schema in scratch", autocommit=True) as conn:
+            # A dump filtered by --schema creates even the schemas a new database already has (public).
+            for schema in _schemas_created(script):
+                conn.execute(f"drop schema if exists {quote_ident(schema)} cascade".encode())
             conn.execute(script.encode("utf-8"))
     except BaseException as exc:
         scratch.drop_database(name)

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-
 from conftest import run_sql
+
 from reconciler.config import load_config
 from reconciler.model import PlanStatus
 from reconciler.pgembedded import EmbeddedPostgres
