@@ -14,9 +14,11 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,6 +29,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .reconcile.cron import CronError, parse_cron
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -58,6 +61,108 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MaintenanceWindow(_Model):
+    """A recurring span of time in which the daemon may apply changes: starts matching ``cron``, lasts ``duration``."""
+
+    cron: str
+    duration: Duration
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        try:
+            parse_cron(v)
+        except CronError as exc:
+            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _valid_duration(cls, v: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= v <= timedelta(days=31):
+            raise ValueError("must be between 1m and 31d")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC or Europe/Berlin)") from None
+        return v
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b|bytes)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "bytes": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """Parse ``100MB``, ``1GB``, ``512kB`` (powers of 1024, as PostgreSQL counts) or a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 100MB or 1GB, got {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float):
+        n = int(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        unit = (m.group(2) or "b").lower().replace("ib", "b")
+        n = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    else:
+        raise ValueError(f"expected a size such as 100MB or 1GB, got {value!r}")
+    if n < 0:
+        raise ValueError("a size cannot be negative")
+    return n
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _hazard_selector(value: str) -> str:
+    """A hazard kind (``DESTRUCTIVE``) or a registered hazard code (``DS103``)."""
+    from .hazards import known_codes
+    from .model import HazardKind
+
+    if value in HazardKind.__members__.values() or value in known_codes():
+        return value
+    kinds = ", ".join(k.value for k in HazardKind)
+    raise ValueError(f"unknown hazard kind or code {value!r} (kinds: {kinds}; codes: see the README)")
+
+
+HazardSelector = Annotated[str, AfterValidator(_hazard_selector)]
+
+
+class PolicyConfig(_Model):
+    """What may run unattended in one environment, by hazard kind or code.
+
+    Per hazard, a code listed anywhere wins over its kind; within the same level ``deny`` wins over
+    ``require_approval`` over ``auto_apply``. A statement's decision is the strictest of its hazards' decisions.
+    """
+
+    auto_apply: tuple[HazardSelector, ...] = ()
+    require_approval: tuple[HazardSelector, ...] = ()
+    deny: tuple[HazardSelector, ...] = ()
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> PolicyConfig:
+        lists = {"auto_apply": self.auto_apply, "require_approval": self.require_approval, "deny": self.deny}
+        seen: dict[str, str] = {}
+        for name, items in lists.items():
+            for item in items:
+                if item in seen and seen[item] != name:
+                    raise ValueError(f"{item} is listed in both {seen[item]} and {name}")
+                seen[item] = name
+        return self
+
+
+class LargeTableConfig(_Model):
+    """A table is large (lock hazards apply, index builds run CONCURRENTLY) above either figure."""
+
+    bytes: ByteSize = 100 * 1024**2
+    rows: int = Field(default=1_000_000, ge=0)
+
+
 class EnvironmentConfig(_Model):
     """One database whose schema the reconciler keeps in line with the desired state."""
 
@@ -68,6 +173,43 @@ class EnvironmentConfig(_Model):
     lock_timeout: Duration = timedelta(seconds=5)
     statement_timeout: Duration = timedelta(minutes=15)
     connect_timeout: Duration = timedelta(seconds=10)
+    # Hazards and policy (issue 3): what runs unattended, when a table counts as large, online-safe rewrites.
+    production: bool = False
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    large_table: LargeTableConfig = Field(default_factory=LargeTableConfig)
+    online_rewrites: bool = True
+    # The daemon (`reconciler run`): how often, whether it may apply, and when.
+    interval: Duration = timedelta(seconds=60)
+    suspend: bool = False
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    # Applying (issue 4): a concurrent index build gets its own, longer statement timeout (same lock timeout);
+    # a statement that times out waiting for a lock is retried with bounded, jittered exponential backoff.
+    concurrent_statement_timeout: Duration = timedelta(hours=2)
+    lock_retries: int = Field(default=5, ge=0, le=100)
+    lock_retry_backoff: Duration = timedelta(seconds=1)
+    lock_retry_backoff_max: Duration = timedelta(seconds=30)
+    # Approvals: who may approve or reject plans of this environment (empty: anyone), and how many different
+    # people must approve before a plan runs.
+    approvers: tuple[str, ...] = ()
+    approvals_required: int = Field(default=1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _apply_settings(self) -> EnvironmentConfig:
+        if self.lock_retry_backoff_max < self.lock_retry_backoff:
+            raise ValueError("lock_retry_backoff_max must not be smaller than lock_retry_backoff")
+        if self.approvers and self.approvals_required > len(set(self.approvers)):
+            raise ValueError(
+                f"approvals_required is {self.approvals_required} but only {len(set(self.approvers))} approver(s) "
+                "are listed"
+            )
+        return self
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_positive(cls, v: timedelta) -> timedelta:
+        if v < timedelta(milliseconds=100):
+            raise ValueError("must be at least 100ms")
+        return v
 
     @field_validator("dsn")
     @classmethod
@@ -90,6 +232,51 @@ class EmbeddedConfig(_Model):
     bin_dir: str | None = None
 
 
+class DaemonConfig(_Model):
+    """How ``reconciler run`` schedules reconciles across environments."""
+
+    concurrency: int = Field(default=4, ge=1, le=64)
+    backoff_base: Duration = timedelta(seconds=5)
+    backoff_max: Duration = timedelta(minutes=5)
+    grace_period: Duration = timedelta(seconds=30)
+    jitter: float = Field(default=0.1, ge=0.0, le=1.0)
+    watch_interval: Duration = timedelta(seconds=5)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DaemonConfig:
+        if self.backoff_base <= timedelta(0):
+            raise ValueError("backoff_base must be positive")
+        if self.backoff_max < self.backoff_base:
+            raise ValueError("backoff_max must not be smaller than backoff_base")
+        if self.watch_interval < timedelta(milliseconds=100):
+            raise ValueError("watch_interval must be at least 100ms")
+        return self
+
+
+class ApiToken(_Model):
+    """A bearer token of the HTTP API: read from an environment variable or a file, never from this file."""
+
+    identity: str = Field(min_length=1, max_length=128)
+    token_env: str | None = None
+    token_file: str | None = None
+    environments: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiToken:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token_env or token_file")
+        return self
+
+
+class ServerConfig(_Model):
+    """The daemon's HTTP server: metrics, health checks and the JSON API."""
+
+    listen: str = "127.0.0.1"
+    port: int = Field(default=9630, ge=0, le=65535)
+    tokens: tuple[ApiToken, ...] = ()
+    read_requires_token: bool = False
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -98,6 +285,8 @@ class Config(_Model):
     state: str = "sqlite:///.reconciler/state.db"
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     # Set by the loader, not by the file.
     source: str = Field(default="", exclude=True)
@@ -198,6 +387,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             msg = "unknown key"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{msg}{more}", path=shown, key=_keypath(tuple(first["loc"]))) from exc
+    for i, tok in enumerate(cfg.server.tokens):
+        for name in tok.environments:
+            if name != "*" and name not in cfg.environments:
+                raise ConfigError(
+                    f"unknown environment {name!r} (give configured environments, or '*' for all)",
+                    path=shown,
+                    key=f"server.tokens[{i}].environments",
+                )
     base = p.resolve().parent
     embedded = cfg.embedded.model_copy(
         update={
@@ -205,8 +402,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             "bin_dir": _resolve(base, cfg.embedded.bin_dir) if cfg.embedded.bin_dir else None,
         }
     )
+    tokens = tuple(
+        t.model_copy(update={"token_file": _resolve(base, t.token_file)}) if t.token_file else t
+        for t in cfg.server.tokens
+    )
     return cfg.model_copy(
         update={
+            "server": cfg.server.model_copy(update={"tokens": tokens}),
             "desired_state": _resolve(base, cfg.desired_state),
             "state": _resolve_sqlite(base, cfg.state),
             "embedded": embedded,

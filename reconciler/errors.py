@@ -14,7 +14,8 @@ Every error the package raises on purpose derives from :class:`ReconcilerError`.
     +-- RetryableError             transient: try again later with backoff
         +-- UnreachableError       an environment or server cannot be reached
         +-- BusyError              another applier holds the environment's lock
-        +-- LockTimeoutError       a statement waited too long for a lock
+        +-- LockTimeoutError       a statement waited too long for a lock, on every allowed attempt
+        +-- ApplyInterruptedError  the connection was lost while applying; committed steps stay, the rest resumes
 
 Messages say what was being done, e.g.
 ``building desired state in scratch database: syntax error at 010_users.sql:14``.
@@ -74,10 +75,18 @@ class StalePlanError(PlanError):
 class ApplyError(TerminalError):
     """A statement failed while being applied."""
 
-    def __init__(self, message: str, *, statement: str | None = None, index: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        statement: str | None = None,
+        index: int | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.statement = statement
         self.index = index
+        self.sqlstate = sqlstate
 
 
 class StoreError(TerminalError):
@@ -93,4 +102,40 @@ class BusyError(RetryableError):
 
 
 class LockTimeoutError(RetryableError):
-    """A statement waited longer than lock_timeout for a lock."""
+    """A statement waited longer than lock_timeout for a lock (on every attempt that was allowed)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        statement: str | None = None,
+        index: int | None = None,
+        attempts: int = 1,
+        sqlstate: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.statement = statement
+        self.index = index
+        self.attempts = attempts
+        self.sqlstate = sqlstate
+
+
+class ApplyInterruptedError(RetryableError):
+    """The connection to the environment was lost while applying (terminated, server restart, network).
+
+    The transaction in flight was rolled back by PostgreSQL; steps committed before it stay applied, and a later
+    apply resumes after them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        statement: str | None = None,
+        index: int | None = None,
+        sqlstate: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.statement = statement
+        self.index = index
+        self.sqlstate = sqlstate

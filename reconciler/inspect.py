@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import warnings
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
+
+import psycopg
 
 with warnings.catch_warnings():
     # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
@@ -14,7 +18,8 @@ with warnings.catch_warnings():
     from schemainspect import get_inspector
     from schemainspect.pg.obj import PROPS
 
-from .db import engine_for
+from .db import connect, engine_for, redact
+from .errors import ReconcilerError, UnreachableError
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
 
@@ -50,3 +55,208 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
             type(items)((k, v) for k, v in items.items() if (not keep or v.schema in keep) and v.schema not in drop),
         )
     return out
+
+
+# -- schema fingerprint -----------------------------------------------------------------------------
+#
+# One catalog query lists every object of the managed schemas as (kind, identity, definition) rows, in a canonical
+# order; the fingerprint is a sha256 over that listing. Object ids, owners, statistics and storage details are left
+# out, so the fingerprint changes when the schema changes (by the reconciler or by hand) and not otherwise.
+# Grants are part of it only when the environment manages privileges. Extension members are represented by their
+# extension (name and version).
+
+_FINGERPRINT_SQL = r"""
+with ns as (
+    select n.oid, n.nspname, n.nspacl
+    from pg_namespace n
+    where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+      and n.nspname not like 'pg\_temp\_%%' and n.nspname not like 'pg\_toast\_temp\_%%'
+      and (cardinality(%(schemas)s::text[]) = 0 or n.nspname = any(%(schemas)s::text[]))
+      and not (n.nspname = any(%(exclude)s::text[]))
+),
+ext as (select classid, objid from pg_depend where deptype = 'e'),
+rel as (
+    select c.oid, c.relname, c.relkind, c.relacl, ns.nspname,
+           quote_ident(ns.nspname) || '.' || quote_ident(c.relname) as ident
+    from pg_class c join ns on ns.oid = c.relnamespace
+    where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+      and not exists (select 1 from ext where ext.classid = 'pg_class'::regclass and ext.objid = c.oid)
+),
+fn as (
+    select p.*, ns.nspname,
+           quote_ident(ns.nspname) || '.' || quote_ident(p.proname)
+             || '(' || pg_get_function_identity_arguments(p.oid) || ')' as ident
+    from pg_proc p join ns on ns.oid = p.pronamespace
+    where not exists (select 1 from ext where ext.classid = 'pg_proc'::regclass and ext.objid = p.oid)
+),
+typ as (
+    select t.*, ns.nspname, quote_ident(ns.nspname) || '.' || quote_ident(t.typname) as ident
+    from pg_type t join ns on ns.oid = t.typnamespace
+    where t.typtype in ('e', 'd', 'r', 'b', 'm')
+      and not exists (select 1 from ext where ext.classid = 'pg_type'::regclass and ext.objid = t.oid)
+      and not (t.typtype = 'b' and t.typcategory = 'A')
+)
+select kind, ident, def from (
+    select 'schema' as kind, quote_ident(nspname) as ident,
+           case when %(privileges)s then coalesce(nspacl::text, '') else '' end as def
+    from ns
+    where not exists (select 1 from ext where ext.classid = 'pg_namespace'::regclass and ext.objid = ns.oid)
+  union all
+    select 'extension', e.extname, e.extversion || ' in ' || n.nspname
+    from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+    where n.nspname in (select nspname from ns) or n.nspname = 'pg_catalog'
+  union all
+    select 'relation', rel.ident,
+           concat_ws(' | ', c.relkind::text, c.relpersistence::text, c.relreplident::text, am.amname,
+                     'options=' || coalesce(c.reloptions::text, ''),
+                     'rls=' || c.relrowsecurity || '/' || c.relforcerowsecurity,
+                     'partkey=' || coalesce(case when c.relkind = 'p' then pg_get_partkeydef(c.oid) end, ''),
+                     'bound=' || coalesce(pg_get_expr(c.relpartbound, c.oid), ''),
+                     'inherits=' || coalesce((select string_agg(i.inhparent::regclass::text, ',' order by i.inhseqno)
+                                              from pg_inherits i where i.inhrelid = c.oid), ''),
+                     'view=' || coalesce(case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end, ''),
+                     'seq=' || coalesce((select concat_ws(',', format_type(s.seqtypid, null), s.seqstart,
+                                                          s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle)
+                                         from pg_sequence s where s.seqrelid = c.oid), ''),
+                     'acl=' || case when %(privileges)s then coalesce(c.relacl::text, '') else '' end)
+    from rel join pg_class c on c.oid = rel.oid left join pg_am am on am.oid = c.relam
+  union all
+    select 'column', rel.ident || '.' || quote_ident(a.attname),
+           concat_ws(' | ', a.attnum, format_type(a.atttypid, a.atttypmod),
+                     case when a.attnotnull then 'not null' else 'null' end,
+                     'default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''),
+                     'identity=' || a.attidentity::text, 'generated=' || a.attgenerated::text,
+                     'collation=' || coalesce(case when a.attcollation <> t.typcollation
+                                                   then a.attcollation::regcollation::text end, ''),
+                     'storage=' || a.attstorage::text,
+                     'acl=' || case when %(privileges)s then coalesce(a.attacl::text, '') else '' end)
+    from rel join pg_attribute a on a.attrelid = rel.oid
+    join pg_type t on t.oid = a.atttypid
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    where a.attnum > 0 and not a.attisdropped and rel.relkind <> 'S'
+  union all
+    select 'constraint', coalesce(rel.ident, typ.ident) || '.' || quote_ident(co.conname),
+           concat_ws(' | ', pg_get_constraintdef(co.oid), 'valid=' || co.convalidated)
+    from pg_constraint co
+    left join rel on rel.oid = co.conrelid
+    left join typ on typ.oid = co.contypid
+    where rel.oid is not null or typ.oid is not null
+  union all
+    select 'index', rel.ident || '.' || quote_ident(ic.relname),
+           concat_ws(' | ', pg_get_indexdef(i.indexrelid), 'valid=' || i.indisvalid, 'ready=' || i.indisready,
+                     'clustered=' || i.indisclustered, 'replident=' || i.indisreplident)
+    from pg_index i join rel on rel.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
+  union all
+    select 'trigger', rel.ident || '.' || quote_ident(tg.tgname),
+           concat_ws(' | ', pg_get_triggerdef(tg.oid), 'enabled=' || tg.tgenabled::text)
+    from pg_trigger tg join rel on rel.oid = tg.tgrelid
+    where not tg.tgisinternal
+  union all
+    select 'rule', rel.ident || '.' || quote_ident(r.rulename), pg_get_ruledef(r.oid)
+    from pg_rewrite r join rel on rel.oid = r.ev_class
+    where r.rulename <> '_RETURN'
+  union all
+    select 'policy', rel.ident || '.' || quote_ident(p.polname),
+           concat_ws(' | ', p.polcmd, case when p.polpermissive then 'permissive' else 'restrictive' end,
+                     'roles=' || coalesce((select string_agg(case when r = 0 then 'public' else r::regrole::text end,
+                                                             ',' order by 1)
+                                           from unnest(p.polroles) r), ''),
+                     'using=' || coalesce(pg_get_expr(p.polqual, p.polrelid), ''),
+                     'check=' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''))
+    from pg_policy p join rel on rel.oid = p.polrelid
+  union all
+    select 'function', fn.ident,
+           concat_ws(' | ', fn.prokind, pg_get_function_result(fn.oid), l.lanname, fn.provolatile, fn.proisstrict,
+                     fn.prosecdef, fn.proleakproof, fn.proparallel, fn.proretset,
+                     'config=' || coalesce(fn.proconfig::text, ''), 'bin=' || coalesce(fn.probin, ''),
+                     'src=' || md5(fn.prosrc),
+                     'agg=' || coalesce((select concat_ws(',', ag.aggtransfn::regproc::text,
+                                                          ag.aggfinalfn::regproc::text, ag.aggcombinefn::regproc::text,
+                                                          format_type(ag.aggtranstype, null), ag.agginitval,
+                                                          ag.aggkind)
+                                         from pg_aggregate ag where ag.aggfnoid = fn.oid), ''),
+                     'acl=' || case when %(privileges)s then coalesce(fn.proacl::text, '') else '' end)
+    from fn join pg_language l on l.oid = fn.prolang
+  union all
+    select 'type', typ.ident,
+           concat_ws(' | ', typ.typtype,
+                     'labels=' || coalesce((select string_agg(quote_literal(e.enumlabel), ',' order by e.enumsortorder)
+                                            from pg_enum e where e.enumtypid = typ.oid), ''),
+                     'base=' || case when typ.typtype = 'd' then format_type(typ.typbasetype, typ.typtypmod) else '' end,
+                     'notnull=' || typ.typnotnull, 'default=' || coalesce(typ.typdefault, ''),
+                     'range=' || coalesce((select format_type(rg.rngsubtype, null) from pg_range rg
+                                           where rg.rngtypid = typ.oid), ''),
+                     'acl=' || case when %(privileges)s then coalesce(typ.typacl::text, '') else '' end)
+    from typ
+  union all
+    select 'statistics', quote_ident(ns.nspname) || '.' || quote_ident(s.stxname), pg_get_statisticsobjdef(s.oid)
+    from pg_statistic_ext s join ns on ns.oid = s.stxnamespace
+  union all
+    select 'collation', quote_ident(ns.nspname) || '.' || quote_ident(co.collname),
+           concat_ws(' | ', co.collprovider, co.collisdeterministic, co.collcollate, co.collctype)
+    from pg_collation co join ns on ns.oid = co.collnamespace
+    where not exists (select 1 from ext where ext.classid = 'pg_collation'::regclass and ext.objid = co.oid)
+  union all
+    select 'comment', (pg_identify_object(d.classoid, d.objoid, d.objsubid)).identity, d.description
+    from pg_description d
+    where (pg_identify_object(d.classoid, d.objoid, d.objsubid)).schema in (select nspname from ns)
+       or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
+  union all
+    select 'default_acl', coalesce(n.nspname, '*') || '.' || da.defaclobjtype::text || '.' || da.defaclrole::regrole::text,
+           da.defaclacl::text
+    from pg_default_acl da left join pg_namespace n on n.oid = da.defaclnamespace
+    where %(privileges)s and (n.oid is null or n.nspname in (select nspname from ns))
+) listing
+order by kind collate "C", ident collate "C", def collate "C"
+"""
+
+
+def schema_listing(
+    conn_or_dsn: psycopg.Connection[Any] | str,
+    schemas: Iterable[str] = (),
+    exclude_schemas: Iterable[str] = (),
+    *,
+    privileges: bool = False,
+    connect_timeout: timedelta = timedelta(seconds=10),
+    what: str = "reading the schema fingerprint",
+) -> list[tuple[str, str, str]]:
+    """The canonical listing that :func:`schema_fingerprint` hashes: (kind, identity, definition) rows, sorted."""
+    params = {"schemas": list(schemas), "exclude": list(exclude_schemas), "privileges": privileges}
+    try:
+        if isinstance(conn_or_dsn, str):
+            with connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
+                rows = conn.execute(_FINGERPRINT_SQL, params).fetchall()
+        else:
+            rows = conn_or_dsn.execute(_FINGERPRINT_SQL, params).fetchall()
+            if not conn_or_dsn.autocommit:
+                conn_or_dsn.rollback()
+    except psycopg.OperationalError as exc:
+        raise UnreachableError(f"{what}: {redact(str(exc).strip())}") from exc
+    except psycopg.Error as exc:
+        raise ReconcilerError(f"{what}: {redact(str(exc).strip())}") from exc
+    return [(str(k), str(i), str(d) if d is not None else "") for k, i, d in rows]
+
+
+def schema_fingerprint(
+    conn_or_dsn: psycopg.Connection[Any] | str,
+    schemas: Iterable[str] = (),
+    exclude_schemas: Iterable[str] = (),
+    *,
+    privileges: bool = False,
+    connect_timeout: timedelta = timedelta(seconds=10),
+    what: str = "reading the schema fingerprint",
+) -> str:
+    """A sha256 of the managed schemas' catalog listing, read with ONE catalog query.
+
+    It changes whenever an object of the managed schemas changes (tables, columns, types, constraints, indexes,
+    views, functions, triggers, policies, sequences, comments, extensions; grants when ``privileges``), whether
+    the reconciler or a person changed it. Approvals bind to it; drift checks can use it to skip a full diff.
+    """
+    listing = schema_listing(
+        conn_or_dsn, schemas, exclude_schemas, privileges=privileges, connect_timeout=connect_timeout, what=what
+    )
+    h = hashlib.sha256()
+    for row in listing:
+        h.update(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -93,13 +94,67 @@ class Hazard:
 
 
 @dataclass(frozen=True)
+class TableStats:
+    """Figures of one relation, read from the environment's catalog (``pg_class`` and size functions).
+
+    ``rows`` is the planner's estimate (``reltuples``; None when the table was never analyzed), ``bytes`` the
+    total size with indexes and TOAST, ``heap_bytes`` the size of the rows alone (0 means certainly empty).
+    The other fields name what hazard checks look at: column types, indexes, views that depend on it.
+    For a partitioned table the figures are sums over its partitions.
+    """
+
+    rows: int | None
+    bytes: int
+    heap_bytes: int = 0
+    kind: str = "r"
+    columns: Mapping[str, str] = field(default_factory=dict)
+    indexes: tuple[str, ...] = ()
+    invalid_indexes: tuple[str, ...] = ()
+    dependants: tuple[str, ...] = ()
+    has_grants: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.heap_bytes == 0 and not self.rows
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class ExecStep:
+    """One command that executes (part of) a statement; ``transactional=False`` runs alone, committed."""
+
+    sql: str
+    transactional: bool = True
+
+    def to_json(self) -> dict[str, str | bool]:
+        return {"sql": self.sql, "transactional": self.transactional}
+
+
+@dataclass(frozen=True)
 class Statement:
-    """One SQL statement of a plan with the hazards found on it and the policy decision for it."""
+    """One SQL statement of a plan with the hazards found on it and the policy decision for it.
+
+    ``sql`` is migra's statement: the plan's identity (its hash, what approvals bind to, what a re-diff is
+    compared with). ``steps``, when set, is what actually executes instead (an online-safe rewrite such as
+    ``CREATE INDEX CONCURRENTLY``); ``tables`` holds the figures of the relations it touches.
+    """
 
     sql: str
     hazards: tuple[Hazard, ...] = ()
     decision: Decision = Decision.AUTO
     transactional: bool = True
+    steps: tuple[ExecStep, ...] = ()
+    tables: Mapping[str, TableStats] = field(default_factory=dict)
+
+    @property
+    def rewritten(self) -> bool:
+        return bool(self.steps)
+
+    def execution(self) -> tuple[ExecStep, ...]:
+        """The commands that carry out this statement, in order."""
+        return self.steps or (ExecStep(self.sql, self.transactional),)
 
     @property
     def destructive(self) -> bool:

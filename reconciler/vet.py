@@ -3,7 +3,13 @@
 The clone is the environment's schema (``pg_dump --schema-only``, no data) restored into a scratch database on
 a server of the same major version. The statements that would run unattended are applied first; a re-diff
 must then yield exactly the queued remainder (so the unattended part stands on its own). The remainder is then
-applied too, and a final re-diff must be empty (the whole plan converges).
+applied too, and a final re-diff must be empty (the whole plan converges). If the split replay fails, the whole
+plan is replayed in its own order on a fresh clone: if that converges, the plan is sound but must wait as a whole;
+if not, the plan fails vetting and none of it may run.
+
+Statements run as they would on the environment: their online-safe steps (``Statement.execution()``), with the
+same transaction grouping (:func:`~reconciler.apply.execute_steps`). Re-diffs are compared with the statements'
+own SQL (migra's), which is the plan's identity.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pglast import ast, parser
 
@@ -19,24 +26,73 @@ from .apply import Step, execute_steps
 from .config import EnvironmentConfig
 from .db import connect, quote_ident, redact
 from .diff import diff
-from .errors import ApplyError, DesiredStateError, ReconcilerError
+from .errors import ApplyError, ReconcilerError
 from .inspect import Inspection, filtered, inspect_database
+from .model import Statement
 from .scratch import ScratchServer
+
+Phase = Literal["unattended", "remainder", "plan"]
 
 
 @dataclass(frozen=True)
 class VetResult:
-    """What replaying a plan on a clone showed."""
+    """What replaying a plan on a clone showed.
+
+    ``failed_statement`` is the plan's (migra's) statement that failed and ``failed_step`` the command that
+    PostgreSQL rejected (they differ when the statement runs in an online-safe form); ``error`` says why, with the
+    PostgreSQL error. ``residue`` is what a re-diff still yields where it should not.
+    """
 
     safe_stands_alone: bool
     converged: bool
     failed_statement: str | None = None
     error: str | None = None
     residue: tuple[str, ...] = field(default_factory=tuple)
+    phase: Phase | None = None
+    failed_step: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.safe_stands_alone and self.converged
+
+    @property
+    def failed(self) -> bool:
+        """The plan cannot be applied as it is: a statement fails, or the plan does not converge."""
+        return not self.converged
+
+    def describe(self) -> str:
+        """One line for people: what failed, where, and the PostgreSQL error."""
+        if self.ok:
+            return "the plan converges on a scratch clone of the environment"
+        text = self.error or "vetting failed"
+        if self.residue:
+            text += "; a re-diff still yields: " + "; ".join(self.residue[:5])
+            if len(self.residue) > 5:
+                text += f" (and {len(self.residue) - 5} more)"
+        return text
+
+
+Vettable = Statement | Step | str
+
+
+def _steps(items: Sequence[Vettable]) -> tuple[list[Step], list[str]]:
+    """The commands that execute ``items``, and for each the plan statement it belongs to."""
+    steps: list[Step] = []
+    owners: list[str] = []
+    for item in items:
+        if isinstance(item, Step):
+            steps.append(item)
+            owners.append(item.sql)
+            continue
+        stmt = item if isinstance(item, Statement) else Statement(item)
+        for e in stmt.execution():
+            steps.append(Step(e.sql, e.transactional))
+            owners.append(stmt.sql)
+    return steps, owners
+
+
+def _sqls(items: Sequence[Vettable]) -> list[str]:
+    return [i if isinstance(i, str) else i.sql for i in items]
 
 
 def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
@@ -86,50 +142,83 @@ def vet_plan(
     env_dsn: str,
     env: EnvironmentConfig,
     desired: Inspection,
-    safe: Sequence[str | Step],
-    remainder: Sequence[str | Step],
+    safe: Sequence[Vettable],
+    remainder: Sequence[Vettable],
     pg_dump: Path,
+    *,
+    whole: Sequence[Vettable] | None = None,
 ) -> VetResult:
-    """Replay ``safe`` then ``remainder`` on a clone; check both steps against the desired inspection."""
-    name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
+    """Replay ``safe`` then ``remainder`` on a clone; check both steps against the desired inspection.
+
+    Statements run as they would on the environment (their online-safe steps, if any); re-diffs are compared
+    with the statements' own SQL. If ``safe`` does not stand on its own and ``whole`` (the plan in its order)
+    is given, the whole plan is replayed on a fresh clone to tell "waits as a whole" from "fails".
+    """
     want = filtered(desired, env.schemas, env.exclude_schemas)
+    first = _replay(scratch, env_dsn, env, want, pg_dump, [("unattended", safe), ("remainder", remainder)])
+    if first.ok or whole is None or not safe or not remainder:
+        return first  # with one part empty, the split replay is the whole plan in its order
+    # Split in two, the plan fails or does not stand apart; in its own order it may still converge (as a whole).
+    again = _replay(scratch, env_dsn, env, want, pg_dump, [("plan", whole)])
+    if again.converged:
+        return VetResult(False, True, error=first.error, residue=first.residue, phase=first.phase)
+    return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
+
+
+def _replay(
+    scratch: ScratchServer,
+    env_dsn: str,
+    env: EnvironmentConfig,
+    want: Inspection,
+    pg_dump: Path,
+    phases: Sequence[tuple[Phase, Sequence[Vettable]]],
+) -> VetResult:
+    """Replay ``phases`` in order on one fresh clone; after each, a re-diff must yield exactly what follows."""
+    name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
     try:
 
         def rediff() -> list[str]:
             got = inspect_database(dsn, what="inspecting the scratch clone")
             return diff(filtered(got, env.schemas, env.exclude_schemas), want, privileges=env.privileges)
 
-        with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
-            try:
-                execute_steps(conn, safe, env)
-            except ApplyError as exc:
-                return VetResult(False, False, exc.statement, str(exc))
-        after_safe = rediff()
-        if list(after_safe) != [r.sql if isinstance(r, Step) else r for r in remainder]:
-            return VetResult(
-                False,
-                False,
-                None,
-                "the unattended statements do not stand on their own: after them, a re-diff yields "
-                "other statements than the queued remainder",
-                tuple(after_safe),
-            )
-        with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
-            try:
-                execute_steps(conn, remainder, env)
-            except ApplyError as exc:
-                return VetResult(True, False, exc.statement, str(exc))
-        residue = rediff()
-        if residue:
-            return VetResult(
-                True,
-                False,
-                None,
-                "the plan does not converge: a re-diff after it is not empty",
-                tuple(residue),
-            )
+        stood = True
+        for n, (phase, items) in enumerate(phases):
+            steps, owners = _steps(items)
+            with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
+                try:
+                    execute_steps(conn, steps, env)
+                except ApplyError as exc:
+                    i = exc.index if exc.index is not None and exc.index < len(owners) else None
+                    stmt = owners[i] if i is not None else exc.statement
+                    return VetResult(
+                        stood and phase != "unattended",
+                        False,
+                        stmt,
+                        f"{phase} statements fail on a scratch clone of the environment: {exc}",
+                        phase=phase,
+                        failed_step=exc.statement,
+                    )
+            expected = [sql for _, later in phases[n + 1 :] for sql in _sqls(later)]
+            after = rediff()
+            if after != expected:
+                if phase == "unattended":
+                    return VetResult(
+                        False,
+                        False,
+                        None,
+                        "the unattended statements do not stand on their own: after them, a re-diff yields other "
+                        "statements than the queued remainder",
+                        tuple(after),
+                        phase,
+                    )
+                return VetResult(
+                    stood,
+                    False,
+                    None,
+                    "the plan does not converge: after it, a re-diff on a scratch clone is not empty",
+                    tuple(after),
+                    phase,
+                )
         return VetResult(True, True)
-    except DesiredStateError:
-        raise
     finally:
         scratch.drop_database(name)

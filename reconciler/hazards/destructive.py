@@ -8,8 +8,9 @@ from typing import Any
 from pglast import enums
 
 from ..model import HazardKind, Severity
-from .names import object_name, relname
+from .names import dropped_name, object_name, qualified, relname
 from .registry import ParsedStatement, PlanContext, check
+from .types import compare, from_type_name, parse_type
 
 OT = enums.ObjectType
 
@@ -25,9 +26,12 @@ _DROPPED = {
 }
 
 
-def _drops(node: Any, kind: Any) -> Iterator[str]:
+def _drops(node: Any, kind: Any, keep: Any = None) -> Iterator[str]:
+    """Messages for each object that ``node`` drops if it drops ``kind``; ``keep(name)`` True skips one."""
     if node.removeType == kind:
         for obj in node.objects or ():
+            if keep is not None and keep(dropped_name(obj)):
+                continue
             cascade = (
                 " with CASCADE (dependent objects go too)" if node.behavior == enums.DropBehavior.DROP_CASCADE else ""
             )
@@ -59,21 +63,73 @@ def sequence_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
 
 @check("DS105", HazardKind.DESTRUCTIVE, Severity.DANGER, "type or domain dropped", nodes=["DropStmt"])
 def type_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    yield from _drops(node, OT.OBJECT_TYPE)
-    yield from _drops(node, OT.OBJECT_DOMAIN)
+    yield from _drops(node, OT.OBJECT_TYPE, lambda name: type_replaced(name, stmt, ctx) is not None)
+    yield from _drops(node, OT.OBJECT_DOMAIN, lambda name: type_replaced(name, stmt, ctx) is not None)
+
+
+def type_replaced(name: str, stmt: ParsedStatement, ctx: PlanContext) -> str | None:
+    """If type ``name`` is the old version of a type that the plan renamed away and created anew, its new name.
+
+    migra changes an enum by renaming it to ``..._old_version_to_be_dropped``, creating the new one, recasting
+    the columns and dropping the old one: that drop loses no data (RC105 describes it).
+    """
+    renamed = ctx.plan.type_renames.get(name)
+    if renamed is None or renamed[1] > stmt.index:
+        return None
+    old, _ = renamed
+    return old if ("type", old) in ctx.plan.created else None
 
 
 @check("DS106", HazardKind.DESTRUCTIVE, Severity.WARNING, "materialized view dropped", nodes=["DropStmt"])
 def matview_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    yield from _drops(node, OT.OBJECT_MATVIEW)
+    # Recreated in the same plan, its rows are recomputed from its query: RC104 says so.
+    yield from _drops(
+        node, OT.OBJECT_MATVIEW, lambda name: ctx.plan.recreated_after("matview", name, stmt.index) is not None
+    )
+
+
+def _type_changes(node: Any, ctx: PlanContext) -> Iterator[tuple[str, str, Any]]:
+    """(table.column, old type text or "", new TypeName) for each column type change of an ALTER TABLE."""
+    table = qualified(node.relation)
+    st = ctx.stats(table)
+    for cmd in node.cmds or ():
+        if cmd.subtype == enums.AlterTableType.AT_AlterColumnType and cmd.def_ is not None:
+            old = st.columns.get(str(cmd.name), "") if st is not None else ""
+            yield f"{relname(node.relation)}.{cmd.name}", old, cmd.def_.typeName
 
 
 @check("DS107", HazardKind.DESTRUCTIVE, Severity.DANGER, "column type changed", nodes=["AlterTableStmt"])
 def column_type_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for cmd in node.cmds or ():
-        if cmd.subtype == enums.AlterTableType.AT_AlterColumnType:
-            new = ".".join(n.sval for n in cmd.def_.typeName.names) if cmd.def_ is not None else "?"
-            yield f"changes the type of {relname(node.relation)}.{cmd.name} to {new}: values may be cast or lost"
+    for column, old_text, type_name in _type_changes(node, ctx):
+        new = from_type_name(type_name)
+        old = parse_type(old_text) if old_text else None
+        shown = str(new) if new is not None else "?"
+        if old is None or new is None:
+            yield f"changes the type of {column} to {shown}: values may be cast or lost (old type unknown)"
+            continue
+        change = compare(old, new)
+        if change.verdict == "changed" and not recast_to_recreated(new, stmt, ctx):
+            yield f"changes the type of {column} from {old} to {new}: {change.reason}"
+
+
+def recast_to_recreated(new: Any, stmt: ParsedStatement, ctx: PlanContext) -> bool:
+    """Whether ``new`` is a user type that this plan creates anew before ``stmt`` (an enum changed by migra)."""
+    if new.builtin:
+        return False
+    name = f"{new.schema}.{new.name}" if new.schema else f"public.{new.name}"
+    at = ctx.plan.created.get(("type", name))
+    return at is not None and at < stmt.index
+
+
+@check("DS111", HazardKind.DESTRUCTIVE, Severity.DANGER, "column type narrowed or lossy", nodes=["AlterTableStmt"])
+def column_type_narrowed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for column, old_text, type_name in _type_changes(node, ctx):
+        new = from_type_name(type_name)
+        old = parse_type(old_text) if old_text else None
+        if old is not None and new is not None:
+            change = compare(old, new)
+            if change.verdict == "narrower":
+                yield f"narrows {column} from {old} to {new}: {change.reason}"
 
 
 @check("DS108", HazardKind.DESTRUCTIVE, Severity.DANGER, "rows truncated", nodes=["TruncateStmt"])

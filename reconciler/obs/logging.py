@@ -1,11 +1,17 @@
-"""structlog setup: JSON lines on stderr, or console rendering when stderr is a terminal."""
+"""structlog setup: JSON lines on stderr, or console rendering when stderr is a terminal.
+
+Every event carries the context bound with ``structlog.contextvars`` (the daemon binds ``environment``,
+``revision`` and ``reconcile_id`` for each reconcile). Passwords in DSNs are redacted from every string value,
+exception text included. Records of the standard ``logging`` module (APScheduler's) go through the same
+pipeline, so the output stays one format.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -20,20 +26,46 @@ def _redact_values(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
+class _ToStructlog(logging.Handler):
+    """Forwards standard-library log records to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = structlog.get_logger(record.name)
+            event = record.getMessage()
+            kw: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                kw["exc_info"] = record.exc_info
+            logger.log(record.levelno, event, **kw)
+        except Exception:
+            self.handleError(record)
+
+
+_BRIDGE = _ToStructlog()
+
+
+def configure_logging(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+    """Configure structlog for the process: ``level``; JSON unless ``stream`` (default stderr) is a terminal."""
     lvl = getattr(logging, level.upper(), logging.INFO)
+    out = stream if stream is not None else sys.stderr
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not out.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             _redact_values,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    for name in ("apscheduler",):
+        std = logging.getLogger(name)
+        if _BRIDGE not in std.handlers:
+            std.addHandler(_BRIDGE)
+        std.propagate = False

@@ -1,23 +1,48 @@
-"""The state store: plans and their lifecycle, and a hash-chained append-only audit trail."""
+"""The state store: plans and their lifecycle, approvals, plan progress, environment status, and a hash-chained
+append-only audit trail. The same SQLAlchemy Core schema runs on SQLite (default) and PostgreSQL (shared by
+several reconciler replicas).
+
+Concurrency: every write runs in one transaction that first takes the lock it needs (on SQLite ``BEGIN
+IMMEDIATE``, one writer at a time; on PostgreSQL row locks and a transaction-level advisory lock that keeps the
+audit chain linear), so two processes never fork the chain, approve past the required count, or queue two live
+plans for one environment (a partial unique index backs the last one up on both backends).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event as sa_event
 from sqlalchemy.pool import NullPool
 
+from ..db import redact
 from ..errors import PlanError, StoreError
 from ..model import LIVE_PLAN_STATUSES, PlanStatus
-from .schema import STORE_VERSION, audit, meta, metadata, plans
+from .schema import (
+    LIVE_STATUSES,
+    STORE_VERSION,
+    approvals,
+    audit,
+    audit_by_environment,
+    environment_status,
+    live_plan_per_environment,
+    meta,
+    metadata,
+    plans,
+    progress,
+)
 
 GENESIS = "0" * 64
+_AUDIT_LOCK = 7294001  # pg_advisory_xact_lock key: one audit writer at a time on a PostgreSQL store
+_MIGRATE_LOCK = 7294002  # pg_advisory_xact_lock key: one store upgrade at a time
+_QUEUE_LOCK = 7294003  # pg_advisory_xact_lock(key, hashtext(environment)): one queue writer per environment
 
 
 def _now() -> datetime:
@@ -25,17 +50,48 @@ def _now() -> datetime:
 
 
 def _aware(dt: datetime | None) -> datetime | None:
-    if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)  # SQLite drops the zone; everything is stored in UTC
-    return dt
+    if dt is None:
+        return None
+    # SQLite drops the zone (everything is stored in UTC); PostgreSQL returns the session's zone.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt is not None else None
+
+
+def sql_hash(sql: str) -> str:
+    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """One approval or rejection of a plan: who, when, and what it was bound to."""
+
+    plan_id: int
+    actor: str
+    decision: str  # approve | reject
+    at: datetime
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"by": self.actor, "decision": self.decision, "at": _iso(self.at), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ProgressRecord:
+    """One committed step of a plan."""
+
+    plan_id: int
+    step_index: int
+    statement_hash: str
+    fingerprint_after: str
+    attempts: int
+    completed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -54,10 +110,17 @@ class PlanRecord:
     reason: str | None
     applied_at: datetime | None
     error: str | None
+    resumable: bool = False
+    approvals: tuple[ApprovalRecord, ...] = ()
+    completed_steps: tuple[int, ...] = ()
 
     @property
     def sqls(self) -> list[str]:
         return [s["sql"] for s in self.statements]
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        return tuple(a.actor for a in self.approvals if a.decision == "approve")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +138,9 @@ class PlanRecord:
             "reason": self.reason,
             "applied_at": _iso(self.applied_at),
             "error": self.error,
+            "resumable": self.resumable,
+            "approvals": [a.to_json() for a in self.approvals],
+            "completed_steps": list(self.completed_steps),
         }
 
 
@@ -104,6 +170,52 @@ class AuditRecord:
         }
 
 
+@dataclass(frozen=True)
+class AuditVerification:
+    """The outcome of checking the audit chain."""
+
+    ok: bool
+    records: int
+    first_broken_id: int | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "first_broken_id": self.first_broken_id,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class EnvironmentStatus:
+    """What the last apply to an environment found: the revision it tried, the one it reached, converged or not."""
+
+    environment: str
+    last_attempted_revision: str | None
+    last_applied_revision: str | None
+    converged: bool | None
+    fingerprint: str | None
+    last_plan_id: int | None
+    last_apply_at: datetime | None
+    last_error: str | None
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "last_attempted_revision": self.last_attempted_revision,
+            "last_applied_revision": self.last_applied_revision,
+            "converged": self.converged,
+            "fingerprint": self.fingerprint,
+            "last_plan_id": self.last_plan_id,
+            "last_apply_at": _iso(self.last_apply_at),
+            "last_error": self.last_error,
+            "updated_at": _iso(self.updated_at),
+        }
+
+
 def audit_hash(
     prev_hash: str,
     at: datetime,
@@ -122,7 +234,7 @@ def audit_hash(
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def _plan_from_row(row: Any) -> PlanRecord:
+def _plan_from_row(row: Any, approvals_: Sequence[ApprovalRecord] = (), completed: Sequence[int] = ()) -> PlanRecord:
     return PlanRecord(
         id=row.id,
         environment=row.environment,
@@ -138,7 +250,56 @@ def _plan_from_row(row: Any) -> PlanRecord:
         reason=row.reason,
         applied_at=_aware(row.applied_at),
         error=row.error,
+        resumable=bool(row.resumable),
+        approvals=tuple(approvals_),
+        completed_steps=tuple(completed),
     )
+
+
+def _status_from_row(r: Any) -> EnvironmentStatus:
+    return EnvironmentStatus(
+        environment=r.environment,
+        last_attempted_revision=r.last_attempted_revision,
+        last_applied_revision=r.last_applied_revision,
+        converged=None if r.converged is None else bool(r.converged),
+        fingerprint=r.fingerprint,
+        last_plan_id=r.last_plan_id,
+        last_apply_at=_aware(r.last_apply_at),
+        last_error=r.last_error,
+        updated_at=_utc(r.updated_at),
+    )
+
+
+# -- upgrades -------------------------------------------------------------------------------------------------
+
+
+def _upgrade_1_to_2(store: Store, conn: sa.Connection) -> None:
+    false = "false" if conn.dialect.name == "postgresql" else "0"
+    conn.exec_driver_sql(f"alter table reconciler_plans add column resumable boolean not null default {false}")
+    # Version 1 did not enforce one live plan per environment: keep the newest, supersede the others.
+    live = conn.execute(
+        sa.select(plans.c.id, plans.c.environment)
+        .where(plans.c.status.in_(LIVE_STATUSES))
+        .order_by(plans.c.environment, plans.c.id.desc())
+    ).all()
+    seen: set[str] = set()
+    for row in live:
+        if row.environment in seen:
+            store._set_status(
+                conn,
+                row.id,
+                PlanStatus.SUPERSEDED,
+                event="plan_superseded",
+                reason="store upgrade: a newer live plan of the same environment exists",
+            )
+        seen.add(row.environment)
+    for table in (approvals, progress, environment_status):
+        table.create(conn, checkfirst=True)
+    live_plan_per_environment.create(conn, checkfirst=True)
+    audit_by_environment.create(conn, checkfirst=True)
+
+
+UPGRADES: dict[int, Callable[[Store, sa.Connection], None]] = {1: _upgrade_1_to_2}
 
 
 class Store:
@@ -146,20 +307,46 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        # Connections from this engine begin with BEGIN IMMEDIATE on SQLite (see open_store).
+        self._writer = engine.execution_options(store_write=True)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def _write(self) -> Any:
+        return self._writer.begin()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def migrate(self) -> None:
-        """Create the tables if needed; refuse a store written by a newer version."""
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "store_version")).first()
-            if row is None:
+        """Create the tables, or upgrade them from an older store version; refuse a newer store version."""
+        with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text(f"select pg_advisory_xact_lock({_MIGRATE_LOCK})"))
+            if not sa.inspect(conn).has_table(meta.name):
+                metadata.create_all(conn)
                 conn.execute(sa.insert(meta).values(key="store_version", value=str(STORE_VERSION)))
-            elif int(row.value) > STORE_VERSION:
+                return
+            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "store_version")).first()
+            version = int(row.value) if row is not None else None
+            if version is not None and version > STORE_VERSION:
                 raise StoreError(
-                    f"the state store is at version {row.value}, newer than this reconciler knows "
+                    f"the state store is at version {version}, newer than this reconciler knows "
                     f"({STORE_VERSION}); upgrade the reconciler"
                 )
+            if version is None:
+                metadata.create_all(conn)
+                conn.execute(sa.insert(meta).values(key="store_version", value=str(STORE_VERSION)))
+                return
+            for v in range(version, STORE_VERSION):
+                UPGRADES[v](self, conn)
+                conn.execute(sa.update(meta).where(meta.c.key == "store_version").values(value=str(v + 1)))
+                self._audit(conn, "store_upgraded", environment=None, plan_id=None, payload={"to_version": v + 1})
+            metadata.create_all(conn)
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(meta.c.value).where(meta.c.key == "store_version")).scalar_one())
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -179,39 +366,93 @@ class Store:
         statements: Sequence[dict[str, Any]],
         status: PlanStatus = PlanStatus.PENDING,
     ) -> PlanRecord:
+        """Queue a plan. A pending plan of the same environment is superseded in the same transaction; an
+        approved one must be applied, rejected or marked stale first (the queue never holds two live plans)."""
         now = _now()
-        with self.engine.begin() as conn:
-            pid = conn.execute(
-                sa.insert(plans).values(
+        try:
+            with self._write() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        sa.text("select pg_advisory_xact_lock(:k, hashtext(:e))"), {"k": _QUEUE_LOCK, "e": environment}
+                    )
+                live = conn.execute(
+                    sa.select(plans.c.id, plans.c.status, plans.c.desired_revision)
+                    .where(plans.c.environment == environment, plans.c.status.in_(LIVE_STATUSES))
+                    .with_for_update()
+                ).all()
+                for old in live:
+                    if old.status == PlanStatus.APPROVED.value:
+                        raise PlanError(
+                            f"environment {environment!r} has approved plan {old.id}; it must be applied, rejected "
+                            "or found stale before another plan is queued"
+                        )
+                for old in live:
+                    why = (
+                        f"a plan for newer desired revision {desired_revision[:12]} replaces it"
+                        if old.desired_revision != desired_revision
+                        else "a newer plan replaces it: the environment changed"
+                    )
+                    self._set_status(conn, old.id, PlanStatus.SUPERSEDED, event="plan_superseded", reason=why)
+                pid = conn.execute(
+                    sa.insert(plans).values(
+                        environment=environment,
+                        status=status.value,
+                        desired_revision=desired_revision,
+                        statements_hash=statements_hash,
+                        fingerprint=fingerprint,
+                        statements=json.dumps(list(statements)),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                ).inserted_primary_key[0]
+                self._audit(
+                    conn,
+                    "plan_queued",
                     environment=environment,
-                    status=status.value,
-                    desired_revision=desired_revision,
-                    statements_hash=statements_hash,
-                    fingerprint=fingerprint,
-                    statements=json.dumps(list(statements)),
-                    created_at=now,
-                    updated_at=now,
+                    plan_id=pid,
+                    payload={
+                        "status": status.value,
+                        "desired_revision": desired_revision,
+                        "statements_hash": statements_hash,
+                        "fingerprint": fingerprint,
+                        "statements": [s["sql"] for s in statements],
+                        "supersedes": [old.id for old in live],
+                    },
                 )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            self._audit(
-                conn,
-                "plan_queued",
-                environment=environment,
-                plan_id=pid,
-                payload={
-                    "desired_revision": desired_revision,
-                    "statements_hash": statements_hash,
-                    "statements": [s["sql"] for s in statements],
-                },
-            )
+        except sa.exc.IntegrityError as exc:
+            raise PlanError(
+                f"queueing a plan for environment {environment!r}: another live plan was queued at the same time"
+            ) from exc
         return self.get_plan(int(pid))
+
+    def _details(
+        self, conn: sa.Connection, ids: Sequence[int]
+    ) -> tuple[dict[int, list[ApprovalRecord]], dict[int, list[int]]]:
+        got: dict[int, list[ApprovalRecord]] = {}
+        done: dict[int, list[int]] = {}
+        if not ids:
+            return got, done
+        for r in conn.execute(sa.select(approvals).where(approvals.c.plan_id.in_(ids)).order_by(approvals.c.id)):
+            got.setdefault(r.plan_id, []).append(ApprovalRecord(r.plan_id, r.actor, r.decision, _utc(r.at), r.reason))
+        for r in conn.execute(
+            sa.select(progress.c.plan_id, progress.c.step_index)
+            .where(progress.c.plan_id.in_(ids))
+            .order_by(progress.c.step_index)
+        ):
+            done.setdefault(r.plan_id, []).append(r.step_index)
+        return got, done
+
+    def _plans(self, conn: sa.Connection, q: sa.Select[Any]) -> list[PlanRecord]:
+        rows = conn.execute(q).all()
+        got, done = self._details(conn, [r.id for r in rows])
+        return [_plan_from_row(r, got.get(r.id, ()), done.get(r.id, ())) for r in rows]
 
     def get_plan(self, plan_id: int) -> PlanRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(plans).where(plans.c.id == plan_id)).first()
-        if row is None:
+            found = self._plans(conn, sa.select(plans).where(plans.c.id == plan_id))
+        if not found:
             raise PlanError(f"plan {plan_id} does not exist")
-        return _plan_from_row(row)
+        return found[0]
 
     def list_plans(self, environment: str | None = None, status: PlanStatus | None = None) -> list[PlanRecord]:
         q = sa.select(plans).order_by(plans.c.id)
@@ -220,7 +461,7 @@ class Store:
         if status:
             q = q.where(plans.c.status == status.value)
         with self.engine.connect() as conn:
-            return [_plan_from_row(r) for r in conn.execute(q)]
+            return self._plans(conn, q)
 
     def live_plan(self, environment: str) -> PlanRecord | None:
         """The pending or approved plan of an environment (there is at most one)."""
@@ -228,10 +469,80 @@ class Store:
             sa.select(plans)
             .where(plans.c.environment == environment, plans.c.status.in_([s.value for s in LIVE_PLAN_STATUSES]))
             .order_by(plans.c.id.desc())
+            .limit(1)
         )
         with self.engine.connect() as conn:
-            row = conn.execute(q).first()
-        return _plan_from_row(row) if row is not None else None
+            found = self._plans(conn, q)
+        return found[0] if found else None
+
+    def resumable_plan(self, environment: str) -> PlanRecord | None:
+        """The environment's newest plan if it failed transiently (a later apply resumes it), else None."""
+        q = sa.select(plans).where(plans.c.environment == environment).order_by(plans.c.id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            found = self._plans(conn, q)
+        if found and found[0].status is PlanStatus.FAILED and found[0].resumable:
+            return found[0]
+        return None
+
+    def rejected_plan(self, environment: str, desired_revision: str, fingerprint: str) -> PlanRecord | None:
+        """A rejected plan for this desired revision and environment fingerprint, if there is one."""
+        q = (
+            sa.select(plans)
+            .where(
+                plans.c.environment == environment,
+                plans.c.status == PlanStatus.REJECTED.value,
+                plans.c.desired_revision == desired_revision,
+                plans.c.fingerprint == fingerprint,
+            )
+            .order_by(plans.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            found = self._plans(conn, q)
+        return found[0] if found else None
+
+    def _lock_plan(self, conn: sa.Connection, plan_id: int) -> Any:
+        row = conn.execute(sa.select(plans).where(plans.c.id == plan_id).with_for_update()).first()
+        if row is None:
+            raise PlanError(f"plan {plan_id} does not exist")
+        return row
+
+    def _set_status(
+        self,
+        conn: sa.Connection,
+        plan_id: int,
+        to: PlanStatus,
+        *,
+        event: str,
+        actor: str | None = None,
+        reason: str | None = None,
+        error: str | None = None,
+        resumable: bool | None = None,
+        decided_by: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        now = _now()
+        values: dict[str, Any] = {"status": to.value, "updated_at": now}
+        if to in (PlanStatus.APPROVED, PlanStatus.REJECTED):
+            values.update(decided_by=decided_by or actor, decided_at=now)
+        if reason is not None:
+            values["reason"] = reason
+        if error is not None:
+            values["error"] = error
+        if to is PlanStatus.APPLIED:
+            values["applied_at"] = now
+        values["resumable"] = bool(resumable) if to is PlanStatus.FAILED else False
+        conn.execute(sa.update(plans).where(plans.c.id == plan_id).values(**values))
+        env = conn.execute(sa.select(plans.c.environment).where(plans.c.id == plan_id)).scalar_one()
+        payload: dict[str, Any] = {"status": to.value}
+        if reason:
+            payload["reason"] = reason
+        if error:
+            payload["error"] = error
+        if to is PlanStatus.FAILED:
+            payload["resumable"] = bool(resumable)
+        payload.update(extra or {})
+        self._audit(conn, event, environment=env, plan_id=plan_id, actor=actor, payload=payload)
 
     def transition(
         self,
@@ -244,39 +555,195 @@ class Store:
         reason: str | None = None,
         error: str | None = None,
         extra: dict[str, Any] | None = None,
+        resumable: bool | None = None,
     ) -> PlanRecord:
         """Move a plan to ``to`` if it is in one of ``allowed_from`` (checked atomically); audit it."""
-        now = _now()
-        values: dict[str, Any] = {"status": to.value, "updated_at": now}
-        if to in (PlanStatus.APPROVED, PlanStatus.REJECTED):
-            values.update(decided_by=actor, decided_at=now)
-        if reason is not None:
-            values["reason"] = reason
-        if error is not None:
-            values["error"] = error
-        if to is PlanStatus.APPLIED:
-            values["applied_at"] = now
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                sa.update(plans)
-                .where(plans.c.id == plan_id, plans.c.status.in_([s.value for s in allowed_from]))
-                .values(**values)
-            )
-            if res.rowcount != 1:
-                row = conn.execute(sa.select(plans.c.status, plans.c.environment).where(plans.c.id == plan_id)).first()
-                if row is None:
-                    raise PlanError(f"plan {plan_id} does not exist")
-                allowed = ", ".join(s.value for s in allowed_from)
-                raise PlanError(f"plan {plan_id} is {row.status}; only a plan that is {allowed} can become {to.value}")
-            env = conn.execute(sa.select(plans.c.environment).where(plans.c.id == plan_id)).scalar_one()
-            payload: dict[str, Any] = {"status": to.value}
-            if reason:
-                payload["reason"] = reason
-            if error:
-                payload["error"] = error
-            payload.update(extra or {})
-            self._audit(conn, event, environment=env, plan_id=plan_id, actor=actor, payload=payload)
+        try:
+            with self._write() as conn:
+                row = self._lock_plan(conn, plan_id)
+                if row.status not in {s.value for s in allowed_from}:
+                    allowed = ", ".join(s.value for s in allowed_from)
+                    raise PlanError(
+                        f"plan {plan_id} is {row.status}; only a plan that is {allowed} can become {to.value}"
+                    )
+                self._set_status(
+                    conn,
+                    plan_id,
+                    to,
+                    event=event,
+                    actor=actor,
+                    reason=reason,
+                    error=error,
+                    resumable=resumable,
+                    extra=extra,
+                )
+        except sa.exc.IntegrityError as exc:
+            raise PlanError(
+                f"plan {plan_id} cannot become {to.value}: environment already has another live plan"
+            ) from exc
         return self.get_plan(plan_id)
+
+    # -- approvals --------------------------------------------------------------------------------
+    def approve(self, plan_id: int, actor: str, *, required: int = 1) -> PlanRecord:
+        """Record ``actor``'s approval of a pending plan; it becomes approved once ``required`` different people
+        approved it. A second approval by the same person is refused."""
+        with self._write() as conn:
+            row = self._lock_plan(conn, plan_id)
+            if row.status != PlanStatus.PENDING.value:
+                raise PlanError(f"plan {plan_id} is {row.status}; only a pending plan can be approved")
+            before = [
+                r.actor
+                for r in conn.execute(
+                    sa.select(approvals.c.actor)
+                    .where(approvals.c.plan_id == plan_id, approvals.c.decision == "approve")
+                    .order_by(approvals.c.id)
+                )
+            ]
+            if actor in before:
+                raise PlanError(
+                    f"plan {plan_id} was already approved by {actor}; "
+                    + (
+                        "another approval must come from someone else"
+                        if required > len(before)
+                        else "one approval per person"
+                    )
+                )
+            conn.execute(
+                sa.insert(approvals).values(
+                    plan_id=plan_id,
+                    environment=row.environment,
+                    actor=actor,
+                    decision="approve",
+                    at=_now(),
+                    desired_revision=row.desired_revision,
+                    fingerprint=row.fingerprint,
+                    statements_hash=row.statements_hash,
+                )
+            )
+            approvers = [*before, actor]
+            self._audit(
+                conn,
+                "approval_recorded",
+                environment=row.environment,
+                plan_id=plan_id,
+                actor=actor,
+                payload={
+                    "approvals": len(approvers),
+                    "required": required,
+                    "desired_revision": row.desired_revision,
+                    "fingerprint": row.fingerprint,
+                    "statements_hash": row.statements_hash,
+                },
+            )
+            if len(approvers) >= required:
+                self._set_status(
+                    conn,
+                    plan_id,
+                    PlanStatus.APPROVED,
+                    event="plan_approved",
+                    actor=actor,
+                    decided_by=", ".join(approvers),
+                    extra={"approvers": approvers},
+                )
+        return self.get_plan(plan_id)
+
+    def reject(self, plan_id: int, actor: str, reason: str) -> PlanRecord:
+        """Reject a pending, approved or resumable failed plan; record who and why."""
+        with self._write() as conn:
+            row = self._lock_plan(conn, plan_id)
+            allowed = {PlanStatus.PENDING.value, PlanStatus.APPROVED.value}
+            if row.status not in allowed and not (row.status == PlanStatus.FAILED.value and row.resumable):
+                raise PlanError(
+                    f"plan {plan_id} is {row.status}; only a pending, approved or resumable failed plan can be rejected"
+                )
+            conn.execute(
+                sa.insert(approvals).values(
+                    plan_id=plan_id,
+                    environment=row.environment,
+                    actor=actor,
+                    decision="reject",
+                    at=_now(),
+                    reason=reason,
+                    desired_revision=row.desired_revision,
+                    fingerprint=row.fingerprint,
+                    statements_hash=row.statements_hash,
+                )
+            )
+            self._set_status(conn, plan_id, PlanStatus.REJECTED, event="plan_rejected", actor=actor, reason=reason)
+        return self.get_plan(plan_id)
+
+    def approvals_of(self, plan_id: int) -> list[ApprovalRecord]:
+        with self.engine.connect() as conn:
+            return self._details(conn, [plan_id])[0].get(plan_id, [])
+
+    # -- progress ---------------------------------------------------------------------------------
+    def record_applied(
+        self,
+        *,
+        environment: str,
+        plan_id: int | None,
+        statements: Sequence[dict[str, Any]],
+        fingerprint_after: str = "",
+    ) -> None:
+        """Audit statements that committed together (``statement_applied``, one record each) and, for a stored
+        plan, record them as completed steps so that a retry resumes after them. One transaction."""
+        now = _now()
+        with self._write() as conn:
+            for s in statements:
+                if plan_id is not None:
+                    conn.execute(
+                        sa.insert(progress).values(
+                            plan_id=plan_id,
+                            step_index=int(s["index"]),
+                            statement_hash=sql_hash(str(s["sql"])),
+                            fingerprint_after=fingerprint_after,
+                            attempts=int(s.get("attempts", 1)),
+                            completed_at=now,
+                        )
+                    )
+                self._audit(conn, "statement_applied", environment=environment, plan_id=plan_id, payload=dict(s))
+
+    def progress_of(self, plan_id: int) -> list[ProgressRecord]:
+        with self.engine.connect() as conn:
+            return [
+                ProgressRecord(
+                    r.plan_id, r.step_index, r.statement_hash, r.fingerprint_after, r.attempts, _utc(r.completed_at)
+                )
+                for r in conn.execute(
+                    sa.select(progress).where(progress.c.plan_id == plan_id).order_by(progress.c.step_index)
+                )
+            ]
+
+    # -- environment status -----------------------------------------------------------------------
+    def set_status(self, environment: str, **fields: Any) -> EnvironmentStatus:
+        """Upsert the environment's status row with ``fields`` (columns of reconciler_environment_status)."""
+        unknown = set(fields) - set(environment_status.c.keys())
+        if unknown:
+            raise StoreError(f"unknown environment status field(s): {', '.join(sorted(unknown))}")
+        values = {**fields, "updated_at": _now()}
+        with self._write() as conn:
+            res = conn.execute(
+                sa.update(environment_status).where(environment_status.c.environment == environment).values(**values)
+            )
+            if res.rowcount == 0:
+                conn.execute(sa.insert(environment_status).values(environment=environment, **values))
+        status = self.get_status(environment)
+        assert status is not None
+        return status
+
+    def get_status(self, environment: str) -> EnvironmentStatus | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(
+                sa.select(environment_status).where(environment_status.c.environment == environment)
+            ).first()
+        return _status_from_row(r) if r is not None else None
+
+    def list_statuses(self) -> list[EnvironmentStatus]:
+        with self.engine.connect() as conn:
+            return [
+                _status_from_row(r)
+                for r in conn.execute(sa.select(environment_status).order_by(environment_status.c.environment))
+            ]
 
     # -- audit ------------------------------------------------------------------------------------
     def record(
@@ -287,9 +754,28 @@ class Store:
         plan_id: int | None = None,
         actor: str | None = None,
         payload: dict[str, Any] | None = None,
-    ) -> None:
-        with self.engine.begin() as conn:
-            self._audit(conn, event, environment=environment, plan_id=plan_id, actor=actor, payload=payload or {})
+        unless_repeated: bool = False,
+    ) -> bool:
+        """Append an audit record. With ``unless_repeated``, skip it when the environment's last record of this
+        event has the same payload (a level-triggered loop computes the same plan again and again). Returns
+        whether a record was written."""
+        with self._write() as conn:
+            body = payload or {}
+            if unless_repeated:
+                last = conn.execute(
+                    sa.select(audit.c.payload)
+                    .where(audit.c.event == event, audit.c.environment == environment)
+                    .order_by(audit.c.id.desc())
+                    .limit(1)
+                ).scalar()
+                if last is not None and last == self._payload_text(body):
+                    return False
+            self._audit(conn, event, environment=environment, plan_id=plan_id, actor=actor, payload=body)
+        return True
+
+    @staticmethod
+    def _payload_text(payload: dict[str, Any]) -> str:
+        return json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
 
     def _audit(
         self,
@@ -303,11 +789,11 @@ class Store:
     ) -> None:
         if conn.dialect.name == "postgresql":
             # Serialise writers so that the chain stays linear across replicas.
-            conn.execute(sa.text("select pg_advisory_xact_lock(7294001)"))
+            conn.execute(sa.text(f"select pg_advisory_xact_lock({_AUDIT_LOCK})"))
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.id.desc()).limit(1)).scalar()
         prev_hash = prev or GENESIS
         at = _now()
-        body = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        body = self._payload_text(payload)
         conn.execute(
             sa.insert(audit).values(
                 at=at,
@@ -321,12 +807,25 @@ class Store:
             )
         )
 
-    def audit_records(self, environment: str | None = None) -> list[AuditRecord]:
-        q = sa.select(audit).order_by(audit.c.id)
+    def audit_records(
+        self,
+        environment: str | None = None,
+        *,
+        event: str | None = None,
+        plan_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """Audit records, oldest first (with ``limit``: the newest ``limit`` of them)."""
+        q = sa.select(audit)
         if environment:
             q = q.where(audit.c.environment == environment)
+        if event:
+            q = q.where(audit.c.event == event)
+        if plan_id is not None:
+            q = q.where(audit.c.plan_id == plan_id)
+        q = q.order_by(audit.c.id.desc()).limit(limit) if limit else q.order_by(audit.c.id)
         with self.engine.connect() as conn:
-            return [
+            out = [
                 AuditRecord(
                     r.id,
                     _utc(r.at),
@@ -340,33 +839,56 @@ class Store:
                 )
                 for r in conn.execute(q)
             ]
+        return sorted(out, key=lambda a: a.id)
 
-    def verify_audit(self) -> tuple[bool, int | None, str]:
-        """Check the whole chain; return (ok, first broken record id, explanation)."""
+    def verify_audit(self) -> AuditVerification:
+        """Check the whole chain; name the first record that was altered, removed before, or inserted."""
         prev_hash = GENESIS
+        prev_id: int | None = None
         count = 0
         with self.engine.connect() as conn:
             for r in conn.execute(sa.select(audit).order_by(audit.c.id)):
                 count += 1
                 if r.prev_hash != prev_hash:
-                    return False, r.id, f"record {r.id} does not follow the record before it (chain broken)"
-                expect = audit_hash(
-                    r.prev_hash,
-                    _utc(r.at),
-                    r.environment,
-                    r.event,
-                    r.plan_id,
-                    r.actor,
-                    r.payload,
-                )
+                    after = f"record {prev_id}" if prev_id is not None else "the start of the trail"
+                    return AuditVerification(
+                        False,
+                        count,
+                        r.id,
+                        f"record {r.id} ({r.event}) does not follow {after}: a record before it was altered, "
+                        "removed or inserted (chain broken)",
+                    )
+                expect = audit_hash(r.prev_hash, _utc(r.at), r.environment, r.event, r.plan_id, r.actor, r.payload)
                 if r.hash != expect:
-                    return False, r.id, f"record {r.id} was altered after it was written (hash mismatch)"
+                    return AuditVerification(
+                        False,
+                        count,
+                        r.id,
+                        f"record {r.id} ({r.event}, {_iso(_utc(r.at))}) was altered after it was written "
+                        "(hash mismatch)",
+                    )
                 prev_hash = r.hash
-        return True, None, f"{count} records, chain intact"
+                prev_id = r.id
+        return AuditVerification(True, count, None, f"{count} records, chain intact")
 
     def iter_events(self) -> Iterator[str]:
         with self.engine.connect() as conn:
             yield from conn.execute(sa.select(audit.c.event).order_by(audit.c.id)).scalars()
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """Let SQLite transactions begin where SQLAlchemy begins them: BEGIN IMMEDIATE for writes (one writer at a
+    time, and its reads see the latest commit), BEGIN for reads. pysqlite's own handling would start a transaction
+    only at the first INSERT, after the reads that decided it."""
+
+    @sa_event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @sa_event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        write = bool(conn.get_execution_options().get("store_write"))
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def open_store(url: str) -> Store:
@@ -380,11 +902,14 @@ def open_store(url: str) -> Store:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
             kwargs["poolclass"] = NullPool
+        else:
+            kwargs["pool_pre_ping"] = True
         engine = sa.create_engine(url, **kwargs)
+        if engine.dialect.name == "sqlite":
+            _sqlite_transactions(engine)
         store = Store(engine)
         store.migrate()
     except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(
-            f"opening the state store: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
-        ) from exc
+        detail = getattr(exc, "orig", None) or exc
+        raise StoreError(f"opening the state store: {exc.__class__.__name__}: {redact(str(detail))}") from exc
     return store

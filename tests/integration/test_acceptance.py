@@ -35,7 +35,16 @@ CASES = [
     ),
     Case("drop table", "create table t (id int); create table old (x int);", "create table t (id int);", ("DS102",)),
     Case("drop column", "create table t (id int, legacy int);", "create table t (id int);", ("DS103",)),
-    Case("change column type", "create table t (id int, v int);", "create table t (id int, v bigint);", ("DS107",)),
+    # Widening loses nothing (a rewrite, harmless on an empty table); narrowing or a lossy cast needs approval.
+    Case("widen column type", "create table t (id int, v int);", "create table t (id int, v bigint);", ()),
+    Case("narrow column type", "create table t (id int, v bigint);", "create table t (id int, v int);", ("DS111",)),
+    Case("change column type", "create table t (id int, v text);", "create table t (id int, v int);", ("DS107",)),
+    Case(
+        "enum value added is a recreate",
+        "create type mood as enum ('a', 'b'); create table t (id int, m mood);",
+        "create type mood as enum ('a', 'b', 'c'); create table t (id int, m mood);",
+        (),
+    ),
     Case(
         "view recreated is not data loss",
         "create table t (id int, v int); create view vv as select id from t;",

@@ -41,8 +41,15 @@ def test_plan_exit_codes_and_json(env: tuple[str, Path], capsys: pytest.CaptureF
     assert len(doc["desired_revision"]) == 64
     by_sql = {s["sql"]: s for s in doc["statements"]}
     drop = next(s for s in doc["statements"] if "drop column" in s["sql"])
-    assert drop["destructive"] is True and drop["hazards"] == ["DS103"]
-    assert all(set(s) >= {"sql", "destructive", "hazards"} for s in by_sql.values())
+    assert drop["destructive"] is True and drop["hazard_codes"] == ["DS103"]
+    assert [(h["code"], h["kind"], h["severity"]) for h in drop["hazards"]] == [("DS103", "DESTRUCTIVE", "danger")]
+    assert "legacy_score" in drop["hazards"][0]["message"]
+    assert drop["decision"] == "needs_approval"
+    # The figures of the table behind the hazards (2 rows; never analyzed, so the estimate may be unknown).
+    assert set(drop["tables"]) == {"public.users"} and drop["tables"]["public.users"]["bytes"] > 0
+    assert all(
+        set(s) >= {"sql", "destructive", "hazards", "hazard_codes", "decision", "tables"} for s in by_sql.values()
+    )
     assert any(not s["destructive"] for s in doc["statements"])
 
     # Without --detailed-exitcode, drift is still exit 0.
@@ -139,9 +146,10 @@ def test_reject(env: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> No
 def test_safe_part_depending_on_destructive_waits_whole(
     make_db: Callable[..., str], project: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dsn = make_db("create table t (id int, v int); insert into t values (1, 5);")
+    # text -> integer may reject values (DS107, needs approval); the new view needs the integer column.
+    dsn = make_db("create table t (id int, v text); insert into t values (1, '5');")
     cfg = project(
-        {"010.sql": "create table t (id int, v text);\ncreate view w as select upper(v) as u from t;\n"},
+        {"010.sql": "create table t (id int, v int);\ncreate view w as select v + 1 as u from t;\n"},
         {"dev": {"dsn": dsn}},
     )
     res = json.loads(cli(capsys, "-c", str(cfg), "apply", "dev", "--format", "json")[1])
@@ -153,7 +161,7 @@ def test_safe_part_depending_on_destructive_waits_whole(
     cli(capsys, "-c", str(cfg), "approve", str(res["queued_plan_id"]), "--by", "alice")
     final = json.loads(cli(capsys, "-c", str(cfg), "apply", "dev", "--format", "json")[1])
     assert final["in_sync"] is True
-    assert run_sql(dsn, "select u from w") == [("5",)]
+    assert run_sql(dsn, "select u from w") == [(6,)]
 
 
 def _scratch_dbs(pg: EmbeddedPostgres) -> int:

@@ -1,0 +1,184 @@
+"""AZ1xx: statements that change who may see or change what (row-level security, policies, privileges)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pglast import ast, enums
+
+from ..model import HazardKind, Severity
+from .names import qualified, qualified_child, qualified_name, relname
+from .registry import ParsedStatement, PlanContext, check
+
+AT = enums.AlterTableType
+OT = enums.ObjectType
+
+
+def _cmds(node: Any, subtype: Any) -> Iterator[Any]:
+    for cmd in node.cmds or ():
+        if cmd.subtype == subtype:
+            yield cmd
+
+
+@check("AZ101", HazardKind.AUTHORIZATION, Severity.WARNING, "row-level security enabled", nodes=["AlterTableStmt"])
+def rls_enabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for _ in _cmds(node, AT.AT_EnableRowSecurity):
+        yield (
+            f"enables row-level security on {relname(node.relation)}: roles other than the owner see and change "
+            "only the rows a policy allows (none without a policy)"
+        )
+
+
+@check("AZ102", HazardKind.AUTHORIZATION, Severity.DANGER, "row-level security disabled", nodes=["AlterTableStmt"])
+def rls_disabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for _ in _cmds(node, AT.AT_DisableRowSecurity):
+        yield (
+            f"disables row-level security on {relname(node.relation)}: its policies stop applying; every role with "
+            "table privileges sees every row"
+        )
+
+
+@check(
+    "AZ103",
+    HazardKind.AUTHORIZATION,
+    Severity.WARNING,
+    "row-level security forced on the owner",
+    nodes=["AlterTableStmt"],
+)
+def rls_forced(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for _ in _cmds(node, AT.AT_ForceRowSecurity):
+        yield f"forces row-level security on {relname(node.relation)}: its owner is now restricted by its policies too"
+
+
+@check(
+    "AZ104", HazardKind.AUTHORIZATION, Severity.DANGER, "row-level security no longer forced", nodes=["AlterTableStmt"]
+)
+def rls_unforced(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for _ in _cmds(node, AT.AT_NoForceRowSecurity):
+        yield f"stops forcing row-level security on {relname(node.relation)}: its owner bypasses the policies again"
+
+
+def _policy_key(node: Any) -> str:
+    return f"{qualified(node.table)}.{node.policy_name}"
+
+
+@check(
+    "AZ105", HazardKind.AUTHORIZATION, Severity.WARNING, "row-level security policy created", nodes=["CreatePolicyStmt"]
+)
+def policy_created(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if ctx.plan.dropped_before("policy", _policy_key(node), stmt.index) is None:
+        yield f"creates policy {node.policy_name} on {relname(node.table)}: changes which rows roles may see or change"
+
+
+@check(
+    "AZ106",
+    HazardKind.AUTHORIZATION,
+    Severity.WARNING,
+    "row-level security policy changed",
+    nodes=["CreatePolicyStmt", "AlterPolicyStmt", "DropStmt"],
+)
+def policy_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if isinstance(node, ast.AlterPolicyStmt):
+        yield f"changes policy {node.policy_name} on {relname(node.table)}: changes which rows roles may see or change"
+    elif isinstance(node, ast.CreatePolicyStmt):
+        dropped = ctx.plan.dropped_before("policy", _policy_key(node), stmt.index)
+        if dropped is not None:
+            yield (
+                f"recreates policy {node.policy_name} on {relname(node.table)} (dropped by statement {dropped + 1}) "
+                "with a new definition: changes which rows roles may see or change"
+            )
+    elif node.removeType == OT.OBJECT_POLICY:
+        for obj in node.objects or ():
+            table, name = qualified_child(obj)
+            again = ctx.plan.recreated_after("policy", f"{table}.{name}", stmt.index)
+            if again is not None:
+                yield (
+                    f"drops policy {name} on {table} to recreate it (statement {again + 1}): if the two do not run in "
+                    "one transaction, the table goes without this policy in between"
+                )
+
+
+@check("AZ107", HazardKind.AUTHORIZATION, Severity.DANGER, "row-level security policy dropped", nodes=["DropStmt"])
+def policy_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if node.removeType != OT.OBJECT_POLICY:
+        return
+    for obj in node.objects or ():
+        table, name = qualified_child(obj)
+        if ctx.plan.recreated_after("policy", f"{table}.{name}", stmt.index) is None:
+            yield f"drops policy {name} on {table}: the rows it allowed become invisible, or the rows it hid visible"
+
+
+def _grant_text(node: Any) -> str:
+    privs = ", ".join(str(p.priv_name) for p in node.privileges or ()) or "ALL"
+    objs = ", ".join(
+        relname(o) if isinstance(o, ast.RangeVar) else qualified_name(getattr(o, "objname", None) or [o])
+        for o in node.objects or ()
+    )
+    roles = ", ".join(_role(r) for r in node.grantees or ())
+    return f"{privs} on {objs or '?'} {'to' if node.is_grant else 'from'} {roles or '?'}"
+
+
+def _role(spec: Any) -> str:
+    if isinstance(spec, ast.RoleSpec):
+        kind: Any = spec.roletype
+        if kind == enums.RoleSpecType.ROLESPEC_PUBLIC:
+            return "PUBLIC"
+        return str(spec.rolename or (kind.name.removeprefix("ROLESPEC_").lower() if kind is not None else "?"))
+    return str(spec)
+
+
+@check("AZ108", HazardKind.AUTHORIZATION, Severity.WARNING, "privileges granted", nodes=["GrantStmt", "GrantRoleStmt"])
+def granted(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if isinstance(node, ast.GrantRoleStmt):
+        if node.is_grant:
+            yield "grants role membership: the grantees gain every privilege of the granted roles"
+        return
+    if node.is_grant:
+        extra = " (PUBLIC: every role)" if any(_role(r) == "PUBLIC" for r in node.grantees or ()) else ""
+        yield f"grants {_grant_text(node)}{extra}"
+
+
+@check("AZ109", HazardKind.AUTHORIZATION, Severity.WARNING, "privileges revoked", nodes=["GrantStmt", "GrantRoleStmt"])
+def revoked(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if isinstance(node, ast.GrantRoleStmt):
+        if not node.is_grant:
+            yield "revokes role membership: the grantees lose the privileges of those roles"
+        return
+    if not node.is_grant:
+        yield f"revokes {_grant_text(node)}: queries of those roles start failing"
+
+
+@check("AZ110", HazardKind.AUTHORIZATION, Severity.WARNING, "owner changed", nodes=["AlterOwnerStmt", "AlterTableStmt"])
+def owner_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if isinstance(node, ast.AlterTableStmt):
+        for cmd in _cmds(node, AT.AT_ChangeOwner):
+            yield f"gives {relname(node.relation)} to {_role(cmd.newowner)}: the owner bypasses row-level security and holds every privilege"
+        return
+    yield f"gives an object to {_role(node.newowner)}: the owner holds every privilege on it"
+
+
+@check(
+    "AZ111",
+    HazardKind.AUTHORIZATION,
+    Severity.WARNING,
+    "SECURITY DEFINER function",
+    nodes=["CreateFunctionStmt", "AlterFunctionStmt"],
+)
+def security_definer(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    options = node.options if isinstance(node, ast.CreateFunctionStmt) else node.actions
+    for opt in options or ():
+        if isinstance(opt, ast.DefElem) and opt.defname == "security" and getattr(opt.arg, "boolval", False):
+            name = qualified_name(node.funcname if isinstance(node, ast.CreateFunctionStmt) else node.func.objname)
+            yield f"function {name} runs with its owner's privileges (SECURITY DEFINER): check its search_path and who may execute it"
+
+
+@check(
+    "AZ112",
+    HazardKind.AUTHORIZATION,
+    Severity.WARNING,
+    "default privileges changed",
+    nodes=["AlterDefaultPrivilegesStmt"],
+)
+def default_privileges(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    yield "changes default privileges: objects created from now on get other grants"

@@ -1,0 +1,178 @@
+"""MF1xx: statements whose success depends on the rows already in the table.
+
+Data-aware: each check fires only when the table may hold rows (the environment says it is not empty, or its
+size is unknown). Vetting cannot catch these failures: the scratch clone has the schema, not the rows. A failing
+statement rolls back its transaction, so nothing is half-applied, but the plan stops there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pglast import ast, enums
+
+from ..model import HazardKind, Severity
+from .destructive import recast_to_recreated
+from .names import qualified
+from .registry import ParsedStatement, PlanContext, check
+from .types import from_type_name
+
+AT = enums.AlterTableType
+CT = enums.ConstrType
+OT = enums.ObjectType
+
+
+def _cmds(node: Any) -> tuple[Any, ...]:
+    return tuple(node.cmds or ()) if node.objtype == OT.OBJECT_TABLE else ()
+
+
+def _constraint(cmd: Any) -> Any | None:
+    return cmd.def_ if cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint) else None
+
+
+def _keys(con: Any) -> str:
+    return ", ".join(str(k.sval) for k in con.keys or () if isinstance(k, ast.String)) or "?"
+
+
+@check(
+    "MF101",
+    HazardKind.DATA_DEPENDENT,
+    Severity.DANGER,
+    "NOT NULL column added without a default to a table with rows",
+    nodes=["AlterTableStmt"],
+)
+def not_null_without_default(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    for cmd in _cmds(node):
+        if cmd.subtype != AT.AT_AddColumn or not isinstance(cmd.def_, ast.ColumnDef):
+            continue
+        col = cmd.def_
+        types = {c.contype for c in col.constraints or ()}
+        not_null = col.is_not_null or CT.CONSTR_NOTNULL in types or CT.CONSTR_PRIMARY in types
+        filled = types & {CT.CONSTR_DEFAULT, CT.CONSTR_IDENTITY, CT.CONSTR_GENERATED} or col.identity not in (
+            None,
+            "",
+            "\x00",
+        )
+        if not_null and not filled:
+            yield (
+                f"adds NOT NULL column {col.colname} without a default to {ctx.figures(table)}: fails if the table "
+                "has any row (add it nullable, backfill, then SET NOT NULL; or give it a default)"
+            )
+
+
+@check(
+    "MF102",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "unique index or constraint added to a table with rows",
+    nodes=["IndexStmt", "AlterTableStmt"],
+)
+def unique_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    if isinstance(node, ast.IndexStmt):
+        if node.unique:
+            yield f"builds unique index {node.idxname or '?'} on {ctx.figures(table)}: fails if existing rows hold duplicates"
+        return
+    for cmd in _cmds(node):
+        con = _constraint(cmd)
+        if con is None or con.indexname:
+            continue  # USING INDEX: the unique index exists already
+        if con.contype in (CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY):
+            yield (
+                f"adds {'PRIMARY KEY' if con.contype == CT.CONSTR_PRIMARY else 'UNIQUE'} ({_keys(con)}) to "
+                f"{ctx.figures(table)}: fails if existing rows hold duplicates (or NULLs, for a primary key)"
+            )
+        elif con.contype == CT.CONSTR_EXCLUSION:
+            yield f"adds exclusion constraint {con.conname or '?'} to {ctx.figures(table)}: fails if existing rows conflict"
+
+
+@check(
+    "MF103",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "CHECK constraint validated on a table with rows",
+    nodes=["AlterTableStmt"],
+)
+def check_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    for cmd in _cmds(node):
+        con = _constraint(cmd)
+        if con is not None and con.contype == CT.CONSTR_CHECK and not con.skip_validation:
+            yield f"adds CHECK constraint {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row violates it"
+
+
+@check(
+    "MF104", HazardKind.DATA_DEPENDENT, Severity.WARNING, "SET NOT NULL on a table with rows", nodes=["AlterTableStmt"]
+)
+def set_not_null(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    for cmd in _cmds(node):
+        if cmd.subtype == AT.AT_SetNotNull:
+            yield f"sets {cmd.name} NOT NULL on {ctx.figures(table)}: fails if an existing row has NULL there"
+
+
+@check(
+    "MF105",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "FOREIGN KEY validated on a table with rows",
+    nodes=["AlterTableStmt"],
+)
+def fk_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    for cmd in _cmds(node):
+        con = _constraint(cmd)
+        if con is not None and con.contype == CT.CONSTR_FOREIGN and not con.skip_validation:
+            yield (
+                f"adds FOREIGN KEY {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row refers to "
+                f"a missing row of {qualified(con.pktable)}"
+            )
+
+
+@check(
+    "MF106",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "constraint validated against existing rows",
+    nodes=["AlterTableStmt"],
+)
+def constraint_validated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    for cmd in _cmds(node):
+        if cmd.subtype == AT.AT_ValidateConstraint:
+            yield f"validates {cmd.name} on {ctx.figures(table)}: fails if an existing row violates it"
+
+
+@check(
+    "MF107",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "column recast to a recreated type on a table with rows",
+    nodes=["AlterTableStmt"],
+)
+def recast_to_recreated_type(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    table = qualified(node.relation)
+    if not ctx.has_rows(table, stmt.index):
+        return
+    for cmd in _cmds(node):
+        if cmd.subtype == AT.AT_AlterColumnType and cmd.def_ is not None:
+            new = from_type_name(cmd.def_.typeName)
+            if new is not None and recast_to_recreated(new, stmt, ctx):
+                yield (
+                    f"recasts {cmd.name} of {ctx.figures(table)} to the recreated type {new}: fails if a row holds "
+                    "a value the new type lacks"
+                )

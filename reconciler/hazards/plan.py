@@ -1,0 +1,173 @@
+"""Plan-wide lookups built once per plan: what each statement creates, drops, renames, adds and refers to.
+
+Checks that look beyond their own statement (a view dropped *and* recreated, a column dropped while another of the
+same type is added, an index built on a table that an earlier statement creates) ask this index instead of
+walking the plan again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pglast import ast, enums
+from pglast.visitors import Visitor
+
+from .names import dropped_name, qualified, qualified_child, qualified_name
+
+if TYPE_CHECKING:
+    from .registry import ParsedStatement
+
+OT = enums.ObjectType
+AT = enums.AlterTableType
+
+
+@dataclass(frozen=True)
+class AddedColumn:
+    table: str
+    column: str
+    type_name: Any  # pglast TypeName
+    index: int
+
+
+class _Refs(Visitor):
+    """Collect the relations and functions a parse tree refers to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relations: set[str] = set()
+        self.functions: set[str] = set()
+
+    def visit_RangeVar(self, ancestors: Any, node: Any) -> None:
+        self.relations.add(qualified(node))
+
+    def visit_FuncCall(self, ancestors: Any, node: Any) -> None:
+        self.functions.add(qualified_name(node.funcname))
+
+
+def references(node: Any) -> tuple[set[str], set[str]]:
+    """(relations, functions) referred to anywhere in ``node``."""
+    v = _Refs()
+    v(node)
+    return v.relations, v.functions
+
+
+@dataclass
+class PlanIndex:
+    """Where in the plan each object is created, dropped, renamed; keys are ``schema.name``."""
+
+    created_relations: dict[str, int] = field(default_factory=dict)
+    created_table_columns: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+    dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, name) -> first index
+    created: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, name) -> first index
+    type_renames: dict[str, tuple[str, int]] = field(default_factory=dict)  # new name -> (old name, index)
+    dropped_columns: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    added_columns: dict[str, list[AddedColumn]] = field(default_factory=lambda: defaultdict(list))
+    indexes_on: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    relation_refs: dict[int, set[str]] = field(default_factory=dict)  # statement -> relations its body uses
+    function_refs: dict[int, set[str]] = field(default_factory=dict)  # statement -> functions its body calls
+    not_valid_constraints: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, name) -> index
+
+    @classmethod
+    def build(cls, statements: Sequence[ParsedStatement]) -> PlanIndex:
+        idx = cls()
+        for st in statements:
+            if st.node is not None:
+                idx._add(st.index, st.node)
+        return idx
+
+    # -- queries ------------------------------------------------------------------------------------
+    def created_before(self, name: str, before: int) -> bool:
+        at = self.created_relations.get(name)
+        return at is not None and at < before
+
+    def recreated_after(self, kind: str, name: str, after: int) -> int | None:
+        """The index of a statement after ``after`` that creates ``kind`` ``name`` again, if any."""
+        at = self.created.get((kind, name))
+        return at if at is not None and at > after else None
+
+    def dropped_before(self, kind: str, name: str, before: int) -> int | None:
+        at = self.dropped.get((kind, name))
+        return at if at is not None and at < before else None
+
+    # -- building -----------------------------------------------------------------------------------
+    def _mark(self, table: dict[tuple[str, str], int], kind: str, name: str, i: int) -> None:
+        table.setdefault((kind, name), i)
+
+    def _add(self, i: int, node: Any) -> None:
+        if isinstance(node, ast.CreateStmt):
+            name = qualified(node.relation)
+            self.created_relations.setdefault(name, i)
+            self._mark(self.created, "table", name, i)
+            cols = [(str(e.colname), e.typeName) for e in node.tableElts or () if isinstance(e, ast.ColumnDef)]
+            self.created_table_columns[name] = cols
+        elif isinstance(node, ast.CreateTableAsStmt):
+            into: Any = node.into
+            name = qualified(into.rel)
+            self.created_relations.setdefault(name, i)
+            kind = "matview" if node.objtype == OT.OBJECT_MATVIEW else "table"
+            self._mark(self.created, kind, name, i)
+            self.relation_refs[i], self.function_refs[i] = references(node.query)
+        elif isinstance(node, ast.ViewStmt):
+            name = qualified(node.view)
+            self._mark(self.created, "view", name, i)
+            self.relation_refs[i], self.function_refs[i] = references(node.query)
+        elif isinstance(node, ast.CreateFunctionStmt):
+            self._mark(self.created, "function", qualified_name(node.funcname), i)
+        elif isinstance(node, ast.CreateTrigStmt):
+            table = qualified(node.relation)
+            self._mark(self.created, "trigger", f"{table}.{node.trigname}", i)
+            self.function_refs[i] = {qualified_name(node.funcname)}
+        elif isinstance(node, ast.CreatePolicyStmt):
+            self._mark(self.created, "policy", f"{qualified(node.table)}.{node.policy_name}", i)
+        elif isinstance(node, ast.CreateEnumStmt | ast.CreateRangeStmt):
+            self._mark(self.created, "type", qualified_name(node.typeName), i)
+        elif isinstance(node, ast.CompositeTypeStmt):
+            self._mark(self.created, "type", qualified(node.typevar), i)
+        elif isinstance(node, ast.CreateDomainStmt):
+            self._mark(self.created, "type", qualified_name(node.domainname), i)
+        elif isinstance(node, ast.IndexStmt):
+            self.indexes_on[qualified(node.relation)].append((str(node.idxname or ""), i))
+        elif isinstance(node, ast.RenameStmt) and node.renameType in (OT.OBJECT_TYPE, OT.OBJECT_DOMAIN):
+            renamed: Any = node.object
+            old = qualified_name(renamed)
+            schema = old.rsplit(".", 1)[0]
+            self.type_renames[f"{schema}.{node.newname}"] = (old, i)
+        elif isinstance(node, ast.DropStmt):
+            self._add_drop(i, node)
+        elif isinstance(node, ast.AlterTableStmt):
+            table = qualified(node.relation)
+            for cmd in node.cmds or ():
+                if cmd.subtype == AT.AT_DropColumn:
+                    self.dropped_columns[table].append((str(cmd.name), i))
+                elif cmd.subtype == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
+                    self.added_columns[table].append(AddedColumn(table, str(cmd.def_.colname), cmd.def_.typeName, i))
+                elif (
+                    cmd.subtype == AT.AT_AddConstraint
+                    and isinstance(cmd.def_, ast.Constraint)
+                    and cmd.def_.skip_validation
+                    and cmd.def_.conname
+                ):
+                    self.not_valid_constraints.setdefault((table, str(cmd.def_.conname)), i)
+
+    def _add_drop(self, i: int, node: Any) -> None:
+        kinds = {
+            OT.OBJECT_TABLE: "table",
+            OT.OBJECT_VIEW: "view",
+            OT.OBJECT_MATVIEW: "matview",
+            OT.OBJECT_FUNCTION: "function",
+            OT.OBJECT_PROCEDURE: "function",
+            OT.OBJECT_TYPE: "type",
+            OT.OBJECT_DOMAIN: "type",
+            OT.OBJECT_INDEX: "index",
+            OT.OBJECT_SEQUENCE: "sequence",
+        }
+        for obj in node.objects or ():
+            if node.removeType in (OT.OBJECT_TRIGGER, OT.OBJECT_POLICY):
+                table, name = qualified_child(obj)
+                kind = "trigger" if node.removeType == OT.OBJECT_TRIGGER else "policy"
+                self._mark(self.dropped, kind, f"{table}.{name}", i)
+            elif node.removeType in kinds:
+                self._mark(self.dropped, kinds[node.removeType], dropped_name(obj), i)

@@ -1,0 +1,239 @@
+"""Every Prometheus metric of the reconciler, in one registry per daemon.
+
+Names start with ``schema_reconciler_``; counters end in ``_total`` and durations in ``_seconds``. Labels are
+low-cardinality only: ``environment`` (a configured name), ``outcome``, ``phase``, ``hazard`` and ``kind`` (hazard
+kinds, ``NONE`` for a statement without hazards). Never a DSN, SQL text or plan id.
+
+A dedicated :class:`prometheus_client.CollectorRegistry` per :class:`Metrics` lets several daemons (tests) run
+in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..model import HazardKind
+
+PREFIX = "schema_reconciler_"
+NO_HAZARD = "NONE"
+HAZARD_LABELS = (*(k.value for k in HazardKind), NO_HAZARD)
+OUTCOMES = ("success", "requeue", "error", "terminal")
+PHASES = ("inspect", "diff", "classify", "vet", "apply")
+# From 5 ms (a diff of a small schema) to 15 min (statement_timeout's default).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+
+class _OldestPendingAge(Collector):
+    """``schema_reconciler_oldest_pending_plan_age_seconds``: computed at scrape time from creation times."""
+
+    def __init__(self) -> None:
+        self._created: dict[str, datetime | None] = {}
+        self._lock = threading.Lock()
+
+    def set(self, environment: str, created_at: datetime | None) -> None:
+        with self._lock:
+            self._created[environment] = created_at
+
+    def remove(self, environment: str) -> None:
+        with self._lock:
+            self._created.pop(environment, None)
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily(
+            f"{PREFIX}oldest_pending_plan_age_seconds",
+            "Age of the oldest plan awaiting approval per environment (0 when none waits)",
+            labels=["environment"],
+        )
+        now = time.time()
+        with self._lock:
+            items = sorted(self._created.items())
+        for env, created in items:
+            g.add_metric([env], max(0.0, now - created.timestamp()) if created is not None else 0.0)
+        yield g
+
+
+class Metrics:
+    """The daemon's metric objects. Methods take plain values; callers never touch label plumbing."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.drift = Gauge(
+            f"{PREFIX}drift",
+            "1 when the environment's schema differs from the desired state at its last measurement, else 0",
+            ["environment"],
+            registry=r,
+        )
+        self.pending_statements = Gauge(
+            f"{PREFIX}pending_statements",
+            "Statements of the current drift not yet applied, by the kind of their most severe hazard",
+            ["environment", "hazard"],
+            registry=r,
+        )
+        self.plans_awaiting_approval = Gauge(
+            f"{PREFIX}plans_awaiting_approval",
+            "Plans of the environment that wait for an operator's approval",
+            ["environment"],
+            registry=r,
+        )
+        self._oldest_pending = _OldestPendingAge()
+        r.register(self._oldest_pending)
+        self.reconciles = Counter(
+            f"{PREFIX}reconciles",
+            "Reconciles by environment and outcome (success: in sync; requeue: drift remains; error: retried with "
+            "backoff; terminal: stalled)",
+            ["environment", "outcome"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            f"{PREFIX}reconcile_duration_seconds",
+            "Wall time of one whole reconcile",
+            ["environment"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.phase_duration = Histogram(
+            f"{PREFIX}reconcile_phase_duration_seconds",
+            "Wall time of the phases of a reconcile: inspect, diff, classify, vet, apply",
+            ["environment", "phase"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.statements_applied = Counter(
+            f"{PREFIX}statements_applied",
+            "Statements applied to the environment, by the kind of their most severe hazard",
+            ["environment", "kind"],
+            registry=r,
+        )
+        self.reachable = Gauge(
+            f"{PREFIX}environment_reachable",
+            "1 when the last reconcile could connect to the environment, else 0",
+            ["environment"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}last_success_timestamp_seconds",
+            "Unix time of the last reconcile that ended without an error",
+            ["environment"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            f"{PREFIX}environment_stalled",
+            "1 when a terminal error stopped reconciling until the configuration or desired state changes",
+            ["environment"],
+            registry=r,
+        )
+        self.suspended = Gauge(
+            f"{PREFIX}environment_suspended",
+            "1 when the environment is configured with suspend: true (measured, never applied)",
+            ["environment"],
+            registry=r,
+        )
+        self.window_open = Gauge(
+            f"{PREFIX}maintenance_window_open",
+            "1 when the environment may be changed now (inside a maintenance window, or none configured)",
+            ["environment"],
+            registry=r,
+        )
+        self.desired_revision = Info(
+            f"{PREFIX}desired_revision",
+            "The desired-state revision (sha256 of the files) the daemon reconciles towards",
+            registry=r,
+        )
+
+    # -- lifecycle of an environment's series -------------------------------------------------------
+    def add_environment(self, environment: str, *, suspended: bool) -> None:
+        """Create every series of ``environment`` so that rates and absences are well defined from the start."""
+        for outcome in OUTCOMES:
+            self.reconciles.labels(environment, outcome)
+        for kind in HAZARD_LABELS:
+            self.statements_applied.labels(environment, kind)
+        self.plans_awaiting_approval.labels(environment).set(0)
+        self._oldest_pending.set(environment, None)
+        self.stalled.labels(environment).set(0)
+        self.suspended.labels(environment).set(1 if suspended else 0)
+
+    def remove_environment(self, environment: str) -> None:
+        for outcome in OUTCOMES:
+            _remove(self.reconciles, environment, outcome)
+        for kind in HAZARD_LABELS:
+            _remove(self.statements_applied, environment, kind)
+            _remove(self.pending_statements, environment, kind)
+        for phase in PHASES:
+            _remove(self.phase_duration, environment, phase)
+        for g in (
+            self.drift,
+            self.plans_awaiting_approval,
+            self.reachable,
+            self.last_success,
+            self.stalled,
+            self.suspended,
+            self.window_open,
+            self.reconcile_duration,
+        ):
+            _remove(g, environment)
+        self._oldest_pending.remove(environment)
+
+    # -- observations -------------------------------------------------------------------------------
+    def observe_phase(self, environment: str, phase: str, seconds: float) -> None:
+        self.phase_duration.labels(environment, phase).observe(seconds)
+
+    def observe_reconcile(self, environment: str, outcome: str, seconds: float) -> None:
+        self.reconciles.labels(environment, outcome).inc()
+        self.reconcile_duration.labels(environment).observe(seconds)
+
+    def set_drift(self, environment: str, drifted: bool, pending_by_kind: Mapping[str, int]) -> None:
+        self.drift.labels(environment).set(1 if drifted else 0)
+        for kind in HAZARD_LABELS:
+            self.pending_statements.labels(environment, kind).set(pending_by_kind.get(kind, 0))
+
+    def set_awaiting(self, environment: str, count: int, oldest_created_at: datetime | None) -> None:
+        self.plans_awaiting_approval.labels(environment).set(count)
+        self._oldest_pending.set(environment, oldest_created_at)
+
+    def count_applied(self, environment: str, kinds: Iterable[str]) -> None:
+        for kind in kinds:
+            self.statements_applied.labels(environment, kind).inc()
+
+    def set_reachable(self, environment: str, reachable: bool) -> None:
+        self.reachable.labels(environment).set(1 if reachable else 0)
+
+    def set_success(self, environment: str, at: float) -> None:
+        self.last_success.labels(environment).set(at)
+
+    def set_stalled(self, environment: str, stalled: bool) -> None:
+        self.stalled.labels(environment).set(1 if stalled else 0)
+
+    def set_suspended(self, environment: str, suspended: bool) -> None:
+        self.suspended.labels(environment).set(1 if suspended else 0)
+
+    def set_window_open(self, environment: str, open_: bool) -> None:
+        self.window_open.labels(environment).set(1 if open_ else 0)
+
+    def set_desired_revision(self, revision: str) -> None:
+        self.desired_revision.info({"revision": revision})
+
+    def applied_total(self, environment: str) -> float:
+        """Statements applied to ``environment`` since the daemon started (all kinds)."""
+        return sum(
+            self.registry.get_sample_value(f"{PREFIX}statements_applied_total", {"environment": environment, "kind": k})
+            or 0.0
+            for k in HAZARD_LABELS
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format of every metric in this registry."""
+        return generate_latest(self.registry)
+
+
+def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

@@ -1,0 +1,304 @@
+"""``reconciler run``: the reconcile loop, the scheduler, metrics and the HTTP API wired together.
+
+Start-up creates the shared parts (state store, scratch server, embedded PostgreSQL) before any worker runs,
+so workers share one :class:`~reconciler.service.Reconciler` safely. A watch job notices a new desired revision
+(every environment is reconciled at once, stalled ones too) and a changed configuration file (changed
+environments are reconciled at once; top-level changes need a restart and are logged as such).
+
+SIGTERM or SIGINT: the API stops, scheduling stops, running reconciles get ``daemon.grace_period`` to finish;
+after that the process leaves anyway and PostgreSQL rolls back the transaction in flight. The exit code is 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from ..config import Config, load_config
+from ..errors import ConfigError, DesiredStateError, PlanError
+from ..model import PlanStatus
+from ..obs.metrics import Metrics
+from ..scheduler import Controller
+from ..server.api import Api
+from ..server.auth import TokenAuth
+from ..server.http import HttpServer
+from ..service import EMBEDDED_SCHEME, Reconciler
+from ..store import PlanRecord
+from .loop import ReconcileContext, reconcile
+from .result import Request, Result
+from .status import StatusBoard
+from .windows import window_open
+
+log = structlog.get_logger("reconciler.daemon")
+
+# Top-level keys that a running daemon cannot take over from a changed file.
+_RESTART_KEYS = ("desired_state", "scratch", "state", "embedded", "daemon", "server")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """One reconciler process: reconciles every environment on a schedule and serves metrics and the API."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        listen: str | None = None,
+        port: int | None = None,
+        environ: dict[str, str] | None = None,
+        watch_config: bool = True,
+    ) -> None:
+        self.config = config
+        self._config_path = Path(config.source) if (watch_config and config.source) else None
+        self.auth = TokenAuth.from_config(config, environ)
+        self.metrics = Metrics()
+        self.status = StatusBoard()
+        self.reconciler = Reconciler(config)
+        self.context = ReconcileContext(self.reconciler, self.metrics, self.status)
+        self.controller = Controller(config.daemon, dict(config.environments), self._reconcile, watch=self._watch)
+        self.api = Api(self, self.auth)
+        self._listen = listen if listen is not None else config.server.listen
+        self._port = port if port is not None else config.server.port
+        self.http: HttpServer | None = None
+        self._desired_marker: str | None = None
+        self._config_digest: str | None = None
+        self._stop_requested = threading.Event()
+        self._abort = threading.Event()
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self.http is None:
+            raise RuntimeError("the daemon is not started")
+        return self.http.url
+
+    def start(self) -> None:
+        """Create the shared resources, start the HTTP server and the scheduler. Raises ReconcilerError."""
+        try:
+            self._warm_up()
+            try:
+                self.http = HttpServer(self.api, self._listen, self._port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {self._listen}:{self._port}: {exc.strerror or exc}",
+                    path=self.config.source,
+                    key="server.port",
+                ) from exc
+            self._desired_marker = self._read_desired_marker()
+            self._config_digest = self._read_config_digest()
+            now = _utcnow()
+            for name, env in self.config.environments.items():
+                self.metrics.add_environment(name, suspended=env.suspend)
+                self.status.ensure(name, now)
+            self.http.start()
+            self.controller.start()
+        except BaseException:
+            self.close()
+            raise
+        log.info(
+            "daemon_started",
+            url=self.http.url,
+            environments=sorted(self.config.environments),
+            concurrency=self.config.daemon.concurrency,
+        )
+
+    def _warm_up(self) -> None:
+        rec = self.reconciler
+        rec.store.ping()
+        rec.scratch  # noqa: B018 - creates the scratch server (and the embedded server when it hosts scratch)
+        if any(e.dsn.startswith(EMBEDDED_SCHEME) for e in self.config.environments.values()):
+            rec.embedded  # noqa: B018 - started here, before workers share it
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve` to stop (from a signal handler or another thread); a second call hurries it."""
+        if self._stop_requested.is_set():
+            self._abort.set()
+        self._stop_requested.set()
+
+    def stop(self) -> bool:
+        """Stop serving and scheduling; wait up to the grace period. True when no reconcile is left running."""
+        if self.http is not None:
+            self.http.stop()
+        finished = self.controller.stop(self.config.daemon.grace_period, abort=self._abort)
+        self.close()
+        log.info("daemon_stopped", clean=finished)
+        return finished
+
+    def close(self) -> None:
+        """Release the HTTP server, the store, scratch databases and the embedded server (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.http is not None:
+            self.http.stop()
+        try:
+            # Stopping the embedded server (fast mode) also ends what is still running on it, rolling it back.
+            self.reconciler.close()
+        except Exception:
+            log.exception("close_failed")
+
+    def serve(self, on_started: Callable[[Daemon], None] | None = None) -> int:
+        """Run until SIGTERM or SIGINT (main thread only); exit code 0 after a clean or a timed-out stop."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            if on_started is not None:
+                on_started(self)
+            while not self._stop_requested.wait(0.5):
+                pass
+            finished = self.stop()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        if not finished:
+            # A reconcile is still running past the grace period: leave now. PostgreSQL rolls back the open
+            # transaction when the connection drops; nothing is left half-applied inside it.
+            log.warning("daemon_exit_abandoning_reconciles")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        return 0
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stop_requested.wait(timeout)
+
+    # -- reconciling --------------------------------------------------------------------------------
+    def _reconcile(self, name: str) -> Result:
+        return reconcile(Request(name), self.context)
+
+    def reconcile_now(self, name: str) -> bool:
+        """Reconcile ``name`` as soon as a worker is free (also when stalled)."""
+        return self.controller.trigger(name, "requested", unstall=True)
+
+    def _read_desired_marker(self) -> str:
+        try:
+            return self.reconciler.load_desired().revision
+        except DesiredStateError as exc:
+            return "invalid:" + hashlib.sha256(str(exc).encode()).hexdigest()
+
+    def _read_config_digest(self) -> str | None:
+        if self._config_path is None:
+            return None
+        try:
+            return hashlib.sha256(self._config_path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def _watch(self) -> None:
+        marker = self._read_desired_marker()
+        if marker != self._desired_marker:
+            self._desired_marker = marker
+            valid = not marker.startswith("invalid:")
+            if valid:
+                self.metrics.set_desired_revision(marker)
+            log.info("desired_state_changed", revision=marker[:12] if valid else None, valid=valid)
+            self.controller.trigger_all("desired_state_changed", unstall=True)
+        digest = self._read_config_digest()
+        if digest is not None and digest != self._config_digest:
+            self._config_digest = digest
+            self._reload_config()
+
+    def _reload_config(self) -> None:
+        assert self._config_path is not None
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc))
+            return
+        changed_top = [k for k in _RESTART_KEYS if getattr(new, k) != getattr(self.config, k)]
+        if changed_top:
+            log.warning("config_change_needs_restart", keys=changed_top)
+        old_envs, new_envs = self.config.environments, new.environments
+        self.config = self.config.model_copy(update={"environments": dict(new_envs)})
+        self.reconciler.config = self.config
+        for name in sorted(set(old_envs) - set(new_envs)):
+            self.controller.remove_environment(name)
+            self.metrics.remove_environment(name)
+            self.status.remove(name)
+            log.info("environment_removed", environment=name)
+        now = _utcnow()
+        for name, env in sorted(new_envs.items()):
+            if old_envs.get(name) == env:
+                continue
+            if name not in old_envs:
+                self.metrics.add_environment(name, suspended=env.suspend)
+                self.status.ensure(name, now)
+                log.info("environment_added", environment=name)
+            else:
+                log.info("environment_config_changed", environment=name)
+            self.controller.set_environment(name, env)
+
+    # -- the API's backend --------------------------------------------------------------------------
+    def environment_names(self) -> list[str]:
+        return sorted(self.config.environments)
+
+    def environment_json(self, name: str) -> dict[str, Any]:
+        env = self.config.environment(name)
+        status = self.status.ensure(name, _utcnow())
+        nxt = self.controller.next_run(name)
+        return {
+            "name": name,
+            "suspend": env.suspend,
+            "interval_seconds": env.interval.total_seconds(),
+            "maintenance_windows": [
+                {"cron": w.cron, "duration_seconds": w.duration.total_seconds(), "timezone": w.timezone}
+                for w in env.maintenance_windows
+            ],
+            "maintenance_window_open": window_open(env.maintenance_windows, _utcnow()),
+            "stalled": self.controller.is_stalled(name),
+            "next_reconcile_at": nxt.isoformat() if nxt is not None else None,
+            "status": status.to_json(),
+        }
+
+    def list_plans(self, environment: str | None, status: PlanStatus | None) -> list[PlanRecord]:
+        return self.reconciler.store.list_plans(environment, status)
+
+    def get_plan(self, plan_id: int) -> PlanRecord | None:
+        try:
+            return self.reconciler.store.get_plan(plan_id)
+        except PlanError:
+            return None
+
+    def is_approver(self, environment: str, identity: str) -> bool:
+        approvers = self.config.environment(environment).approvers
+        return not approvers or identity in approvers
+
+    def approve(self, plan_id: int, by: str) -> PlanRecord:
+        rec = self.reconciler.approve(plan_id, by)
+        self.controller.trigger(rec.environment, "plan_approved", unstall=True)
+        return rec
+
+    def reject(self, plan_id: int, by: str, reason: str) -> PlanRecord:
+        rec = self.reconciler.reject(plan_id, by, reason)
+        self.controller.trigger(rec.environment, "plan_rejected")
+        return rec
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render()
+
+    def readiness(self) -> dict[str, bool]:
+        try:
+            self.reconciler.store.ping()
+            store_ok = True
+        except Exception:
+            store_ok = False
+        return {"config_loaded": True, "store_reachable": store_ok, "scheduler_running": self.controller.running}

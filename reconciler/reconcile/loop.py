@@ -1,0 +1,229 @@
+"""``reconcile(request) -> result``: one level-triggered, idempotent pass over one environment.
+
+A pass reads the desired state, measures the environment (plan), applies what policy allows when the
+environment is neither suspended nor outside its maintenance windows (``Reconciler.apply`` also runs an approved
+plan that still matches and queues the rest), and records status and metrics in a ``finally`` whatever happened.
+It never raises: errors become results. Retryable errors requeue after an exponential backoff, terminal errors
+stall the environment, anything unexpected is an ``InternalError`` of this environment only.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from ..db import connect, redact
+from ..errors import ReconcilerError, TerminalError, UnreachableError
+from ..model import PlanStatus, Severity, Statement
+from ..obs.metrics import NO_HAZARD, Metrics
+from ..obs.phases import observing
+from ..service import Reconciler
+from . import status as st
+from .backoff import backoff_delay
+from .result import Outcome, Request, Result
+from .windows import next_window_start, window_open
+
+log = structlog.get_logger("reconciler.loop")
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.DANGER: 2}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def primary_kind(statement: Statement) -> str:
+    """The kind of a statement's most severe hazard (the first of equals), or ``NONE``: a metric label."""
+    if not statement.hazards:
+        return NO_HAZARD
+    return max(statement.hazards, key=lambda h: _SEVERITY_RANK.get(h.severity, 0)).kind.value
+
+
+def kinds(statements: Iterable[Statement]) -> Counter[str]:
+    return Counter(primary_kind(s) for s in statements)
+
+
+@dataclass
+class ReconcileContext:
+    """What a reconcile needs. ``reconciler`` is shared by all workers: its store, scratch server and embedded
+    server are created before the workers start (see the daemon) and are safe to share."""
+
+    reconciler: Reconciler
+    metrics: Metrics
+    status: st.StatusBoard
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+
+@dataclass
+class _Seen:
+    """Facts gathered during a pass, turned into status and metrics in the ``finally``."""
+
+    revision: str | None = None
+    drifted: bool | None = None
+    pending: Counter[str] = field(default_factory=Counter)  # statements not applied, by primary hazard kind
+    blocked: st.Reason | None = None
+    applied: int = 0
+    notes: tuple[str, ...] = ()
+    reachable: bool | None = None
+    awaiting: int | None = None
+    oldest_awaiting: datetime | None = None
+    pending_plan_id: int | None = None
+    approved_plan_id: int | None = None
+
+
+def reconcile(request: Request, ctx: ReconcileContext) -> Result:
+    """Bring one environment towards the desired state as far as policy, windows and approvals allow."""
+    name = request.environment
+    rec = ctx.reconciler
+    started = time.perf_counter()
+    at = ctx.clock()
+    prev = ctx.status.ensure(name, at)
+    seen = _Seen()
+    result = Result(Outcome.ERROR, rec.config.daemon.backoff_base, "the reconcile did not finish")
+    reason: st.Reason | None = None
+
+    def on_phase(phase: str, seconds: float) -> None:
+        ctx.metrics.observe_phase(name, phase, seconds)
+
+    with (
+        structlog.contextvars.bound_contextvars(
+            environment=name,
+            reconcile_id=uuid.uuid4().hex[:12],
+            # Until the desired state is read: the revision of the previous pass (rebound below).
+            revision=prev.last_attempted_revision[:12] if prev.last_attempted_revision else None,
+        ),
+        observing(on_phase),
+    ):
+        try:
+            ctx.status.put(st.begin(prev, prev.last_attempted_revision, at))
+            result = _reconcile(name, ctx, prev, seen, at)
+        except TerminalError as exc:
+            reason = st.error_reason(exc, terminal=True)
+            result = Result(Outcome.TERMINAL, None, redact(str(exc)))
+            log.error("reconcile_stalled", reason=reason.value, error=result.error)
+        except ReconcilerError as exc:
+            reason = st.error_reason(exc, terminal=False)
+            result = _retry(rec, prev, redact(str(exc)))
+            if isinstance(exc, UnreachableError):
+                seen.reachable = _probe(rec, name)
+            log.warning("reconcile_failed", reason=reason.value, error=result.error, retry_in=_secs(result))
+        except Exception as exc:
+            reason = st.Reason.INTERNAL_ERROR
+            result = _retry(rec, prev, f"internal error: {type(exc).__name__}: {redact(str(exc))}")
+            log.exception("reconcile_crashed", error=result.error, retry_in=_secs(result))
+        finally:
+            done = ctx.clock()
+            obs = st.Observation(
+                outcome=result.outcome,
+                at=done,
+                revision=seen.revision,
+                drifted=seen.drifted,
+                pending_statements=seen.pending.total(),
+                pending_plan_id=seen.pending_plan_id,
+                approved_plan_id=seen.approved_plan_id,
+                blocked=seen.blocked,
+                applied=seen.applied,
+                notes=seen.notes,
+                error=result.error,
+                error_reason=reason,
+            )
+            ctx.status.put(st.finish(ctx.status.get(name) or prev, obs))
+            _record_metrics(ctx.metrics, name, result, seen, done, time.perf_counter() - started)
+    return result
+
+
+def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, seen: _Seen, at: datetime) -> Result:
+    rec = ctx.reconciler
+    env = rec.env_config(name)
+    desired = rec.load_desired()
+    seen.revision = desired.revision
+    structlog.contextvars.bind_contextvars(revision=desired.short_revision)
+    ctx.metrics.set_desired_revision(desired.revision)
+    if prev.last_attempted_revision and prev.last_attempted_revision != desired.revision:
+        log.info("desired_revision_changed", previous=prev.last_attempted_revision[:12])
+
+    open_now = window_open(env.maintenance_windows, at)
+    ctx.metrics.set_window_open(name, open_now)
+    ctx.metrics.set_suspended(name, env.suspend)
+    if env.suspend:
+        seen.blocked = st.Reason.SUSPENDED
+    elif not open_now:
+        seen.blocked = st.Reason.OUTSIDE_MAINTENANCE_WINDOW
+
+    if seen.blocked is None:
+        applied = rec.apply(name)
+        seen.revision = applied.desired_revision
+        seen.reachable = True
+        seen.applied = len(applied.applied)
+        seen.notes = tuple(redact(m) for m in applied.messages)
+        if applied.applied:
+            ctx.metrics.count_applied(name, kinds(rec.classify(applied.applied, env)).elements())
+        remaining = () if applied.in_sync else rec.plan(name).statements
+    else:
+        remaining = rec.plan(name, desired).statements
+        seen.reachable = True
+
+    seen.drifted = bool(remaining)
+    seen.pending = kinds(remaining)
+
+    pending = rec.store.list_plans(name, PlanStatus.PENDING)
+    approved = rec.store.list_plans(name, PlanStatus.APPROVED)
+    seen.awaiting = len(pending)
+    seen.oldest_awaiting = min((p.created_at for p in pending), default=None)
+    seen.pending_plan_id = pending[-1].id if pending else None
+    seen.approved_plan_id = approved[-1].id if approved else None
+
+    requeue = env.interval
+    if seen.drifted and seen.blocked is st.Reason.OUTSIDE_MAINTENANCE_WINDOW:
+        opens = next_window_start(env.maintenance_windows, at, env.interval)
+        if opens is not None:
+            requeue = max(timedelta(seconds=1), opens - ctx.clock())
+    outcome = Outcome.REQUEUE if seen.drifted else Outcome.SUCCESS
+    log.info(
+        "reconciled",
+        outcome=outcome.value,
+        drifted=seen.drifted,
+        pending_statements=len(remaining),
+        applied=seen.applied,
+        pending_plan_id=seen.pending_plan_id,
+        blocked=seen.blocked.value if seen.blocked else None,
+    )
+    return Result(outcome, requeue)
+
+
+def _retry(rec: Reconciler, prev: st.EnvironmentStatus, error: str) -> Result:
+    d = rec.config.daemon
+    return Result(Outcome.ERROR, backoff_delay(prev.consecutive_failures + 1, d.backoff_base, d.backoff_max), error)
+
+
+def _secs(result: Result) -> float | None:
+    return result.requeue_after.total_seconds() if result.requeue_after is not None else None
+
+
+def _probe(rec: Reconciler, name: str) -> bool:
+    """After an UnreachableError: was it the environment (not the scratch server) that could not be reached?"""
+    try:
+        env = rec.env_config(name)
+        with connect(rec.env_dsn(name), what=f"probing environment {name!r}", connect_timeout=env.connect_timeout):
+            return True
+    except ReconcilerError:
+        return False
+
+
+def _record_metrics(metrics: Metrics, name: str, result: Result, seen: _Seen, at: datetime, seconds: float) -> None:
+    metrics.observe_reconcile(name, result.outcome.value, seconds)
+    metrics.set_stalled(name, result.outcome is Outcome.TERMINAL)
+    if seen.reachable is not None:
+        metrics.set_reachable(name, seen.reachable)
+    if seen.drifted is not None:
+        metrics.set_drift(name, seen.drifted, seen.pending)
+    if seen.awaiting is not None:
+        metrics.set_awaiting(name, seen.awaiting, seen.oldest_awaiting)
+    if result.outcome in (Outcome.SUCCESS, Outcome.REQUEUE):
+        metrics.set_success(name, at.timestamp())

@@ -1,0 +1,295 @@
+"""Status of an environment as Kubernetes-style conditions, computed from what one reconcile observed.
+
+Condition types and their reasons (CamelCase, stable; they appear in the API):
+
+* ``Ready``: True/``InSync``; False/``AwaitingApproval``, ``OutsideMaintenanceWindow``, ``Suspended``,
+  ``DriftNotResolved``, or the error reason of a failed reconcile; Unknown/``NotYetReconciled``.
+* ``Drifted``: True/``DriftDetected``; False/``InSync``. Left as it was when a reconcile could not measure.
+* ``AwaitingApproval``: True/``PlanPending``; False/``NoPendingPlan``.
+* ``Reconciling``: True/``Progressing`` while a reconcile runs; False/``Idle``.
+* ``Stalled``: True with a terminal reason (``DesiredStateInvalid``, ``ConfigInvalid``, ``VersionMismatch``,
+  ``ApplyFailed``, ``PlanInvalid``, ``StoreUnusable``, ``TerminalError``); False/``NotStalled``.
+
+Retryable error reasons: ``EnvironmentUnreachable``, ``EnvironmentBusy``, ``LockTimeout``, ``ApplyInterrupted``,
+``ReconcileFailed``, ``InternalError``.
+
+``last_attempted_revision`` is the desired revision of the latest reconcile; ``last_applied_revision`` the
+latest revision the environment was seen to match.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ..errors import (
+    ApplyError,
+    ApplyInterruptedError,
+    BusyError,
+    ConfigError,
+    DesiredStateError,
+    LockTimeoutError,
+    PlanError,
+    StoreError,
+    UnreachableError,
+    VersionMismatchError,
+)
+from .result import Outcome
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    DRIFTED = "Drifted"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(StrEnum):
+    NOT_YET_RECONCILED = "NotYetReconciled"
+    IN_SYNC = "InSync"
+    DRIFT_DETECTED = "DriftDetected"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    OUTSIDE_MAINTENANCE_WINDOW = "OutsideMaintenanceWindow"
+    SUSPENDED = "Suspended"
+    DRIFT_NOT_RESOLVED = "DriftNotResolved"
+    PLAN_PENDING = "PlanPending"
+    NO_PENDING_PLAN = "NoPendingPlan"
+    PROGRESSING = "Progressing"
+    IDLE = "Idle"
+    NOT_STALLED = "NotStalled"
+    # retryable errors
+    ENVIRONMENT_UNREACHABLE = "EnvironmentUnreachable"
+    ENVIRONMENT_BUSY = "EnvironmentBusy"
+    LOCK_TIMEOUT = "LockTimeout"
+    APPLY_INTERRUPTED = "ApplyInterrupted"
+    RECONCILE_FAILED = "ReconcileFailed"
+    INTERNAL_ERROR = "InternalError"
+    # terminal errors
+    DESIRED_STATE_INVALID = "DesiredStateInvalid"
+    CONFIG_INVALID = "ConfigInvalid"
+    VERSION_MISMATCH = "VersionMismatch"
+    APPLY_FAILED = "ApplyFailed"
+    PLAN_INVALID = "PlanInvalid"
+    STORE_UNUSABLE = "StoreUnusable"
+    TERMINAL_ERROR = "TerminalError"
+
+
+# Most specific first: subclasses before their bases.
+_ERROR_REASONS: tuple[tuple[type[BaseException], Reason], ...] = (
+    (DesiredStateError, Reason.DESIRED_STATE_INVALID),
+    (ConfigError, Reason.CONFIG_INVALID),
+    (VersionMismatchError, Reason.VERSION_MISMATCH),
+    (ApplyError, Reason.APPLY_FAILED),
+    (PlanError, Reason.PLAN_INVALID),
+    (StoreError, Reason.STORE_UNUSABLE),
+    (UnreachableError, Reason.ENVIRONMENT_UNREACHABLE),
+    (BusyError, Reason.ENVIRONMENT_BUSY),
+    (LockTimeoutError, Reason.LOCK_TIMEOUT),
+    (ApplyInterruptedError, Reason.APPLY_INTERRUPTED),
+)
+
+
+def error_reason(exc: BaseException, *, terminal: bool) -> Reason:
+    """The condition reason for an error raised by a reconcile."""
+    for cls, reason in _ERROR_REASONS:
+        if isinstance(exc, cls):
+            return reason
+    return Reason.TERMINAL_ERROR if terminal else Reason.RECONCILE_FAILED
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: ConditionType
+    status: ConditionStatus
+    reason: Reason
+    message: str
+    last_transition_time: datetime
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "type": self.type.value,
+            "status": self.status.value,
+            "reason": self.reason.value,
+            "message": self.message,
+            "last_transition_time": self.last_transition_time.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class EnvironmentStatus:
+    environment: str
+    conditions: tuple[Condition, ...]
+    last_attempted_revision: str | None = None
+    last_applied_revision: str | None = None
+    last_error: str | None = None
+    observed_at: datetime | None = None
+    last_outcome: Outcome | None = None
+    consecutive_failures: int = 0
+    pending_plan_id: int | None = None
+
+    def condition(self, type_: ConditionType) -> Condition:
+        return next(c for c in self.conditions if c.type is type_)
+
+    def is_true(self, type_: ConditionType) -> bool:
+        return self.condition(type_).status is ConditionStatus.TRUE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "conditions": [c.to_json() for c in self.conditions],
+            "last_attempted_revision": self.last_attempted_revision,
+            "last_applied_revision": self.last_applied_revision,
+            "last_error": self.last_error,
+            "observed_at": self.observed_at.isoformat() if self.observed_at else None,
+            "last_outcome": self.last_outcome.value if self.last_outcome else None,
+            "consecutive_failures": self.consecutive_failures,
+            "pending_plan_id": self.pending_plan_id,
+        }
+
+
+def initial_status(environment: str, at: datetime) -> EnvironmentStatus:
+    unknown = ConditionStatus.UNKNOWN
+    waiting = "the environment has not been reconciled yet"
+    return EnvironmentStatus(
+        environment,
+        (
+            Condition(ConditionType.READY, unknown, Reason.NOT_YET_RECONCILED, waiting, at),
+            Condition(ConditionType.DRIFTED, unknown, Reason.NOT_YET_RECONCILED, waiting, at),
+            Condition(ConditionType.AWAITING_APPROVAL, unknown, Reason.NOT_YET_RECONCILED, waiting, at),
+            Condition(ConditionType.RECONCILING, ConditionStatus.FALSE, Reason.IDLE, "", at),
+            Condition(ConditionType.STALLED, ConditionStatus.FALSE, Reason.NOT_STALLED, "", at),
+        ),
+    )
+
+
+def set_condition(
+    status: EnvironmentStatus,
+    type_: ConditionType,
+    value: bool,
+    reason: Reason,
+    message: str,
+    at: datetime,
+) -> EnvironmentStatus:
+    """``status`` with one condition replaced; its transition time moves only when True/False flips."""
+    new_status = ConditionStatus.TRUE if value else ConditionStatus.FALSE
+    conditions = []
+    for c in status.conditions:
+        if c.type is type_:
+            since = c.last_transition_time if c.status is new_status else at
+            c = Condition(type_, new_status, reason, message, since)
+        conditions.append(c)
+    return replace(status, conditions=tuple(conditions))
+
+
+def begin(status: EnvironmentStatus, revision: str | None, at: datetime) -> EnvironmentStatus:
+    """The status while a reconcile runs."""
+    msg = f"reconciling towards revision {revision[:12]}" if revision else "reconciling"
+    return set_condition(status, ConditionType.RECONCILING, True, Reason.PROGRESSING, msg, at)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one reconcile found out; :func:`finish` turns it into the next status."""
+
+    outcome: Outcome
+    at: datetime
+    revision: str | None = None
+    drifted: bool | None = None  # None: not measured (the reconcile failed before)
+    pending_statements: int = 0
+    pending_plan_id: int | None = None
+    approved_plan_id: int | None = None
+    blocked: Reason | None = None  # Suspended or OutsideMaintenanceWindow: may not apply now
+    applied: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    error: str | None = None
+    error_reason: Reason | None = None
+
+
+def _ready(obs: Observation) -> tuple[bool, Reason, str]:
+    if obs.outcome in (Outcome.ERROR, Outcome.TERMINAL):
+        return False, obs.error_reason or Reason.RECONCILE_FAILED, obs.error or ""
+    if not obs.drifted:
+        applied = f"; applied {obs.applied} statement(s)" if obs.applied else ""
+        return True, Reason.IN_SYNC, f"the environment matches revision {(obs.revision or '')[:12]}{applied}"
+    if obs.pending_plan_id is not None:
+        return False, Reason.AWAITING_APPROVAL, f"plan {obs.pending_plan_id} awaits approval"
+    if obs.blocked is Reason.SUSPENDED:
+        return False, Reason.SUSPENDED, "suspended: drift is measured, nothing is applied"
+    if obs.blocked is Reason.OUTSIDE_MAINTENANCE_WINDOW:
+        extra = f"; approved plan {obs.approved_plan_id} waits for it" if obs.approved_plan_id is not None else ""
+        return False, Reason.OUTSIDE_MAINTENANCE_WINDOW, f"outside every maintenance window{extra}"
+    return False, Reason.DRIFT_NOT_RESOLVED, "; ".join(obs.notes) or "drift remains after applying"
+
+
+def finish(status: EnvironmentStatus, obs: Observation) -> EnvironmentStatus:
+    """The status after a reconcile, written whatever happened (the loop calls this in a ``finally``)."""
+    at = obs.at
+    failed = obs.outcome in (Outcome.ERROR, Outcome.TERMINAL)
+    s = replace(
+        status,
+        last_attempted_revision=obs.revision or status.last_attempted_revision,
+        last_error=obs.error if failed else None,
+        observed_at=at,
+        last_outcome=obs.outcome,
+        consecutive_failures=status.consecutive_failures + 1 if obs.outcome is Outcome.ERROR else 0,
+    )
+    ready, reason, message = _ready(obs)
+    s = set_condition(s, ConditionType.READY, ready, reason, message, at)
+    if ready:
+        s = replace(s, last_applied_revision=obs.revision)
+    if obs.drifted is not None:
+        if obs.drifted:
+            msg = f"{obs.pending_statements} statement(s) differ from revision {(obs.revision or '')[:12]}"
+            s = set_condition(s, ConditionType.DRIFTED, True, Reason.DRIFT_DETECTED, msg, at)
+        else:
+            s = set_condition(s, ConditionType.DRIFTED, False, Reason.IN_SYNC, "no drift", at)
+        if obs.pending_plan_id is not None:
+            msg = f"plan {obs.pending_plan_id} awaits approval"
+            s = set_condition(s, ConditionType.AWAITING_APPROVAL, True, Reason.PLAN_PENDING, msg, at)
+        else:
+            s = set_condition(s, ConditionType.AWAITING_APPROVAL, False, Reason.NO_PENDING_PLAN, "", at)
+        s = replace(s, pending_plan_id=obs.pending_plan_id)
+    s = set_condition(s, ConditionType.RECONCILING, False, Reason.IDLE, "", at)
+    if obs.outcome is Outcome.TERMINAL:
+        msg = (obs.error or "") + " (not retried until the configuration or the desired state changes)"
+        s = set_condition(s, ConditionType.STALLED, True, obs.error_reason or Reason.TERMINAL_ERROR, msg, at)
+    else:
+        s = set_condition(s, ConditionType.STALLED, False, Reason.NOT_STALLED, "", at)
+    return s
+
+
+class StatusBoard:
+    """The latest status of every environment, shared between workers and the API (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, EnvironmentStatus] = {}
+
+    def ensure(self, environment: str, at: datetime) -> EnvironmentStatus:
+        with self._lock:
+            return self._items.setdefault(environment, initial_status(environment, at))
+
+    def get(self, environment: str) -> EnvironmentStatus | None:
+        with self._lock:
+            return self._items.get(environment)
+
+    def put(self, status: EnvironmentStatus) -> None:
+        with self._lock:
+            self._items[status.environment] = status
+
+    def remove(self, environment: str) -> None:
+        with self._lock:
+            self._items.pop(environment, None)
+
+    def all(self) -> dict[str, EnvironmentStatus]:
+        with self._lock:
+            return dict(self._items)

@@ -1,0 +1,1 @@
+"""HTTP: ``/metrics``, ``/healthz``, ``/readyz`` and the JSON API under ``/api/v1`` (see :mod:`.api`)."""

@@ -1,0 +1,138 @@
+"""Figures of the environment's tables, for data-aware hazards: one catalog query per plan.
+
+For every relation a plan touches: the planner's row estimate (``pg_class.reltuples``), the total size with indexes
+and TOAST (``pg_total_relation_size``) and the size of the rows alone (``pg_relation_size``: 0 means certainly
+empty, whatever the estimate says), summed over the partitions of a partitioned table. For an index, the figures
+of its table. Besides: column types (as ``format_type`` prints them with only ``pg_catalog`` on the search path,
+so user types come out schema-qualified), the valid and the INVALID indexes, the views that depend on it, and
+whether it has grants.
+
+Also here: the INVALID indexes of an environment (left by a failed ``CREATE INDEX CONCURRENTLY``), which the
+environment's inspection must not count as existing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from .db import connect
+from .inspect import Inspection
+from .model import TableStats
+
+_STATS_SQL = """
+with q(nsp, rel) as (select * from unnest(%(nsp)s::text[], %(rel)s::text[]))
+select q.nsp, q.rel, c.relkind::text,
+       s.rows_known, s.rows, s.total, s.heap,
+       coalesce((select json_object_agg(a.attname, format_type(a.atttypid, a.atttypmod) order by a.attnum)
+                 from pg_attribute a
+                 where a.attrelid = t.oid and a.attnum > 0 and not a.attisdropped), '{}'::json) as columns,
+       array(select ic.relname::text from pg_index i join pg_class ic on ic.oid = i.indexrelid
+             where i.indrelid = t.oid and i.indisvalid order by ic.relname) as indexes,
+       array(select ic.relname::text from pg_index i join pg_class ic on ic.oid = i.indexrelid
+             where i.indrelid = t.oid and not i.indisvalid order by ic.relname) as invalid_indexes,
+       array(select distinct vn.nspname || '.' || v.relname
+             from pg_depend d
+             join pg_rewrite r on r.oid = d.objid
+             join pg_class v on v.oid = r.ev_class
+             join pg_namespace vn on vn.oid = v.relnamespace
+             where d.classid = 'pg_rewrite'::regclass and d.refclassid = 'pg_class'::regclass
+               and d.refobjid = t.oid and v.oid <> t.oid) as dependants,
+       t.relacl is not null as has_grants
+from q
+join pg_namespace n on n.nspname = q.nsp
+join pg_class c on c.relnamespace = n.oid and c.relname = q.rel
+left join pg_index ix on ix.indexrelid = c.oid
+join pg_class t on t.oid = coalesce(ix.indrelid, c.oid)
+cross join lateral (
+    select array(select t.oid where t.relkind <> 'p'
+                 union all
+                 select pt.relid from pg_partition_tree(t.oid) pt where pt.isleaf and t.relkind = 'p') as oids
+) leaves
+cross join lateral (
+    select coalesce(bool_and(p.reltuples >= 0 or pg_relation_size(p.oid) = 0), true) as rows_known,
+           coalesce(sum(greatest(p.reltuples, 0)), 0)::bigint as rows,
+           coalesce(sum(pg_total_relation_size(p.oid)), 0)::bigint as total,
+           coalesce(sum(pg_relation_size(p.oid)), 0)::bigint as heap
+    from pg_class p where p.oid = any(leaves.oids)
+) s
+"""
+
+_INVALID_SQL = """
+select n.nspname::text, c.relname::text
+from pg_index i
+join pg_class c on c.oid = i.indexrelid
+join pg_namespace n on n.oid = c.relnamespace
+where not i.indisvalid and c.relkind = 'i'
+"""
+
+
+def _split(name: str) -> tuple[str, str]:
+    schema, _, rel = name.partition(".")
+    return (schema, rel) if rel else ("public", schema)
+
+
+def query_table_stats(conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str, TableStats]:
+    """Figures of the relations ``names`` (``schema.name``) that exist, keyed by those names."""
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return {}
+    pairs = [_split(n) for n in wanted]
+    with conn.transaction():
+        conn.execute("set local search_path = pg_catalog")
+        rows = conn.execute(
+            _STATS_SQL.encode(), {"nsp": [p[0] for p in pairs], "rel": [p[1] for p in pairs]}
+        ).fetchall()
+    out: dict[str, TableStats] = {}
+    for nsp, rel, kind, rows_known, nrows, total, heap, columns, indexes, invalid, dependants, grants in rows:
+        out[f"{nsp}.{rel}"] = TableStats(
+            rows=int(nrows) if rows_known else None,
+            bytes=int(total),
+            heap_bytes=int(heap),
+            kind=str(kind),
+            columns={str(k): str(v) for k, v in (columns or {}).items()},
+            indexes=tuple(indexes or ()),
+            invalid_indexes=tuple(invalid or ()),
+            dependants=tuple(sorted(dependants or ())),
+            has_grants=bool(grants),
+        )
+    return out
+
+
+def read_table_stats(
+    dsn: str, names: Iterable[str], *, what: str, connect_timeout: timedelta = timedelta(seconds=10)
+) -> dict[str, TableStats]:
+    """Connect to ``dsn`` and read the figures of ``names`` with one catalog query."""
+    wanted = list(names)
+    if not wanted:
+        return {}
+    with connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
+        return query_table_stats(conn, wanted)
+
+
+def invalid_indexes(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+    """(schema, name) of every INVALID index (a failed concurrent build leaves one behind)."""
+    rows = conn.execute(_INVALID_SQL.encode()).fetchall()
+    if not conn.autocommit:
+        conn.rollback()
+    return {(str(s), str(n)) for s, n in rows}
+
+
+def without_indexes(inspection: Inspection, names: set[tuple[str, str]]) -> Inspection:
+    """A shallow copy of ``inspection`` in which the indexes ``names`` do not exist.
+
+    An INVALID index is not used by queries; counted as existing, it would make an environment whose concurrent
+    index build failed look in sync. Without it, the diff builds the index again (and the online-safe rewrite
+    drops the invalid one first).
+    """
+    if not names:
+        return inspection
+    out = copy.copy(inspection)
+    out.indexes = type(inspection.indexes)(
+        (k, v) for k, v in inspection.indexes.items() if (v.schema, v.name) not in names
+    )
+    return out

@@ -1,0 +1,86 @@
+"""schema_fingerprint: one catalog query; changes with the schema (also where migra sees nothing), not with data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from reconciler.inspect import schema_fingerprint, schema_listing
+
+BASE = """
+create schema app;
+create type mood as enum ('ok', 'sad');
+create table t (id int primary key, name text not null default '', m mood);
+create index t_name on t (name);
+create view v as select id, name from t;
+create function f(a int) returns int language sql as 'select a + 1';
+create sequence s;
+create table app.other (x int);
+insert into t values (1, 'a', 'ok');
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "changes", "kwargs"),
+    [
+        # Not schema changes.
+        ("insert into t values (2, 'b', 'sad')", False, {}),
+        ("vacuum (full, analyze) t", False, {}),
+        ("select nextval('s')", False, {}),
+        ("create temporary table tmp (x int)", False, {}),
+        ("grant select on t to public", False, {}),
+        # Schema changes, including some that migra does not see.
+        ("alter table t add column extra int", True, {}),
+        ("create index t_id_name on t (id, name)", True, {}),
+        ("create or replace function f(a int) returns int language sql as 'select a + 2'", True, {}),
+        ("create or replace view v as select id, name, m from t", True, {}),
+        ("alter type mood add value 'glad'", True, {}),
+        ("alter table t alter column name set default 'x'", True, {}),
+        ("alter table t add constraint name_len check (length(name) < 10)", True, {}),
+        ("comment on table t is 'hand-written note'", True, {}),
+        ("comment on column t.name is 'who'", True, {}),
+        ("alter table t enable row level security", True, {}),
+        ("alter table t enable row level security; alter table t force row level security", True, {}),
+        ("create policy p on t using (id > 0)", True, {}),
+        (
+            "create trigger tr before update on t for each row execute function suppress_redundant_updates_trigger()",
+            True,
+            {},
+        ),
+        ("alter sequence s increment by 5", True, {}),
+        ("grant select on t to public", True, {"privileges": True}),
+        # Filters: a change in a schema that is not managed does not count.
+        ("alter table app.other add column y int", True, {}),
+        ("alter table app.other add column y int", False, {"schemas": ["public"]}),
+        ("alter table app.other add column y int", False, {"exclude_schemas": ["app"]}),
+        ("alter table t add column y int", True, {"exclude_schemas": ["app"]}),
+    ],
+)
+def test_fingerprint(make_db: Callable[..., str], change: str, changes: bool, kwargs: dict[str, Any]) -> None:
+    dsn = make_db(BASE)
+    before = schema_fingerprint(dsn, **kwargs)
+    assert schema_fingerprint(dsn, **kwargs) == before
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(change.encode())
+        # Read on the session that made the change too (a temporary table is visible only there).
+        on_same_session = schema_fingerprint(conn, **kwargs)
+    after = schema_fingerprint(dsn, **kwargs)
+    assert (after != before) is changes
+    assert on_same_session == after
+
+
+def test_listing_is_one_canonical_catalog_query(make_db: Callable[..., str]) -> None:
+    dsn = make_db(BASE + "create extension if not exists pgcrypto;")
+    listing = schema_listing(dsn)
+    kinds = {k for k, _, _ in listing}
+    assert {"schema", "relation", "column", "index", "constraint", "function", "type", "extension"} <= kinds
+    assert listing == sorted(listing, key=lambda r: (r[0].encode(), r[1].encode(), r[2].encode()))
+    # Extension members are represented by the extension, not listed one by one.
+    assert ("extension", "pgcrypto") in {(k, i) for k, i, _ in listing}
+    assert not any("crypt" in i for k, i, _ in listing if k == "function")
+    # Same schema in another database: same fingerprint (no oids, owners or database names in it).
+    other = make_db(BASE + "create extension if not exists pgcrypto;")
+    assert schema_fingerprint(other) == schema_fingerprint(dsn)

@@ -1,0 +1,158 @@
+"""Vetting on a scratch clone catches the plans migra gets wrong on PostgreSQL 15 (../shared/MIGRA.md): nothing
+of such a plan is applied, and the environment's status, the audit trail and the queued plan name the failing
+statement and PostgreSQL's error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import run_sql
+
+from reconciler.model import PlanStatus
+from reconciler.service import Reconciler
+
+ENUM = "create type mood as enum ('a', 'b'); create table t (id int, m mood);"
+ENUM_MORE = "create type mood as enum ('a', 'b', 'c'); create table t (id int, m mood);"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    current: str
+    desired: str
+    statement: str  # part of the statement that fails ("" when the plan runs but does not converge)
+    error: str  # part of PostgreSQL's error, or of the residue
+
+
+CASES = [
+    Case(
+        "enum value added while a view uses the enum",
+        ENUM + "create view v as select id from t where m = 'a';",
+        ENUM_MORE + "create view v as select id from t where m = 'a';",
+        'alter column m type "public"."mood"',
+        "cannot alter type of a column used by a view or rule",
+    ),
+    Case(
+        "enum value added while a partial index uses the enum",
+        ENUM + "create index t_a on t (id) where m = 'a';",
+        ENUM_MORE + "create index t_a on t (id) where m = 'a';",
+        'alter column m type "public"."mood"',
+        "operator does not exist: mood = mood__old_version_to_be_dropped",
+    ),
+    Case(
+        "enum value added while a check constraint uses the enum",
+        ENUM.replace("m mood)", "m mood check (m <> 'b'))"),
+        ENUM_MORE.replace("m mood)", "m mood check (m <> 'b'))"),
+        'alter column m type "public"."mood"',
+        "operator does not exist",
+    ),
+    Case(
+        "new partition of a partitioned table with a primary key",
+        "create table p (id int, k int, primary key (id, k)) partition by list (k);"
+        "create table p1 partition of p for values in (1);",
+        "create table p (id int, k int, primary key (id, k)) partition by list (k);"
+        "create table p1 partition of p for values in (1); create table p2 partition of p for values in (2);",
+        "CREATE UNIQUE INDEX p2_pkey",
+        'relation "p2_pkey" already exists',
+    ),
+    Case(
+        "partitioned table with a primary key created from scratch",
+        "create table other (id int);",
+        "create table other (id int); create table p (id int, k int, primary key (id, k)) partition by list (k);"
+        "create table p1 partition of p for values in (1);",
+        'add constraint "p_pkey" PRIMARY KEY',
+        'index "p_pkey" is not valid',
+    ),
+    Case(
+        "generated column expression changed",
+        "create table g (a int, b int generated always as (a * 2) stored);",
+        "create table g (a int, b int generated always as (a * 3) stored);",
+        'alter column "b" set default',
+        "is a generated column",
+    ),
+    Case(
+        "materialized view recreated without its indexes",
+        "create table t (id int, v int); create materialized view m as select id from t; create index m_id on m (id);",
+        "create table t (id int, v int); create materialized view m as select id, v from t; create index m_id on m (id);",
+        "",
+        "CREATE INDEX m_id ON public.m",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_vetting_stops_what_migra_gets_wrong(
+    case: Case,
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    dsn = make_db(case.current)
+    rec = reconciler_for(project({"010_schema.sql": case.desired}, {"dev": {"dsn": dsn}}))
+    before = rec.env_fingerprint("dev")
+
+    result = rec.apply("dev")
+
+    # Nothing ran: not even the part that would have run unattended.
+    assert result.applied == [] and not result.in_sync
+    assert rec.env_fingerprint("dev") == before
+    assert result.vet is not None and result.vet.failed
+    assert any("vetting on a scratch clone failed" in m and case.error in m for m in result.messages)
+    # The audit trail and the environment's status say which statement failed and why.
+    [audit] = rec.store.audit_records("dev", event="vet_failed")
+    assert case.error in audit.payload["error"] + " ".join(audit.payload["residue"])
+    if case.statement:
+        assert case.statement in audit.payload["statement"]
+    status = rec.store.get_status("dev")
+    assert status is not None and status.last_error is not None and case.error in status.last_error
+    # The whole plan waits for a human, its error recorded.
+    assert result.queued_plan_id is not None
+    queued = rec.store.get_plan(result.queued_plan_id)
+    assert queued.status is PlanStatus.PENDING and queued.error is not None and case.error in queued.error
+
+
+def test_an_approved_plan_that_fails_vetting_is_never_half_applied(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    dsn = make_db(ENUM + "create view v as select id from t where m = 'a'; insert into t values (1, 'a');")
+    rec = reconciler_for(
+        project(
+            {"010_schema.sql": ENUM_MORE + "create view v as select id from t where m = 'a';"}, {"dev": {"dsn": dsn}}
+        )
+    )
+    queued = rec.apply("dev").queued_plan_id
+    assert queued is not None
+    # Applying again changes nothing and records nothing new.
+    again = rec.apply("dev")
+    assert again.applied == [] and again.queued_plan_id == queued
+    assert len(rec.store.audit_records("dev", event="vet_failed")) == 1
+    rec.approve(queued, "alice")
+    result = rec.apply("dev")
+    assert result.applied == []
+    plan = rec.store.get_plan(queued)
+    assert plan.status is PlanStatus.FAILED and plan.error is not None
+    assert "cannot alter type of a column used by a view or rule" in plan.error
+    # The enum is untouched: no renamed old version, no new value, the row is still there.
+    assert run_sql(dsn, "select typname from pg_type where typname like 'mood%' order by 1") == [("mood",)]
+    assert run_sql(
+        dsn, "select count(*) from pg_enum e join pg_type t on t.oid = e.enumtypid where t.typname = 'mood'"
+    ) == [(2,)]
+    assert run_sql(dsn, "select id, m::text from t") == [(1, "a")]
+
+
+def test_enum_value_added_without_dependants_converges(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    # The same change passes vetting when nothing depends on the enum; on an empty table it runs unattended.
+    dsn = make_db(ENUM)
+    rec = reconciler_for(project({"010_schema.sql": ENUM_MORE}, {"dev": {"dsn": dsn}}))
+    plan = rec.plan("dev")
+    assert [h.code for s in plan.statements for h in s.hazards] == ["RC105"]
+    result = rec.apply("dev")
+    assert result.in_sync and result.queued_plan_id is None
+    assert run_sql(
+        dsn, "select count(*) from pg_enum e join pg_type t on t.oid = e.enumtypid where t.typname = 'mood'"
+    ) == [(3,)]

@@ -1,0 +1,51 @@
+"""Shared data for the table-driven hazard tests: figures of tables, and running the engine on a plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from reconciler.hazards import LargeTable, examine
+from reconciler.model import TableStats
+
+EMPTY = TableStats(rows=0, bytes=8192, heap_bytes=0)
+SMALL = TableStats(rows=200, bytes=48 * 1024, heap_bytes=16 * 1024)
+LARGE = TableStats(rows=5_000_000, bytes=2 * 1024**3, heap_bytes=1800 * 1024**2)
+UNANALYZED = TableStats(rows=None, bytes=8192, heap_bytes=8192)  # rows, never analyzed
+
+
+def table(base: TableStats, **changes: object) -> TableStats:
+    """``base`` with some fields changed (columns, kind, indexes ...)."""
+    fields = {
+        "rows": base.rows,
+        "bytes": base.bytes,
+        "heap_bytes": base.heap_bytes,
+        "kind": base.kind,
+        "columns": dict(base.columns),
+        "indexes": base.indexes,
+        "invalid_indexes": base.invalid_indexes,
+        "dependants": base.dependants,
+        "has_grants": base.has_grants,
+    }
+    fields.update(changes)
+    return TableStats(**fields)  # type: ignore[arg-type]
+
+
+def codes(
+    sqls: Sequence[str],
+    stats: Mapping[str, TableStats] | None = None,
+    prefix: str = "",
+    *,
+    online: bool = True,
+) -> list[tuple[str, ...]]:
+    """Per statement, the hazard codes starting with ``prefix``."""
+    return [
+        tuple(h.code for h in e.hazards if h.code.startswith(prefix))
+        for e in examine(sqls, stats or {}, large=LargeTable(), online_rewrites=online)
+    ]
+
+
+def messages(sqls: Sequence[str], stats: Mapping[str, TableStats] | None = None, prefix: str = "") -> str:
+    """Every hazard message starting with ``prefix`` of a plan, one per line."""
+    return "\n".join(
+        f"{h.code} {h.message}" for e in examine(sqls, stats or {}) for h in e.hazards if h.code.startswith(prefix)
+    )

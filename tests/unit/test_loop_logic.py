@@ -1,0 +1,162 @@
+"""The reconcile loop's pure parts: backoff, jitter and the conditions computed from an observation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reconciler.errors import (
+    ApplyError,
+    ConfigError,
+    DesiredStateError,
+    LockTimeoutError,
+    ReconcilerError,
+    TerminalError,
+    UnreachableError,
+)
+from reconciler.reconcile import status as st
+from reconciler.reconcile.backoff import backoff_delay, jittered
+from reconciler.reconcile.result import Outcome
+from reconciler.reconcile.status import ConditionStatus, ConditionType, Observation, Reason
+
+T0 = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+REV = "a" * 64
+REV2 = "b" * 64
+
+
+@pytest.mark.parametrize(
+    ("failures", "seconds"),
+    [(0, 0), (1, 5), (2, 10), (3, 20), (4, 40), (6, 160), (7, 300), (50, 300), (10_000, 300)],
+)
+def test_backoff_doubles_up_to_the_cap(failures: int, seconds: float) -> None:
+    assert backoff_delay(failures, timedelta(seconds=5), timedelta(minutes=5)) == timedelta(seconds=seconds)
+
+
+def test_jitter_stretches_by_at_most_the_ratio() -> None:
+    d = timedelta(seconds=60)
+    assert jittered(d, 0.1, lambda: 0.0) == d
+    assert jittered(d, 0.1, lambda: 0.5) == timedelta(seconds=63)
+    assert jittered(d, 0.0, lambda: 0.9) == d
+
+
+def cond(s: st.EnvironmentStatus, t: ConditionType) -> tuple[str, str]:
+    c = s.condition(t)
+    return c.status.value, c.reason.value
+
+
+def test_initial_status_is_unknown() -> None:
+    s = st.initial_status("dev", T0)
+    assert cond(s, ConditionType.READY) == ("Unknown", "NotYetReconciled")
+    assert cond(s, ConditionType.STALLED) == ("False", "NotStalled")
+
+
+def test_in_sync_is_ready_and_records_the_applied_revision() -> None:
+    s = st.finish(st.initial_status("dev", T0), Observation(Outcome.SUCCESS, T0, REV, drifted=False, applied=2))
+    assert cond(s, ConditionType.READY) == ("True", "InSync")
+    assert cond(s, ConditionType.DRIFTED) == ("False", "InSync")
+    assert cond(s, ConditionType.AWAITING_APPROVAL) == ("False", "NoPendingPlan")
+    assert cond(s, ConditionType.RECONCILING) == ("False", "Idle")
+    assert s.last_attempted_revision == s.last_applied_revision == REV
+    assert "applied 2 statement(s)" in s.condition(ConditionType.READY).message
+
+
+@pytest.mark.parametrize(
+    ("obs", "ready_reason"),
+    [
+        (
+            Observation(Outcome.REQUEUE, T0, REV, drifted=True, pending_statements=1, pending_plan_id=7),
+            "AwaitingApproval",
+        ),
+        (Observation(Outcome.REQUEUE, T0, REV, drifted=True, blocked=Reason.SUSPENDED), "Suspended"),
+        (
+            Observation(Outcome.REQUEUE, T0, REV, drifted=True, blocked=Reason.OUTSIDE_MAINTENANCE_WINDOW),
+            "OutsideMaintenanceWindow",
+        ),
+        (Observation(Outcome.REQUEUE, T0, REV, drifted=True, notes=("rejected before",)), "DriftNotResolved"),
+    ],
+    ids=["pending", "suspended", "window", "unresolved"],
+)
+def test_drift_reasons(obs: Observation, ready_reason: str) -> None:
+    s = st.finish(st.initial_status("dev", T0), obs)
+    assert cond(s, ConditionType.READY) == ("False", ready_reason)
+    assert cond(s, ConditionType.DRIFTED) == ("True", "DriftDetected")
+    assert s.last_applied_revision is None
+    awaiting = ("True", "PlanPending") if obs.pending_plan_id else ("False", "NoPendingPlan")
+    assert cond(s, ConditionType.AWAITING_APPROVAL) == awaiting
+
+
+def test_retryable_error_keeps_measured_conditions_and_counts_failures() -> None:
+    s = st.finish(
+        st.initial_status("dev", T0),
+        Observation(Outcome.REQUEUE, T0, REV, drifted=True, pending_statements=1, pending_plan_id=3),
+    )
+    later = T0 + timedelta(minutes=1)
+    for n in (1, 2):
+        s = st.finish(
+            s,
+            Observation(Outcome.ERROR, later, REV, error="cannot connect", error_reason=Reason.ENVIRONMENT_UNREACHABLE),
+        )
+        assert s.consecutive_failures == n
+    assert cond(s, ConditionType.READY) == ("False", "EnvironmentUnreachable")
+    assert s.last_error == "cannot connect"
+    # What was measured before stays: the drift and the pending plan did not go away because we could not look.
+    assert cond(s, ConditionType.DRIFTED) == ("True", "DriftDetected")
+    assert cond(s, ConditionType.AWAITING_APPROVAL) == ("True", "PlanPending")
+    assert cond(s, ConditionType.STALLED) == ("False", "NotStalled")
+    s = st.finish(s, Observation(Outcome.SUCCESS, later, REV, drifted=False))
+    assert s.consecutive_failures == 0 and s.last_error is None
+
+
+def test_terminal_error_stalls_and_success_unstalls() -> None:
+    s = st.finish(
+        st.initial_status("dev", T0),
+        Observation(
+            Outcome.TERMINAL, T0, REV, error="syntax error at 010.sql:3", error_reason=Reason.DESIRED_STATE_INVALID
+        ),
+    )
+    assert cond(s, ConditionType.STALLED) == ("True", "DesiredStateInvalid")
+    assert cond(s, ConditionType.READY) == ("False", "DesiredStateInvalid")
+    assert "not retried until" in s.condition(ConditionType.STALLED).message
+    s = st.finish(s, Observation(Outcome.SUCCESS, T0, REV2, drifted=False))
+    assert cond(s, ConditionType.STALLED) == ("False", "NotStalled")
+    assert s.last_attempted_revision == REV2
+
+
+def test_transition_time_moves_only_when_the_status_flips() -> None:
+    s = st.finish(st.initial_status("dev", T0), Observation(Outcome.SUCCESS, T0, REV, drifted=False))
+    t1 = T0 + timedelta(minutes=1)
+    s = st.finish(s, Observation(Outcome.SUCCESS, t1, REV, drifted=False))
+    assert s.condition(ConditionType.READY).last_transition_time == T0
+    t2 = T0 + timedelta(minutes=2)
+    s = st.finish(s, Observation(Outcome.REQUEUE, t2, REV, drifted=True, blocked=Reason.SUSPENDED))
+    assert s.condition(ConditionType.READY).last_transition_time == t2
+    assert s.condition(ConditionType.READY).status is ConditionStatus.FALSE
+
+
+def test_begin_marks_reconciling() -> None:
+    s = st.begin(st.initial_status("dev", T0), REV, T0)
+    assert cond(s, ConditionType.RECONCILING) == ("True", "Progressing")
+
+
+@pytest.mark.parametrize(
+    ("exc", "terminal", "reason"),
+    [
+        (DesiredStateError("x"), True, "DesiredStateInvalid"),
+        (ConfigError("x"), True, "ConfigInvalid"),
+        (ApplyError("x"), True, "ApplyFailed"),
+        (TerminalError("x"), True, "TerminalError"),
+        (UnreachableError("x"), False, "EnvironmentUnreachable"),
+        (LockTimeoutError("x"), False, "LockTimeout"),
+        (ReconcilerError("x"), False, "ReconcileFailed"),
+    ],
+)
+def test_error_reasons(exc: BaseException, terminal: bool, reason: str) -> None:
+    assert st.error_reason(exc, terminal=terminal).value == reason
+
+
+def test_status_json_has_the_documented_fields() -> None:
+    s = st.finish(st.initial_status("dev", T0), Observation(Outcome.SUCCESS, T0, REV, drifted=False))
+    doc = s.to_json()
+    assert set(doc) >= {"conditions", "last_attempted_revision", "last_applied_revision", "last_error", "observed_at"}
+    assert [c["type"] for c in doc["conditions"]] == ["Ready", "Drifted", "AwaitingApproval", "Reconciling", "Stalled"]
