@@ -7,7 +7,6 @@ unprivileged user when the tests run as root). Tests that do not touch a databas
 from __future__ import annotations
 
 import secrets
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,8 @@ import pytest
 import yaml
 
 from reconciler.config import Config, load_config
-from reconciler.obs.logging import configure_logging
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.service import Reconciler
-
-
-@pytest.fixture(autouse=True)
-def _logging_outlives_capsys() -> Iterator[None]:
-    """The CLI points structlog at the sys.stderr of its moment (capsys's, closed after the test): point it back
-    at the real stderr after every test, so that later tests (and daemon threads) do not log into a closed file."""
-    yield
-    configure_logging("warning", stream=sys.__stderr__)
 
 
 @pytest.fixture(scope="session")

@@ -44,12 +44,30 @@ class _ToStructlog(logging.Handler):
 _BRIDGE = _ToStructlog()
 
 
+class _CurrentStderr:
+    """A structlog logger that writes to whatever ``sys.stderr`` is at the time of the call.
+
+    ``PrintLoggerFactory(file=sys.stderr)`` would keep the stream that was current when logging was configured,
+    which breaks when that stream is later closed or replaced (test capture, daemonised output).
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _current_stderr_factory(*_: Any) -> _CurrentStderr:
+    return _CurrentStderr()
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
     """Configure structlog for the process: ``level``; JSON unless ``stream`` (default stderr) is a terminal."""
     lvl = getattr(logging, level.upper(), logging.INFO)
     out = stream if stream is not None else sys.stderr
     if json is None:
         json = not out.isatty()
+    factory: Any = structlog.PrintLoggerFactory(file=stream) if stream is not None else _current_stderr_factory
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -61,7 +79,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None, stream: 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     for name in ("apscheduler",):
