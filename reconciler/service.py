@@ -24,7 +24,6 @@ from .diff import diff
 from .errors import (
     ApplyError,
     ApplyInterruptedError,
-    ConfigError,
     LockTimeoutError,
     PlanError,
     ReconcilerError,
@@ -406,6 +405,11 @@ class Reconciler:
 
         safe = [s for s in plan.statements if s.decision is Decision.AUTO]
         rest = [s for s in plan.statements if s.decision is not Decision.AUTO]
+        if not safe and live is not None and self._same_plan(live, plan):
+            # Nothing may run unattended and the queued plan is exactly this one (same revision, statements and
+            # schema fingerprint): it was vetted when it was queued, and is vetted again before it runs.
+            result.queued_plan_id = live.id
+            return result
         with phase("vet"):
             vet = vet_plan(
                 self.scratch,
@@ -448,6 +452,15 @@ class Reconciler:
             return result
         result.queued_plan_id = self._queue(name, desired, after, live, result)
         return result
+
+    @staticmethod
+    def _same_plan(rec: PlanRecord, plan: Plan) -> bool:
+        return (
+            rec.status is PlanStatus.PENDING
+            and rec.desired_revision == plan.desired_revision
+            and rec.statements_hash == plan.hash
+            and rec.fingerprint == plan.fingerprint
+        )
 
     def _vet_failed(
         self,
@@ -723,8 +736,3 @@ class Reconciler:
             raise
         log.info("statements_applied", environment=name, count=len(done))
         return [d.sql for d in done]
-
-
-def require_environment(config: Config, name: str) -> None:
-    if name not in config.environments:
-        raise ConfigError(f"unknown environment {name!r}", path=config.source)

@@ -14,6 +14,7 @@ own SQL (migra's), which is the plan's identity.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Literal
 
 from pglast import ast, parser
+from psycopg import conninfo
 
 from .apply import Step, execute_steps
 from .config import EnvironmentConfig
 from .db import connect, quote_ident, redact
 from .diff import diff
-from .errors import ApplyError, ReconcilerError
+from .errors import ApplyError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
 from .model import Statement
 from .scratch import ScratchServer
@@ -97,16 +99,39 @@ def _sqls(items: Sequence[Vettable]) -> list[str]:
 
 def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
     """The environment's schema as SQL, without owners (and without grants unless privileges are managed)."""
-    args = [str(pg_dump), "--schema-only", "--no-owner", "--no-comments", f"--dbname={env_dsn}"]
+    # The password goes through the environment, not the command line that other local users can read.
+    params = conninfo.conninfo_to_dict(env_dsn)
+    password = params.pop("password", None)
+    run_env = {**os.environ, "PGCONNECT_TIMEOUT": str(max(1, int(env.connect_timeout.total_seconds())))}
+    if password is not None:
+        run_env["PGPASSWORD"] = str(password)
+    lock_wait_ms = max(1, int(env.lock_timeout.total_seconds() * 1000))
+    args = [
+        str(pg_dump),
+        "--schema-only",
+        "--no-owner",
+        "--no-comments",
+        # pg_dump takes ACCESS SHARE locks: never queue behind a long lock holder (or make others queue behind us).
+        f"--lock-wait-timeout={lock_wait_ms}",
+        f"--dbname={conninfo.make_conninfo(**params)}",  # type: ignore[arg-type]
+    ]
     if not env.privileges:
         args.append("--no-privileges")
     for s in env.schemas:
         args += ["--schema", s]
     for s in env.exclude_schemas:
         args += ["--exclude-schema", s]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600, env=run_env)
     if res.returncode != 0:
-        raise ReconcilerError(f"cloning the environment's schema: pg_dump failed: {redact(res.stderr.strip())}")
+        detail = redact(res.stderr.strip())
+        if "canceling statement due to" in detail and "LOCK TABLE" in detail:  # --lock-wait-timeout expired
+            raise LockTimeoutError(
+                f"cloning the environment's schema: pg_dump waited longer than lock_timeout ({env.lock_timeout}) "
+                f"for a lock: {detail}"
+            )
+        if "connection to server" in detail:
+            raise UnreachableError(f"cloning the environment's schema: pg_dump cannot connect: {detail}")
+        raise ReconcilerError(f"cloning the environment's schema: pg_dump failed: {detail}")
     # Drop psql meta-commands (\restrict, \unrestrict) that recent pg_dump versions write.
     return "\n".join(line for line in res.stdout.splitlines() if not line.startswith("\\"))
 
