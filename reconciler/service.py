@@ -60,6 +60,10 @@ class ApplyResult:
     applied_plan_id: int | None = None
     executed: list[AppliedStatement] = field(default_factory=list)
     lock_waits: list[LockWait] = field(default_factory=list)
+    # The classified statements that were applied, and what a plan of the environment still holds afterwards
+    # (None: not known without planning again), so callers need not classify or plan a second time.
+    applied_statements: list[Statement] = field(default_factory=list)
+    remaining: tuple[Statement, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -401,6 +405,7 @@ class Reconciler:
                     reason="the environment is already in sync",
                 )
             result.in_sync = True
+            result.remaining = ()
             return result
 
         safe = [s for s in plan.statements if s.decision is Decision.AUTO]
@@ -409,6 +414,7 @@ class Reconciler:
             # Nothing may run unattended and the queued plan is exactly this one (same revision, statements and
             # schema fingerprint): it was vetted when it was queued, and is vetted again before it runs.
             result.queued_plan_id = live.id
+            result.remaining = plan.statements
             return result
         with phase("vet"):
             vet = vet_plan(
@@ -427,6 +433,7 @@ class Reconciler:
             return self._vet_failed(name, desired, plan, live, result, vet)
         if safe and (not rest or vet.safe_stands_alone):
             result.applied = self._apply(name, env, safe)
+            result.applied_statements = safe
         elif safe:
             result.messages.append(
                 "the unattended statements depend on statements that need approval; the whole plan waits"
@@ -439,6 +446,7 @@ class Reconciler:
             if result.applied
             else Plan(name, desired.revision, tuple(rest), fingerprint=plan.fingerprint)
         )
+        result.remaining = after.statements
         if after.in_sync:
             result.in_sync = True
             if live is not None:
@@ -489,6 +497,7 @@ class Reconciler:
             },
             unless_repeated=True,
         )
+        result.remaining = plan.statements
         pid = self._queue(name, desired, plan, live, result)
         result.queued_plan_id = pid
         if pid is not None and self.store.get_plan(pid).error != err:
@@ -646,7 +655,9 @@ class Reconciler:
             event="plan_applied",
             actor=live.decided_by,
         )
-        result.in_sync = self.plan(name, desired).in_sync
+        result.applied_statements = list(fresh.values())
+        result.remaining = self.plan(name, desired).statements
+        result.in_sync = not result.remaining
         return result
 
     def _bind_check(self, name: str, plan: Plan, live: PlanRecord, result: ApplyResult) -> PlanRecord | None:

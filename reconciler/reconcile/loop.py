@@ -162,9 +162,9 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.reachable = True
         seen.applied = len(applied.applied)
         seen.notes = tuple(redact(m) for m in applied.messages)
-        if applied.applied:
-            ctx.metrics.count_applied(name, kinds(rec.classify(applied.applied, env)).elements())
-        remaining = () if applied.in_sync else rec.plan(name).statements
+        if applied.applied_statements:
+            ctx.metrics.count_applied(name, kinds(applied.applied_statements).elements())
+        remaining = applied.remaining if applied.remaining is not None else rec.plan(name, desired).statements
     else:
         remaining = rec.plan(name, desired).statements
         seen.reachable = True

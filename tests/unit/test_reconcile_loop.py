@@ -67,7 +67,14 @@ class FakeReconciler:
             self.fail()
         auto = [s for s in self.drift if not s.destructive]
         self.drift = [s for s in self.drift if s.destructive]
-        return ApplyResult(name, REV, applied=[s.sql for s in auto], in_sync=not self.drift)
+        return ApplyResult(
+            name,
+            REV,
+            applied=[s.sql for s in auto],
+            in_sync=not self.drift,
+            applied_statements=auto,
+            remaining=tuple(self.drift),
+        )
 
     def classify(self, sqls: list[str], env: EnvironmentConfig) -> list[Statement]:
         return [Statement(s) for s in sqls]
@@ -98,7 +105,7 @@ def test_destructive_remainder_is_a_requeue_with_drift_measured() -> None:
     rec = FakeReconciler({"dsn": "x"}, [ADD, DROP])
     result, ctx = run(rec)
     assert result.outcome is Outcome.REQUEUE and result.requeue_after == timedelta(seconds=60)
-    assert rec.calls == ["apply", "plan"]  # applies, then measures what is left
+    assert rec.calls == ["apply"]  # apply reports what is left: no second plan
     assert sample(ctx, "schema_reconciler_drift") == 1
     assert sample(ctx, "schema_reconciler_pending_statements", hazard="DESTRUCTIVE") == 1
     assert sample(ctx, "schema_reconciler_pending_statements", hazard="NONE") == 0
