@@ -72,8 +72,8 @@ class StalePlanError(PlanError):
     """An approved plan no longer matches what a fresh diff yields."""
 
 
-class ApplyError(TerminalError):
-    """A statement failed while being applied."""
+class _AtStatement(ReconcilerError):
+    """Carries the statement an error happened at: its SQL, its index in the plan and PostgreSQL's SQLSTATE."""
 
     def __init__(
         self,
@@ -87,6 +87,10 @@ class ApplyError(TerminalError):
         self.statement = statement
         self.index = index
         self.sqlstate = sqlstate
+
+
+class ApplyError(_AtStatement, TerminalError):
+    """A statement failed while being applied."""
 
 
 class StoreError(TerminalError):
@@ -101,7 +105,7 @@ class BusyError(RetryableError):
     """Another applier holds the environment's advisory lock."""
 
 
-class LockTimeoutError(RetryableError):
+class LockTimeoutError(_AtStatement, RetryableError):
     """A statement waited longer than lock_timeout for a lock (on every attempt that was allowed)."""
 
     def __init__(
@@ -113,29 +117,13 @@ class LockTimeoutError(RetryableError):
         attempts: int = 1,
         sqlstate: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.statement = statement
-        self.index = index
+        super().__init__(message, statement=statement, index=index, sqlstate=sqlstate)
         self.attempts = attempts
-        self.sqlstate = sqlstate
 
 
-class ApplyInterruptedError(RetryableError):
+class ApplyInterruptedError(_AtStatement, RetryableError):
     """The connection to the environment was lost while applying (terminated, server restart, network).
 
     The transaction in flight was rolled back by PostgreSQL; steps committed before it stay applied, and a later
     apply resumes after them.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        statement: str | None = None,
-        index: int | None = None,
-        sqlstate: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.statement = statement
-        self.index = index
-        self.sqlstate = sqlstate

@@ -383,16 +383,7 @@ class Reconciler:
             why = self._mismatch(live, plan)
             if why is None:
                 return self._run_approved(name, env, desired, plan, live, result)
-            self.store.transition(
-                live.id,
-                to=PlanStatus.STALE,
-                allowed_from=[PlanStatus.APPROVED, PlanStatus.FAILED],
-                event="plan_stale",
-                reason=why,
-            )
-            result.stale_plan_id = live.id
-            result.messages.append(f"{live.status.value} plan {live.id} is stale and was not run: {why}")
-            log.warning("plan_stale", environment=name, plan_id=live.id, reason=why)
+            self._mark_stale(name, live, why, result)
             live = None
 
         if plan.in_sync:
@@ -660,6 +651,19 @@ class Reconciler:
         result.in_sync = not result.remaining
         return result
 
+    def _mark_stale(self, name: str, live: PlanRecord, why: str, result: ApplyResult) -> None:
+        """An approved (or resumable failed) plan that no longer matches: marked stale, reported, not run."""
+        self.store.transition(
+            live.id,
+            to=PlanStatus.STALE,
+            allowed_from=[PlanStatus.APPROVED, PlanStatus.FAILED],
+            event="plan_stale",
+            reason=why,
+        )
+        result.stale_plan_id = live.id
+        result.messages.append(f"{live.status.value} plan {live.id} is stale and was not run: {why}")
+        log.warning("plan_stale", environment=name, plan_id=live.id, reason=why)
+
     def _bind_check(self, name: str, plan: Plan, live: PlanRecord, result: ApplyResult) -> PlanRecord | None:
         """Just before running an approved (or resumed) plan, on the connection that holds the apply lock: the
         environment's schema must still have the fingerprint the plan is bound to. Returns the plan, now
@@ -668,16 +672,7 @@ class Reconciler:
         now = self.env_fingerprint(name, conn)
         if plan.fingerprint and now != plan.fingerprint:
             why = self._fingerprint_changed(plan.fingerprint, now) + " while the plan was being vetted"
-            self.store.transition(
-                live.id,
-                to=PlanStatus.STALE,
-                allowed_from=[PlanStatus.APPROVED, PlanStatus.FAILED],
-                event="plan_stale",
-                reason=why,
-            )
-            result.stale_plan_id = live.id
-            result.messages.append(f"{live.status.value} plan {live.id} is stale and was not run: {why}")
-            log.warning("plan_stale", environment=name, plan_id=live.id, reason=why)
+            self._mark_stale(name, live, why, result)
             return None
         if live.status is PlanStatus.FAILED:
             live = self.store.transition(
