@@ -144,6 +144,17 @@ class PolicyConfig(_Model):
     require_approval: tuple[HazardSelector, ...] = ()
     deny: tuple[HazardSelector, ...] = ()
 
+    @field_validator("auto_apply")
+    @classmethod
+    def _never_unattended(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # Data loss and statements nobody could classify always wait for an approval bound to the plan.
+        for item in v:
+            if item in ("DESTRUCTIVE", "UNPARSEABLE") or item.startswith(("DS", "UP")):
+                raise ValueError(
+                    f"{item} cannot run unattended: destructive and unparseable statements always need an approval"
+                )
+        return v
+
     @model_validator(mode="after")
     def _disjoint(self) -> PolicyConfig:
         lists = {"auto_apply": self.auto_apply, "require_approval": self.require_approval, "deny": self.deny}

@@ -29,8 +29,19 @@ NEEDS_APPROVAL_IN_PRODUCTION = frozenset({HazardKind.LOCK, HazardKind.REWRITE})
 _RANK = {Decision.AUTO: 0, Decision.NEEDS_APPROVAL: 1, Decision.DENIED: 2}
 
 
+# Whatever the configuration says, these never run without an approval bound to the plan.
+NEVER_UNATTENDED = frozenset({HazardKind.DESTRUCTIVE, HazardKind.UNPARSEABLE})
+
+
 def decide_hazard(h: Hazard, env: EnvironmentConfig) -> Decision:
     """The decision for one hazard in environment ``env``."""
+    d = _configured(h, env)
+    if d is Decision.AUTO and h.kind in NEVER_UNATTENDED:
+        return Decision.NEEDS_APPROVAL
+    return d
+
+
+def _configured(h: Hazard, env: EnvironmentConfig) -> Decision:
     p = env.policy
     for key in (h.code, h.kind.value):
         if key in p.deny:

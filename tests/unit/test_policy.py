@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.config import EnvironmentConfig, load_config, parse_size
+from reconciler.config import EnvironmentConfig, PolicyConfig, load_config, parse_size
 from reconciler.errors import ConfigError
 from reconciler.hazards import known_codes
-from reconciler.model import Decision, Hazard, Statement
+from reconciler.model import Decision, Hazard, HazardKind, Severity, Statement
 from reconciler.policy import decide, denial_reason, denied_in_record
 
 
@@ -47,9 +47,11 @@ CASES = [
         Decision.NEEDS_APPROVAL,
         {"policy": {"require_approval": ["AUTHORIZATION"]}},
     ),
-    Case("allow one code of a kind", ("DS103",), Decision.AUTO, {"policy": {"auto_apply": ["DS103"]}}),
+    Case("allow one code of a kind", ("MF102",), Decision.AUTO, {"policy": {"auto_apply": ["MF102"]}}),
     Case("allow a kind", ("MF102", "MF104"), Decision.AUTO, {"policy": {"auto_apply": ["DATA_DEPENDENT"]}}),
-    Case("code beats kind", ("DS103",), Decision.AUTO, {"policy": {"deny": ["DESTRUCTIVE"], "auto_apply": ["DS103"]}}),
+    Case(
+        "code beats kind", ("MF102",), Decision.AUTO, {"policy": {"deny": ["DATA_DEPENDENT"], "auto_apply": ["MF102"]}}
+    ),
     Case("deny a code", ("DS101",), Decision.DENIED, {"policy": {"deny": ["DS101"]}}),
     Case("deny a kind", ("DS102",), Decision.DENIED, {"policy": {"deny": ["DESTRUCTIVE"]}}),
     Case("strictest hazard wins", ("RC101", "DS103"), Decision.NEEDS_APPROVAL),
@@ -103,10 +105,17 @@ def test_sizes(text: Any, size: int) -> None:
         ({"policy": {"deny": ["DS999"]}}, "environments.prod.policy.deny[0]", "unknown hazard kind or code 'DS999'"),
         ({"policy": {"auto_apply": ["LOCK", "destructive"]}}, "environments.prod.policy.auto_apply[1]", "unknown"),
         (
-            {"policy": {"deny": ["DS101"], "auto_apply": ["DS101"]}},
+            {"policy": {"deny": ["AZ101"], "auto_apply": ["AZ101"]}},
             "environments.prod.policy",
-            "DS101 is listed in both",
+            "AZ101 is listed in both",
         ),
+        (
+            {"policy": {"auto_apply": ["RECREATE", "DESTRUCTIVE"]}},
+            "environments.prod.policy.auto_apply",
+            "DESTRUCTIVE cannot run unattended",
+        ),
+        ({"policy": {"auto_apply": ["DS103"]}}, "environments.prod.policy.auto_apply", "DS103 cannot run unattended"),
+        ({"policy": {"auto_apply": ["UP001"]}}, "environments.prod.policy.auto_apply", "UP001 cannot run unattended"),
         ({"policy": {"allow": []}}, "environments.prod.policy.allow", "unknown key"),
         ({"large_table": {"bytes": "lots"}}, "environments.prod.large_table.bytes", "expected a size"),
         ({"large_table": {"rows": -1}}, "environments.prod.large_table.rows", "greater than or equal to 0"),
@@ -116,6 +125,9 @@ def test_sizes(text: Any, size: int) -> None:
         "unknown code",
         "kind is case-sensitive",
         "listed twice",
+        "destructive kind never unattended",
+        "destructive code never unattended",
+        "unparseable never unattended",
         "unknown policy key",
         "bad size",
         "negative rows",
@@ -151,3 +163,20 @@ def test_policy_config_loads(tmp_path: Path) -> None:
     assert env.production and not env.online_rewrites
     assert (env.large_table.bytes, env.large_table.rows) == (1024**3, 5000)
     assert env.policy.deny == ("DS101",) and env.policy.auto_apply == ("RECREATE",)
+
+
+@pytest.mark.parametrize(
+    ("selector", "code", "kind"),
+    [
+        ("DESTRUCTIVE", "DS103", HazardKind.DESTRUCTIVE),
+        ("DS103", "DS103", HazardKind.DESTRUCTIVE),
+        ("UNPARSEABLE", "UP001", HazardKind.UNPARSEABLE),
+        ("UP001", "UP001", HazardKind.UNPARSEABLE),
+    ],
+)
+def test_never_unattended_even_if_a_policy_slipped_past_validation(selector: str, code: str, kind: HazardKind) -> None:
+    """The guard in policy itself: no configuration makes data loss or an unparsed statement run unattended."""
+    env = EnvironmentConfig(dsn="x").model_copy(
+        update={"policy": PolicyConfig.model_construct(auto_apply=(selector,), require_approval=(), deny=())}
+    )
+    assert decide([Hazard(code, kind, Severity.DANGER, "m")], env) is Decision.NEEDS_APPROVAL
