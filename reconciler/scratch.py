@@ -2,14 +2,18 @@
 
 The scratch server is either a configured DSN on which the reconciler may create and drop databases, or the
 embedded PostgreSQL the reconciler starts itself. Every database made here is named
-``reconciler_scratch_<pid>_<random>`` and dropped when its user is done, also on errors.
+``reconciler_scratch_<host>_<pid>_<random>`` and dropped when its user is done, also on errors. A process that
+was killed cannot drop its own: the next scratch server opened on the same host drops the databases of processes
+of this host that are no longer alive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +30,17 @@ from .model import DesiredState
 from .sqltext import line_of, split_statements
 
 PREFIX = "reconciler_scratch_"
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists (another user's), or not a pid we can judge: keep its databases
+    return True
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class ScratchServer:
         self._major: int | None = None
         self._built: BuiltDesired | None = None
         self._lock = threading.RLock()
+        self._swept = False
 
     # -- databases --------------------------------------------------------------------------------
     def _admin(self) -> psycopg.Connection[Any]:
@@ -78,8 +94,26 @@ class ScratchServer:
                 "(point `scratch` at a server of the same major version)"
             )
 
+    def drop_leftovers(self) -> list[str]:
+        """Drop the scratch databases that dead processes of this host left behind; return their names."""
+        mine = f"{PREFIX}{HOST_TAG}_"
+        dropped: list[str] = []
+        with self._admin() as conn:
+            names = [
+                r[0] for r in conn.execute("select datname from pg_database where starts_with(datname, %s)", (mine,))
+            ]
+            for name in names:
+                pid_text = name[len(mine) :].split("_", 1)[0]
+                if pid_text.isdigit() and int(pid_text) != os.getpid() and not _alive(int(pid_text)):
+                    conn.execute(f"drop database if exists {quote_ident(name)} with (force)".encode())
+                    dropped.append(name)
+        return dropped
+
     def create_database(self, template: str | None = None) -> tuple[str, str]:
-        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        if not self._swept:
+            self._swept = True
+            self.drop_leftovers()
+        name = f"{PREFIX}{HOST_TAG}_{os.getpid()}_{secrets.token_hex(4)}"
         with self._admin() as conn:
             sql = f"create database {quote_ident(name)}"
             if template:
