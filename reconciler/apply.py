@@ -257,12 +257,15 @@ def _run_unit(
     policy: RetryPolicy,
     on_lock_wait: Callable[[LockWait], None] | None,
     sleep: Callable[[float], None],
+    before_attempt: Callable[[], None] | None = None,
 ) -> list[AppliedStatement]:
     transactional = unit[0][1].transactional
     attempt = 0
     waits: list[timedelta] = []
     while True:
         attempt += 1
+        if before_attempt is not None:
+            before_attempt()  # may raise to stop before this attempt (e.g. the plan was rejected meanwhile)
         durations: list[timedelta] = []
         try:
             try:
@@ -352,8 +355,11 @@ def execute_steps(
     on_lock_wait: Callable[[LockWait], None] | None = None,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    before_attempt: Callable[[], None] | None = None,
 ) -> list[AppliedStatement]:
     """Run ``items`` in order on ``conn`` (which must be in autocommit mode), except the indexes in ``skip``.
+
+    ``before_attempt`` is called before every attempt of every unit; whatever it raises stops the run there.
 
     Consecutive transactional steps share one transaction with ``SET LOCAL`` timeouts, rolled back as a whole on
     failure; a non-transactional step runs alone with session-level timeouts. A unit that times out on a lock is
@@ -365,7 +371,7 @@ def execute_steps(
     policy = retry or RetryPolicy.for_env(env)
     done: list[AppliedStatement] = []
     for unit in units(steps, skip):
-        applied = _run_unit(conn, unit, env, policy, on_lock_wait, sleep)
+        applied = _run_unit(conn, unit, env, policy, on_lock_wait, sleep, before_attempt)
         done.extend(applied)
         if on_commit is not None:
             on_commit(applied)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import conninfo
 from sqlalchemy.pool import NullPool
 
-from .errors import UnreachableError
+from .errors import LockTimeoutError, ReconcilerError, UnreachableError
 
 APPLICATION_NAME = "schema-reconciler"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@", re.IGNORECASE)
@@ -60,3 +63,35 @@ def server_major(conn: psycopg.Connection[Any]) -> int:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def with_session_timeouts(dsn: str, *, lock_timeout: timedelta, statement_timeout: timedelta) -> str:
+    """``dsn`` with ``lock_timeout`` and ``statement_timeout`` as session defaults (libpq ``options``).
+
+    Every connection the reconciler opens to an environment uses them, so reading a catalog never queues behind a
+    long lock holder (nor makes other sessions queue behind it) for longer than ``lock_timeout``.
+    """
+    params = conninfo.conninfo_to_dict(dsn)
+    extra = (
+        f"-c lock_timeout={max(1, int(lock_timeout.total_seconds() * 1000))} "
+        f"-c statement_timeout={max(1, int(statement_timeout.total_seconds() * 1000))}"
+    )
+    params["options"] = f"{params['options']} {extra}" if params.get("options") else extra
+    return conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def database_errors(what: str) -> Iterator[None]:
+    """Turn driver errors (psycopg's, or SQLAlchemy's wrapping them) into the reconciler's error tree."""
+    try:
+        yield
+    except ReconcilerError:
+        raise
+    except (psycopg.Error, sa.exc.DBAPIError) as exc:
+        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        text = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
+        if isinstance(orig, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            raise LockTimeoutError(f"{what}: {text}", sqlstate=getattr(orig, "sqlstate", None)) from exc
+        if isinstance(orig, psycopg.OperationalError):
+            raise UnreachableError(f"{what}: {text}") from exc
+        raise ReconcilerError(f"{what}: {text}") from exc

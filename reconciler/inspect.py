@@ -18,8 +18,8 @@ with warnings.catch_warnings():
     from schemainspect import get_inspector
     from schemainspect.pg.obj import PROPS
 
-from .db import connect, engine_for, redact
-from .errors import ReconcilerError, UnreachableError
+from .db import connect, database_errors, engine_for, redact
+from .errors import LockTimeoutError, ReconcilerError, UnreachableError
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
 
@@ -31,7 +31,7 @@ def inspect_database(dsn: str, *, what: str, connect_timeout: timedelta = timede
     """Read the whole schema of the database at ``dsn`` with schemainspect."""
     engine = engine_for(dsn, what=what, connect_timeout=connect_timeout)
     try:
-        with engine.connect() as conn:
+        with database_errors(what), engine.connect() as conn:
             return get_inspector(conn)
     finally:
         engine.dispose()
@@ -230,6 +230,8 @@ def schema_listing(
             rows = conn_or_dsn.execute(_FINGERPRINT_SQL, params).fetchall()
             if not conn_or_dsn.autocommit:
                 conn_or_dsn.rollback()
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        raise LockTimeoutError(f"{what}: {redact(str(exc).strip())}", sqlstate=exc.sqlstate) from exc
     except psycopg.OperationalError as exc:
         raise UnreachableError(f"{what}: {redact(str(exc).strip())}") from exc
     except psycopg.Error as exc:

@@ -18,7 +18,7 @@ import structlog
 from . import hazards, policy
 from .apply import AppliedStatement, LockWait, execute_steps
 from .config import Config, EnvironmentConfig
-from .db import connect, server_major
+from .db import connect, database_errors, server_major, with_session_timeouts
 from .desired import load_desired
 from .diff import diff
 from .errors import (
@@ -28,6 +28,7 @@ from .errors import (
     PlanError,
     ReconcilerError,
     StalePlanError,
+    UnreachableError,
 )
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .locks import environment_lock
@@ -157,11 +158,14 @@ class Reconciler:
         return self.config.environment(name)
 
     def env_dsn(self, name: str) -> str:
-        dsn = self.env_config(name).dsn
+        """The environment's DSN, with its ``lock_timeout`` and ``statement_timeout`` as session defaults, so
+        that every connection to it (inspection, fingerprint, figures, the apply lock) is bounded."""
+        env = self.env_config(name)
+        dsn = env.dsn
         if dsn.startswith(EMBEDDED_SCHEME):
             dbname = dsn[len(EMBEDDED_SCHEME) :].strip("/") or name
-            return self.embedded.dsn(dbname)
-        return dsn
+            dsn = self.embedded.dsn(dbname)
+        return with_session_timeouts(dsn, lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout)
 
     def pg_dump(self) -> Path:
         return find_bin_dir(self.config.embedded.bin_dir) / "pg_dump"
@@ -176,7 +180,8 @@ class Reconciler:
     def inspect_env(self, name: str) -> Inspection:
         env = self.env_config(name)
         dsn = self.env_dsn(name)
-        with connect(dsn, what=f"inspecting environment {name!r}", connect_timeout=env.connect_timeout) as conn:
+        what = f"inspecting environment {name!r}"
+        with database_errors(what), connect(dsn, what=what, connect_timeout=env.connect_timeout) as conn:
             major = server_major(conn)
             invalid = invalid_indexes(conn)  # left by failed concurrent builds: not indexes, to be built again
         self.scratch.check_same_major(name, major)
@@ -247,8 +252,9 @@ class Reconciler:
     # -- approvals --------------------------------------------------------------------------------
     def approve(self, plan_id: int, by: str) -> PlanRecord:
         """Record ``by``'s approval of a pending plan. It becomes approved once the environment's
-        ``approvals_required`` different approvers approved it, and only while the environment's schema still has
-        the fingerprint the plan was computed on (else the plan is marked stale and the approval refused)."""
+        ``approvals_required`` different approvers approved it, and only while the desired revision and the
+        environment's schema fingerprint are the ones the plan was computed on (else the plan is marked stale and
+        the approval refused)."""
         if not by.strip():
             raise PlanError("an approval needs the approver's name (--by)")
         rec = self.store.get_plan(plan_id)
@@ -259,10 +265,14 @@ class Reconciler:
                 f"approving plan {plan_id}: refused, environment {rec.environment!r}'s policy denies "
                 f"{len(denied)} of its statements even with approval: {'; '.join(denied)}"
             )
-        if rec.status is PlanStatus.PENDING and rec.fingerprint:
-            now = self.env_fingerprint(rec.environment)
-            if now != rec.fingerprint:
+        if rec.status is PlanStatus.PENDING:
+            why = None
+            revision = self.load_desired().revision
+            if revision != rec.desired_revision:
+                why = self._revision_changed(rec.desired_revision, revision)
+            elif rec.fingerprint and (now := self.env_fingerprint(rec.environment)) != rec.fingerprint:
                 why = self._fingerprint_changed(rec.fingerprint, now)
+            if why is not None:
                 self.store.transition(
                     plan_id, to=PlanStatus.STALE, allowed_from=[PlanStatus.PENDING], event="plan_stale", reason=why
                 )
@@ -287,8 +297,18 @@ class Reconciler:
             raise PlanError("a rejection needs the name of who rejects it (--by)")
         if not reason.strip():
             raise PlanError("a rejection needs a reason (--reason)")
-        self._check_approver(self.store.get_plan(plan_id), by, "reject")
-        rec = self.store.reject(plan_id, by, reason)
+        current = self.store.get_plan(plan_id)
+        env = self._check_approver(current, by, "reject")
+        # While an apply holds the environment's lock it may be running this very plan: refuse (busy) rather than
+        # record a rejection that comes too late. An environment that cannot be reached is not being applied to
+        # from here; the applier also re-reads the plan's status before every attempt.
+        try:
+            with environment_lock(
+                self.env_dsn(current.environment), environment=current.environment, connect_timeout=env.connect_timeout
+            ):
+                rec = self.store.reject(plan_id, by, reason)
+        except UnreachableError:
+            rec = self.store.reject(plan_id, by, reason)
         log.info("plan_rejected", environment=rec.environment, plan_id=plan_id, by=by)
         return rec
 
@@ -300,6 +320,10 @@ class Reconciler:
                 f"(approvers: {', '.join(env.approvers)})"
             )
         return env
+
+    @staticmethod
+    def _revision_changed(then: str, now: str) -> str:
+        return f"the desired state changed (plan was for revision {then[:12]}, now {now[:12]})"
 
     @staticmethod
     def _fingerprint_changed(then: str, now: str) -> str:
@@ -499,10 +523,7 @@ class Reconciler:
 
     def _mismatch(self, rec: PlanRecord, fresh: Plan) -> str | None:
         if rec.desired_revision != fresh.desired_revision:
-            return (
-                f"the desired state changed (plan was for revision {rec.desired_revision[:12]}, "
-                f"now {fresh.desired_revision[:12]})"
-            )
+            return self._revision_changed(rec.desired_revision, fresh.desired_revision)
         done = set(rec.completed_steps)
         remaining = [sql for i, sql in enumerate(rec.sqls) if i not in done]
         if (rec.statements_hash if not done else statements_hash(remaining)) != fresh.hash:
@@ -624,6 +645,8 @@ class Reconciler:
         try:
             result.applied = self._apply(name, env, steps, plan_id=live.id, skip=done)
         except ReconcilerError as exc:
+            if self.store.get_plan(live.id).status is not PlanStatus.APPROVED:
+                raise  # rejected while it was being applied: it stays rejected; nothing more of it ran
             resumable = isinstance(exc, ApplyInterruptedError | LockTimeoutError)
             self.store.transition(
                 live.id,
@@ -724,11 +747,24 @@ class Reconciler:
             if result is not None:
                 result.lock_waits.append(wait)
 
+        def still_approved() -> None:
+            # The plan may have been rejected (e.g. while this apply waited for a lock): never run it then.
+            if plan_id is not None and (status := self.store.get_plan(plan_id).status) is not PlanStatus.APPROVED:
+                raise PlanError(
+                    f"applying plan {plan_id} to environment {name!r}: stopped, the plan is {status.value} now"
+                )
+
         try:
             with phase("apply"):
                 done = steps.finished(
                     execute_steps(
-                        conn, steps.steps, env, skip=steps.skip(skip), on_commit=committed, on_lock_wait=waited
+                        conn,
+                        steps.steps,
+                        env,
+                        skip=steps.skip(skip),
+                        on_commit=committed,
+                        on_lock_wait=waited,
+                        before_attempt=still_approved,
                     )
                 )
         except ReconcilerError as exc:

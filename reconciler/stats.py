@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from .db import connect
+from .db import connect, database_errors
 from .inspect import Inspection
 from .model import TableStats
 
@@ -110,7 +110,7 @@ def read_table_stats(
     wanted = list(names)
     if not wanted:
         return {}
-    with connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
+    with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
         return query_table_stats(conn, wanted)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..db import redact
-from ..errors import PlanError, ReconcilerError
+from ..errors import BusyError, PlanError, ReconcilerError
 from ..model import PlanStatus
 from ..store import PlanRecord
 from .auth import Principal, TokenAuth
@@ -281,6 +281,8 @@ class Api:
             rec = self.backend.reject(plan.id, principal.identity, reason)
         except PlanError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
+        except BusyError as exc:  # an apply holds the environment's lock: it may be running this plan
+            raise ApiError(409, "busy", str(exc)) from None
         log.info("api_plan_rejected", plan_environment=rec.environment, identity=principal.identity)
         return json_response(200, rec.to_json())
 

@@ -120,6 +120,17 @@ def test_approval_refused_as_stale_after_desired_change(
     assert "desired state changed" in plans[0]["reason"]
 
 
+def test_approval_refused_after_desired_change(env: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _dsn, cfg = env
+    res = json.loads(cli(capsys, "-c", str(cfg), "apply", "dev", "--format", "json")[1])
+    (cfg.parent / "desired-state" / "020_more.sql").write_text("create table audit (id int);\n")
+    code, _, err = cli(capsys, "-c", str(cfg), "approve", str(res["queued_plan_id"]), "--by", "alice")
+    assert code == 1
+    assert "refused, the plan is stale: the desired state changed" in err
+    plans = json.loads(cli(capsys, "-c", str(cfg), "plans", "--format", "json")[1])
+    assert [(p["status"], p["decided_by"]) for p in plans] == [("stale", None)]
+
+
 def test_stale_when_environment_changed_by_hand(env: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     dsn, cfg = env
     res = json.loads(cli(capsys, "-c", str(cfg), "apply", "dev", "--format", "json")[1])

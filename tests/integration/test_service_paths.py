@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reconciler.errors import LockTimeoutError
+from reconciler.errors import BusyError, LockTimeoutError, PlanError
+from reconciler.model import PlanStatus
 from reconciler.service import Reconciler
 
 
@@ -66,3 +67,102 @@ def test_vetting_does_not_queue_behind_a_lock_holder(
             "select count(*) from information_schema.columns where table_name = 't' and column_name = 'name'"
         ).fetchone() == (0,)
     assert rec.apply("dev").in_sync
+
+
+def test_planning_does_not_hang_behind_a_lock_holder(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    """Every connection to an environment carries its lock_timeout: a catalog read gives up instead of queueing."""
+    dsn = make_db("create table t (id int);")
+    rec = reconciler_for(
+        project({"010.sql": "create table t (id int, name text);"}, {"dev": {"dsn": dsn, "lock_timeout": "300ms"}})
+    )
+    with psycopg.connect(dsn) as holder:
+        holder.execute("lock table t in access exclusive mode")
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError, match="environment 'dev'"):
+            rec.plan("dev")
+        assert time.monotonic() - started < 10
+    assert not rec.plan("dev").in_sync  # the lock is gone: planning works again
+
+
+def _approved_drop(make_db: Callable[..., str], project: Callable[..., Path]) -> tuple[str, Path]:
+    dsn = make_db("create table users (id int, legacy int); insert into users values (1, 7);")
+    cfg = project(
+        {"010.sql": "create table users (id int);"},
+        {
+            "dev": {
+                "dsn": dsn,
+                "lock_timeout": "300ms",
+                "lock_retries": 40,
+                "lock_retry_backoff": "100ms",
+                "lock_retry_backoff_max": "200ms",
+            }
+        },
+    )
+    return dsn, cfg
+
+
+def _apply_in_thread(rec: Reconciler) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            rec.apply("dev")
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, errors
+
+
+def _wait_for_lock_wait(rec: Reconciler) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if any(r.event == "lock_timeout" for r in rec.store.audit_records("dev")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the apply never waited for a lock")
+
+
+def test_reject_is_refused_while_the_plan_is_being_applied(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    dsn, cfg = _approved_drop(make_db, project)
+    operator, applier = reconciler_for(cfg), reconciler_for(cfg)
+    plan_id = operator.apply("dev").queued_plan_id
+    assert plan_id is not None
+    operator.approve(plan_id, "alice")
+    with psycopg.connect(dsn) as reader:
+        reader.execute("select * from users")  # an open transaction: the DROP COLUMN has to wait
+        thread, errors = _apply_in_thread(applier)
+        _wait_for_lock_wait(operator)
+        with pytest.raises(BusyError):
+            operator.reject(plan_id, "bob", "too late")
+        assert operator.store.get_plan(plan_id).status is PlanStatus.APPROVED
+    thread.join(30)
+    assert errors == []
+    assert operator.store.get_plan(plan_id).status is PlanStatus.APPLIED
+
+
+def test_a_plan_rejected_meanwhile_stops_before_its_next_attempt(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    """A rejection recorded without the lock (the environment was unreachable from the operator) still wins."""
+    dsn, cfg = _approved_drop(make_db, project)
+    operator, applier = reconciler_for(cfg), reconciler_for(cfg)
+    plan_id = operator.apply("dev").queued_plan_id
+    assert plan_id is not None
+    operator.approve(plan_id, "alice")
+    with psycopg.connect(dsn) as reader:
+        reader.execute("select * from users")
+        thread, errors = _apply_in_thread(applier)
+        _wait_for_lock_wait(operator)
+        operator.store.reject(plan_id, "bob", "changed my mind")
+        thread.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], PlanError)
+    assert "stopped, the plan is rejected" in str(errors[0])
+    assert operator.store.get_plan(plan_id).status is PlanStatus.REJECTED
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("select legacy from users").fetchall() == [(7,)]
