@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reconciler",
         description="Keep PostgreSQL schemas in line with the SQL in desired-state/: plan, apply what is safe, "
         "queue what destroys data until an operator approves it.",
-        epilog="Exit codes: 0 success (in sync), 1 error (audit verify: chain broken), 2 drift (plan "
-        "--detailed-exitcode), 3 busy (apply: another applier holds the environment's lock).",
+        epilog="Exit codes: 0 done (for apply, and plan without --detailed-exitcode, drift may remain: see in_sync), "
+        "1 error (audit verify: chain broken), 2 drift (plan --detailed-exitcode), 3 busy (apply, reject: an "
+        "apply holds the environment's lock; nothing was changed).",
     )
     ap.add_argument(
         "--config",
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="apply unattended statements to ENV, run an approved plan, queue the rest")
     p.add_argument("environment", metavar="ENV")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="apply even though ENV is suspended or outside its maintenance windows",
+    )
     fmt(p)
 
     p = sub.add_parser("plans", help="list queued and decided plans")
@@ -77,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", required=True, help="who approves")
     fmt(p)
 
-    p = sub.add_parser("reject", help="reject a pending or approved plan")
+    p = sub.add_parser("reject", help="reject a pending, approved or resumable failed plan")
     p.add_argument("plan_id", metavar="PLAN_ID", type=int)
     p.add_argument("--by", required=True, help="who rejects")
     p.add_argument("--reason", required=True, help="why")
@@ -124,7 +130,7 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
                 print(render_plan(plan))
             return EXIT_DRIFT if (args.detailed_exitcode and not plan.in_sync) else EXIT_OK
         if args.command == "apply":
-            result = rec.apply(args.environment)
+            result = rec.apply(args.environment, force=args.force)
             if args.format == "json":
                 _print_json(result.to_json())
             else:

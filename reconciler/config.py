@@ -388,6 +388,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"expected a mapping at the top level, got {type(raw).__name__}", path=shown)
+    if "source" in raw:  # set by this loader (the file's path), not a key of the file
+        raise ConfigError("unknown key", path=shown, key="source")
     data = _interpolate(raw, shown, "")
     try:
         cfg = Config.model_validate(data)

@@ -18,7 +18,8 @@ def load_desired(root: str | Path) -> DesiredState:
     """
     base = Path(root)
     if not base.is_dir():
-        raise DesiredStateError(f"reading desired state: folder {base} does not exist")
+        what = "is not a folder" if base.exists() else "does not exist"
+        raise DesiredStateError(f"reading desired state: {base} {what}")
     paths = sorted((p for p in base.rglob("*.sql") if p.is_file()), key=lambda p: p.relative_to(base).as_posix())
     if not paths:
         raise DesiredStateError(f"reading desired state: no *.sql files in {base}")

@@ -4,7 +4,8 @@ For each hazard of a statement, the first rule that names it decides, most speci
 
 1. its code in ``policy.deny`` / ``policy.require_approval`` / ``policy.auto_apply`` (in that order);
 2. its kind in ``policy.deny`` / ``policy.require_approval`` / ``policy.auto_apply`` (in that order);
-3. the defaults: DESTRUCTIVE, DATA_DEPENDENT and UNPARSEABLE need approval everywhere; in an environment marked
+3. the defaults: DESTRUCTIVE, DATA_DEPENDENT and UNPARSEABLE need approval everywhere, and so do the security
+   downgrades AZ102 (RLS disabled), AZ104 (RLS no longer forced) and AZ107 (policy dropped); in an environment marked
    ``production: true`` so do LOCK and REWRITE (which the checks only report on tables above ``large_table``);
    every other kind runs unattended.
 
@@ -23,6 +24,9 @@ from .model import Decision, Hazard, HazardKind, Statement
 
 # Without configuration, these never run unattended anywhere.
 NEEDS_APPROVAL_BY_DEFAULT = frozenset({HazardKind.DESTRUCTIVE, HazardKind.DATA_DEPENDENT, HazardKind.UNPARSEABLE})
+# ... nor these security downgrades: row-level security disabled (AZ102) or no longer forced (AZ104), and a
+# policy dropped without being recreated (AZ107).
+NEEDS_APPROVAL_BY_DEFAULT_CODES = frozenset({"AZ102", "AZ104", "AZ107"})
 # ... and in an environment marked `production: true`, these neither (lock hazards on large tables).
 NEEDS_APPROVAL_IN_PRODUCTION = frozenset({HazardKind.LOCK, HazardKind.REWRITE})
 
@@ -50,7 +54,7 @@ def _configured(h: Hazard, env: EnvironmentConfig) -> Decision:
             return Decision.NEEDS_APPROVAL
         if key in p.auto_apply:
             return Decision.AUTO
-    if h.kind in NEEDS_APPROVAL_BY_DEFAULT:
+    if h.kind in NEEDS_APPROVAL_BY_DEFAULT or h.code in NEEDS_APPROVAL_BY_DEFAULT_CODES:
         return Decision.NEEDS_APPROVAL
     if env.production and h.kind in NEEDS_APPROVAL_IN_PRODUCTION:
         return Decision.NEEDS_APPROVAL

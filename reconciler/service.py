@@ -330,13 +330,27 @@ class Reconciler:
         return f"the environment's schema changed since the plan was computed (fingerprint {then[:12]}, now {now[:12]})"
 
     # -- applying ---------------------------------------------------------------------------------
-    def apply(self, name: str) -> ApplyResult:
+    def apply(self, name: str, *, force: bool = False) -> ApplyResult:
         """Apply what may run unattended, run an approved plan that still matches, queue the rest.
 
-        Holds the environment's apply lock throughout (a second applier gets BusyError and changes nothing);
-        afterwards records the environment's status (attempted and applied desired revision, converged).
+        Refused (PlanError, nothing done) while the environment is suspended or outside its maintenance windows,
+        unless ``force``. Holds the environment's apply lock throughout (a second applier gets BusyError and
+        changes nothing); afterwards records the environment's status (attempted and applied revision, converged).
         """
         env = self.env_config(name)
+        if not force:
+            from .reconcile.windows import window_open  # the windows module imports config only
+
+            if env.suspend:
+                raise PlanError(
+                    f"applying to environment {name!r}: refused, the environment is suspended (suspend: true); "
+                    "nothing was applied (--force applies anyway)"
+                )
+            if not window_open(env.maintenance_windows, datetime.now(UTC)):
+                raise PlanError(
+                    f"applying to environment {name!r}: refused, outside its maintenance windows; nothing was "
+                    "applied (--force applies anyway)"
+                )
         with environment_lock(self.env_dsn(name), environment=name, connect_timeout=env.connect_timeout) as conn:
             self._lock_conns[name] = conn
             try:

@@ -136,12 +136,19 @@ def _add_constraint(node: Any, cmd: Any) -> tuple[ExecStep, ...]:
     return (ExecStep(_deparse(added)), ExecStep(validate, transactional=False))
 
 
+HELPER_PREFIX = "reconciler_nn_proof_"
+
+
 def helper_constraint(column: str) -> str:
-    """The name of the temporary CHECK constraint that proves ``column`` NOT NULL (at most 63 bytes)."""
-    name = f"{column}_not_null_proof"
+    """The name of the temporary CHECK constraint that proves ``column`` NOT NULL (at most 63 bytes).
+
+    It carries the reconciler's own prefix, so the DROP ... IF EXISTS that clears a failed attempt's leftover
+    cannot remove a constraint of the user's.
+    """
+    name = f"{HELPER_PREFIX}{column}"
     while len(name.encode("utf-8")) > 63:
         column = column[:-1]
-        name = f"{column}_not_null_proof"
+        name = f"{HELPER_PREFIX}{column}"
     return name
 
 

@@ -157,7 +157,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.blocked = st.Reason.OUTSIDE_MAINTENANCE_WINDOW
 
     if seen.blocked is None:
-        applied = rec.apply(name)
+        applied = rec.apply(name, force=True)  # suspension and windows were decided above, on our clock
         seen.revision = applied.desired_revision
         seen.reachable = True
         seen.applied = len(applied.applied)

@@ -894,7 +894,11 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
 def open_store(url: str) -> Store:
     """Open (and create or upgrade) the store at an SQLAlchemy URL; ``postgresql://`` uses psycopg 3."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url[len("sqlite:///") :]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"opening the state store: cannot create folder {folder}: {exc.strerror}") from exc
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:

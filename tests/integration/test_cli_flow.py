@@ -231,3 +231,23 @@ def test_unreachable_environment(project: Callable[..., Path], capsys: pytest.Ca
     assert "environment 'dev'" in err and "cannot connect" in err
     assert "s3cret" not in err
     assert json.loads(cli(capsys, "-c", str(cfg), "plans", "--format", "json")[1]) == []
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"suspend": True}, {"maintenance_windows": [{"cron": "0 0 1 1 *", "duration": "1m"}]}],
+    ids=["suspended", "outside-window"],
+)
+def test_apply_respects_suspend_and_windows_unless_forced(
+    settings: dict[str, object],
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dsn = make_db("create table t (id int);")
+    cfg = project({"010.sql": "create table t (id int, note text);"}, {"dev": {"dsn": dsn, **settings}})
+    code, _, err = cli(capsys, "-c", str(cfg), "apply", "dev")
+    assert code == 1 and "refused" in err and "nothing was applied" in err
+    assert run_sql(dsn, "select count(*) from information_schema.columns where table_name = 't'") == [(1,)]
+    code, out, _ = cli(capsys, "-c", str(cfg), "apply", "dev", "--force", "--format", "json")
+    assert code == 0 and json.loads(out)["in_sync"] is True

@@ -9,7 +9,9 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.config import load_config, parse_duration
-from reconciler.errors import ConfigError
+from reconciler.desired import load_desired
+from reconciler.errors import ConfigError, DesiredStateError, StoreError
+from reconciler.store import open_store
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -44,6 +46,7 @@ def test_default_value_in_interpolation(tmp_path: Path, monkeypatch: pytest.Monk
     [
         ("environments:\n  dev:\n    dsn: x\n    colour: red\n", "environments.dev.colour: unknown key"),
         ("environmentz: {}\n", "environmentz: unknown key"),
+        ("source: elsewhere\n", "source: unknown key"),
         (
             "environments:\n  dev:\n    dsn: ${MISSING_VAR_FOR_TEST}\n",
             "environments.dev.dsn: environment variable ${MISSING_VAR_FOR_TEST} is not set",
@@ -59,6 +62,7 @@ def test_default_value_in_interpolation(tmp_path: Path, monkeypatch: pytest.Monk
     ids=[
         "unknown-env-key",
         "unknown-top-key",
+        "loader-field-as-key",
         "missing-var",
         "bad-duration",
         "missing-dsn",
@@ -101,3 +105,15 @@ def test_unknown_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize(("text", "seconds"), [("5s", 5), ("15m", 900), ("250ms", 0.25), ("1h", 3600), (3, 3)])
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_store_folder_that_cannot_be_made_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot create folder /proc/nope"):
+        open_store("sqlite:////proc/nope/state.db")
+
+
+def test_desired_state_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "one.sql"
+    f.write_text("create table t (id int);")
+    with pytest.raises(DesiredStateError, match="is not a folder"):
+        load_desired(f)

@@ -143,11 +143,13 @@ CASES = [
         'alter table "public"."t" alter column "v" set not null',
         LARGE_T,
         (
-            ExecStep('ALTER TABLE "public"."t" DROP CONSTRAINT IF EXISTS "v_not_null_proof"'),
-            ExecStep('ALTER TABLE "public"."t" ADD CONSTRAINT "v_not_null_proof" CHECK ("v" IS NOT NULL) NOT VALID'),
-            ExecStep('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "v_not_null_proof"', transactional=False),
+            ExecStep('ALTER TABLE "public"."t" DROP CONSTRAINT IF EXISTS "reconciler_nn_proof_v"'),
+            ExecStep(
+                'ALTER TABLE "public"."t" ADD CONSTRAINT "reconciler_nn_proof_v" CHECK ("v" IS NOT NULL) NOT VALID'
+            ),
+            ExecStep('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "reconciler_nn_proof_v"', transactional=False),
             ExecStep('ALTER TABLE "public"."t" ALTER COLUMN "v" SET NOT NULL'),
-            ExecStep('ALTER TABLE "public"."t" DROP CONSTRAINT "v_not_null_proof"'),
+            ExecStep('ALTER TABLE "public"."t" DROP CONSTRAINT "reconciler_nn_proof_v"'),
         ),
     ),
     Rewrite(

@@ -41,6 +41,10 @@ CASES = [
     Case("rewrite needs approval in production", ("LK102",), Decision.NEEDS_APPROVAL, {"production": True}),
     Case("recreate runs in production", ("RC101",), Decision.AUTO, {"production": True}),
     Case("authorization runs by default", ("AZ101",), Decision.AUTO),
+    Case("RLS disabled needs approval by default", ("AZ102",), Decision.NEEDS_APPROVAL),
+    Case("RLS unforced needs approval by default", ("AZ104",), Decision.NEEDS_APPROVAL),
+    Case("policy dropped needs approval by default", ("AZ107",), Decision.NEEDS_APPROVAL),
+    Case("a downgrade allowed by code", ("AZ102",), Decision.AUTO, {"policy": {"auto_apply": ["AZ102"]}}),
     Case(
         "authorization by kind",
         ("AZ101",),

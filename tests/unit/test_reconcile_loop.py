@@ -61,7 +61,8 @@ class FakeReconciler:
             self.fail()
         return Plan(name, REV, tuple(self.drift))
 
-    def apply(self, name: str) -> ApplyResult:
+    def apply(self, name: str, *, force: bool = False) -> ApplyResult:
+        assert force  # the loop decides suspension and windows itself
         self.calls.append("apply")
         if self.fail is not None:
             self.fail()
