@@ -420,3 +420,46 @@ def test_two_appliers_started_at_once_apply_the_plan_exactly_once(
     assert columns(dsn, "a") == ["id", "x"] and columns(dsn, "b") == ["id", "y"]
     assert rec.plan("dev").in_sync
     assert rec.store.verify_audit().ok
+
+
+def test_two_appliers_of_an_approved_destructive_plan_overlap_and_one_is_busy(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    """The overlap is forced: a reader makes the first applier wait on its DROP COLUMN while the second starts."""
+    dsn = make_db("create table a (id int, legacy int); insert into a values (1, 7);")
+    cfg = project(
+        {"010.sql": "create table a (id int);"},
+        {
+            "dev": {
+                "dsn": dsn,
+                "lock_timeout": "300ms",
+                "lock_retries": 60,
+                "lock_retry_backoff": "100ms",
+                "lock_retry_backoff_max": "200ms",
+            }
+        },
+    )
+    rec = reconciler_for(cfg)
+    plan_id = rec.apply("dev").queued_plan_id
+    assert plan_id is not None
+    rec.approve(plan_id, "alice")
+    cmd = [sys.executable, "-m", "reconciler", "-c", str(cfg), "apply", "dev", "--format", "json"]
+    with psycopg.connect(dsn) as reader:
+        reader.execute("select * from a")  # holds ACCESS SHARE until this transaction ends
+        first = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT
+        )
+        deadline = time.monotonic() + 60
+        while not any(r.event == "lock_timeout" for r in rec.store.audit_records("dev")):
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=120)
+        assert second.returncode == 3, (second.stdout, second.stderr)
+        assert "busy" in second.stderr
+        reader.rollback()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert json.loads(out)["applied"] == ['alter table "public"."a" drop column "legacy"']
+    assert columns(dsn, "a") == ["id"]
+    assert [r.plan_id for r in rec.store.audit_records("dev", event="plan_applied")] == [plan_id]
+    assert len(rec.store.audit_records("dev", event="statement_applied")) == 1
