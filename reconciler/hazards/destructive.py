@@ -143,6 +143,20 @@ def deleted(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]
     yield f"deletes rows of {relname(node.relation)}"
 
 
+@check("DS112", HazardKind.DESTRUCTIVE, Severity.DANGER, "rows updated or merged", nodes=["UpdateStmt", "MergeStmt"])
+def updated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    verb = (
+        "overwrites values in" if type(node).__name__ == "UpdateStmt" else "merges into (may update or delete rows of)"
+    )
+    yield f"{verb} {relname(node.relation)}"
+
+
+@check("DS113", HazardKind.DESTRUCTIVE, Severity.DANGER, "objects owned by a role dropped", nodes=["DropOwnedStmt"])
+def owned_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for role in node.roles or ():
+        yield f"drops every object owned by role {role.rolename or '?'} in this database, with its data"
+
+
 @check("DS110", HazardKind.DESTRUCTIVE, Severity.DANGER, "extension dropped", nodes=["DropStmt"])
 def extension_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     yield from _drops(node, OT.OBJECT_EXTENSION)

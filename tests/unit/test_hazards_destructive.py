@@ -44,6 +44,9 @@ CASES = [
     Case("rows truncated", ('truncate "public"."t"',), (("DS108",),)),
     Case("rows deleted", ('delete from "public"."t" where id > 3',), (("DS109",),)),
     Case("extension dropped", ('drop extension "pgcrypto"',), (("DS110",),)),
+    Case("rows updated", ('update "public"."t" set v = null',), (("DS112",),)),
+    Case("rows merged", ("merge into t using s on t.id = s.id when matched then delete",), (("DS112",),)),
+    Case("objects of a role dropped", ("drop owned by app",), (("DS113",),)),
     Case("view dropped is not data loss", ('drop view if exists "public"."v"',), ((),)),
     Case("index dropped is not data loss", ('drop index if exists "public"."t_i"',), ((),)),
     # Type changes, judged against the type the environment has (figures read from the catalog).
