@@ -86,7 +86,10 @@ def test_planning_does_not_hang_behind_a_lock_holder(
     assert not rec.plan("dev").in_sync  # the lock is gone: planning works again
 
 
-def _approved_drop(make_db: Callable[..., str], project: Callable[..., Path]) -> tuple[str, Path]:
+def _approved_drop(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> tuple[str, Reconciler, Reconciler, int]:
+    """An environment whose approved plan drops a column; an operator's and an applier's Reconciler on it."""
     dsn = make_db("create table users (id int, legacy int); insert into users values (1, 7);")
     cfg = project(
         {"010.sql": "create table users (id int);"},
@@ -100,7 +103,11 @@ def _approved_drop(make_db: Callable[..., str], project: Callable[..., Path]) ->
             }
         },
     )
-    return dsn, cfg
+    operator, applier = reconciler_for(cfg), reconciler_for(cfg)
+    plan_id = operator.apply("dev").queued_plan_id
+    assert plan_id is not None
+    operator.approve(plan_id, "alice")
+    return dsn, operator, applier, plan_id
 
 
 def _apply_in_thread(rec: Reconciler) -> tuple[threading.Thread, list[BaseException]]:
@@ -129,11 +136,7 @@ def _wait_for_lock_wait(rec: Reconciler) -> None:
 def test_reject_is_refused_while_the_plan_is_being_applied(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
-    dsn, cfg = _approved_drop(make_db, project)
-    operator, applier = reconciler_for(cfg), reconciler_for(cfg)
-    plan_id = operator.apply("dev").queued_plan_id
-    assert plan_id is not None
-    operator.approve(plan_id, "alice")
+    dsn, operator, applier, plan_id = _approved_drop(make_db, project, reconciler_for)
     with psycopg.connect(dsn) as reader:
         reader.execute("select * from users")  # an open transaction: the DROP COLUMN has to wait
         thread, errors = _apply_in_thread(applier)
@@ -150,11 +153,7 @@ def test_a_plan_rejected_meanwhile_stops_before_its_next_attempt(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
     """A rejection recorded without the lock (the environment was unreachable from the operator) still wins."""
-    dsn, cfg = _approved_drop(make_db, project)
-    operator, applier = reconciler_for(cfg), reconciler_for(cfg)
-    plan_id = operator.apply("dev").queued_plan_id
-    assert plan_id is not None
-    operator.approve(plan_id, "alice")
+    dsn, operator, applier, plan_id = _approved_drop(make_db, project, reconciler_for)
     with psycopg.connect(dsn) as reader:
         reader.execute("select * from users")
         thread, errors = _apply_in_thread(applier)
