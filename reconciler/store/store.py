@@ -608,18 +608,7 @@ class Store:
                         else "one approval per person"
                     )
                 )
-            conn.execute(
-                sa.insert(approvals).values(
-                    plan_id=plan_id,
-                    environment=row.environment,
-                    actor=actor,
-                    decision="approve",
-                    at=_now(),
-                    desired_revision=row.desired_revision,
-                    fingerprint=row.fingerprint,
-                    statements_hash=row.statements_hash,
-                )
-            )
+            self._record_decision(conn, row, actor, "approve")
             approvers = [*before, actor]
             self._audit(
                 conn,
@@ -647,6 +636,23 @@ class Store:
                 )
         return self.get_plan(plan_id)
 
+    @staticmethod
+    def _record_decision(conn: sa.Connection, row: Any, actor: str, decision: str, reason: str | None = None) -> None:
+        """One approvals row: who decided what, when, about exactly which plan (revision, fingerprint, hash)."""
+        conn.execute(
+            sa.insert(approvals).values(
+                plan_id=row.id,
+                environment=row.environment,
+                actor=actor,
+                decision=decision,
+                at=_now(),
+                reason=reason,
+                desired_revision=row.desired_revision,
+                fingerprint=row.fingerprint,
+                statements_hash=row.statements_hash,
+            )
+        )
+
     def reject(self, plan_id: int, actor: str, reason: str) -> PlanRecord:
         """Reject a pending, approved or resumable failed plan; record who and why."""
         with self._write() as conn:
@@ -656,19 +662,7 @@ class Store:
                 raise PlanError(
                     f"plan {plan_id} is {row.status}; only a pending, approved or resumable failed plan can be rejected"
                 )
-            conn.execute(
-                sa.insert(approvals).values(
-                    plan_id=plan_id,
-                    environment=row.environment,
-                    actor=actor,
-                    decision="reject",
-                    at=_now(),
-                    reason=reason,
-                    desired_revision=row.desired_revision,
-                    fingerprint=row.fingerprint,
-                    statements_hash=row.statements_hash,
-                )
-            )
+            self._record_decision(conn, row, actor, "reject", reason)
             self._set_status(conn, plan_id, PlanStatus.REJECTED, event="plan_rejected", actor=actor, reason=reason)
         return self.get_plan(plan_id)
 
