@@ -14,7 +14,7 @@ from pglast import ast, enums
 
 from ..model import HazardKind, Severity
 from .destructive import recast_to_recreated
-from .names import qualified
+from .names import added_constraint, qualified
 from .registry import ParsedStatement, PlanContext, check
 from .types import from_type_name
 
@@ -25,10 +25,6 @@ OT = enums.ObjectType
 
 def _cmds(node: Any) -> tuple[Any, ...]:
     return tuple(node.cmds or ()) if node.objtype == OT.OBJECT_TABLE else ()
-
-
-def _constraint(cmd: Any) -> Any | None:
-    return cmd.def_ if cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint) else None
 
 
 def _keys(con: Any) -> str:
@@ -80,7 +76,7 @@ def unique_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
             yield f"builds unique index {node.idxname or '?'} on {ctx.figures(table)}: fails if existing rows hold duplicates"
         return
     for cmd in _cmds(node):
-        con = _constraint(cmd)
+        con = added_constraint(cmd)
         if con is None or con.indexname:
             continue  # USING INDEX: the unique index exists already
         if con.contype in (CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY):
@@ -104,7 +100,7 @@ def check_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[
     if not ctx.has_rows(table, stmt.index):
         return
     for cmd in _cmds(node):
-        con = _constraint(cmd)
+        con = added_constraint(cmd)
         if con is not None and con.contype == CT.CONSTR_CHECK and not con.skip_validation:
             yield f"adds CHECK constraint {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row violates it"
 
@@ -133,7 +129,7 @@ def fk_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str
     if not ctx.has_rows(table, stmt.index):
         return
     for cmd in _cmds(node):
-        con = _constraint(cmd)
+        con = added_constraint(cmd)
         if con is not None and con.contype == CT.CONSTR_FOREIGN and not con.skip_validation:
             yield (
                 f"adds FOREIGN KEY {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row refers to "

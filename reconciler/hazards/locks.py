@@ -15,7 +15,7 @@ from pglast.visitors import Visitor
 
 from ..model import HazardKind, Severity
 from .destructive import recast_to_recreated
-from .names import dropped_name, qualified, qualified_child
+from .names import added_constraint, dropped_name, qualified, qualified_child
 from .registry import ParsedStatement, PlanContext, check
 from .types import compare, from_type_name, parse_type
 
@@ -69,10 +69,6 @@ def _large(table: str, stmt: ParsedStatement, ctx: PlanContext) -> bool:
 
 def _cmds(node: Any) -> tuple[Any, ...]:
     return tuple(node.cmds or ()) if node.objtype in (OT.OBJECT_TABLE, OT.OBJECT_MATVIEW) else ()
-
-
-def _constraint(cmd: Any) -> Any | None:
-    return cmd.def_ if cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint) else None
 
 
 @check(
@@ -206,7 +202,7 @@ def _validated_constraint(
     if ctx.online(stmt) or not _large(table, stmt, ctx):
         return
     for cmd in _cmds(node):
-        con = _constraint(cmd)
+        con = added_constraint(cmd)
         if con is not None and con.contype == contype and not con.skip_validation:
             yield table, con
 
@@ -247,7 +243,7 @@ def _covered(cmd: Any) -> bool:
         return True
     if cmd.subtype == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef) and _column_rewrite(cmd.def_):
         return True
-    con = _constraint(cmd)
+    con = added_constraint(cmd)
     if con is None:
         return False
     if con.contype == CT.CONSTR_FOREIGN:
@@ -302,7 +298,7 @@ def constraint_index_build(node: Any, stmt: ParsedStatement, ctx: PlanContext) -
     if not _large(table, stmt, ctx):
         return
     for cmd in _cmds(node):
-        con = _constraint(cmd)
+        con = added_constraint(cmd)
         unique = (CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY, CT.CONSTR_EXCLUSION)
         if con is not None and con.contype in unique and not con.indexname:
             yield (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pglast import ast
+from pglast import ast, enums
 
 DEFAULT_SCHEMA = "public"
 
@@ -85,3 +85,10 @@ def quote_qualified(name: str) -> str:
     """``"schema"."name"`` from ``schema.name``."""
     schema, _, rel = name.partition(".")
     return f"{quote_ident(schema)}.{quote_ident(rel)}" if rel else quote_ident(schema)
+
+
+def added_constraint(cmd: Any) -> Any | None:
+    """The Constraint an ``ALTER TABLE ... ADD CONSTRAINT`` command adds, or None for any other command."""
+    if cmd.subtype == enums.AlterTableType.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
+        return cmd.def_
+    return None
