@@ -65,6 +65,8 @@ class ApplyResult:
     # (None: not known without planning again), so callers need not classify or plan a second time.
     applied_statements: list[Statement] = field(default_factory=list)
     remaining: tuple[Statement, ...] | None = None
+    # The environment's schema fingerprint when this apply planned (under the apply lock).
+    planned_fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -389,8 +391,11 @@ class Reconciler:
             fields["last_applied_revision"] = result.desired_revision
         if result.applied:
             fields["last_apply_at"] = datetime.now(UTC)
-        with contextlib.suppress(ReconcilerError):
-            fields["fingerprint"] = self.env_fingerprint(name, conn)
+        if result.planned_fingerprint and not result.applied:
+            fields["fingerprint"] = result.planned_fingerprint  # nothing ran since the plan read it, under the lock
+        else:
+            with contextlib.suppress(ReconcilerError):
+                fields["fingerprint"] = self.env_fingerprint(name, conn)
         self.store.set_status(name, **fields)
         self.store.record(
             "apply_finished",
@@ -411,7 +416,7 @@ class Reconciler:
         env = self.env_config(name)
         desired = self.load_desired()
         plan = self.plan(name, desired)
-        result = ApplyResult(name, desired.revision)
+        result = ApplyResult(name, desired.revision, planned_fingerprint=plan.fingerprint)
         self._results[name] = result
         self._audit_plan(plan)
         # A plan that failed on a transient error (lost connection, lock timeouts) resumes like an approved one.
