@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
             if args.format == "json":
                 _print_json(plan_record_json(p))
             elif p.status is PlanStatus.PENDING:
-                required = rec.env_config(p.environment).approvals_required
+                required = rec.config.environment(p.environment).approvals_required
                 print(
                     f"approval of plan {p.id} by {args.by} recorded ({len(p.approvers)} of {required}); "
                     "it needs another approval from someone else"

@@ -76,12 +76,8 @@ def render_plans(records: Sequence[PlanRecord]) -> str:
         if p.completed_steps and p.status is not PlanStatus.APPLIED:
             lines.append(f"  completed statements: {', '.join(str(i + 1) for i in p.completed_steps)}")
         for s in p.statements:
-            codes = ",".join(
-                s.get("hazard_codes") or [h if isinstance(h, str) else h["code"] for h in s.get("hazards", [])]
-            )
-            lines.append(
-                f"  - {'DESTRUCTIVE' if s.get('destructive') else 'safe'}{' ' + codes if codes else ''}: {s['sql']};"
-            )
+            codes = ",".join(s.hazard_codes)
+            lines.append(f"  - {'DESTRUCTIVE' if s.destructive else 'safe'}{' ' + codes if codes else ''}: {s.sql};")
     return "\n".join(lines)
 
 

@@ -95,3 +95,10 @@ def database_errors(what: str) -> Iterator[None]:
         if isinstance(orig, psycopg.OperationalError):
             raise UnreachableError(f"{what}: {text}") from exc
         raise ReconcilerError(f"{what}: {text}") from exc
+
+
+def database_identity(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN (libpq defaults filled in), without connecting: what plans are bound to."""
+    params = conninfo.conninfo_to_dict(dsn)
+    host = str(params.get("host") or params.get("hostaddr") or "local")
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"

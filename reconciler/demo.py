@@ -28,7 +28,8 @@ def _count(dsn: str, sql: str) -> str:
 
 
 def reset_demo_database(rec: Reconciler, env_name: str) -> str:
-    env = rec.env_config(env_name)
+    target = rec.target(env_name)
+    env = target.env
     if not env.dsn.startswith(EMBEDDED_SCHEME):
         raise ConfigError(
             f"the demo recreates its environment, so {env_name!r} must use an embedded:NAME dsn",
@@ -38,7 +39,7 @@ def reset_demo_database(rec: Reconciler, env_name: str) -> str:
     demo_dir = Path(rec.config.source).resolve().parent / "demo"
     older = demo_dir / "older-revision.sql"
     seed = demo_dir / "seed.sql"
-    dsn = rec.env_dsn(env_name)
+    dsn = target.dsn
     dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     with connect(rec.embedded.dsn("postgres"), what="creating the demo database", autocommit=True) as conn:
         conn.execute(f"drop database if exists {quote_ident(str(dbname))} with (force)".encode())
@@ -47,15 +48,7 @@ def reset_demo_database(rec: Reconciler, env_name: str) -> str:
         conn.execute(older.read_text(encoding="utf-8").encode())
         conn.execute(seed.read_text(encoding="utf-8").encode())
     # Plans of an earlier demo run are about a database that no longer exists.
-    for p in rec.store.list_plans(env_name):
-        if p.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
-            rec.store.transition(
-                p.id,
-                to=PlanStatus.SUPERSEDED,
-                allowed_from=[p.status],
-                event="plan_superseded",
-                reason="the demo environment was recreated",
-            )
+    rec.store.settle(env_name, "the demo environment was recreated", approved_too=True)
     return dsn
 
 

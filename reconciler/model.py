@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class HazardKind(StrEnum):
@@ -92,6 +93,10 @@ class Hazard:
             "message": self.message,
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Hazard:
+        return cls(str(data["code"]), HazardKind(data["kind"]), Severity(data["severity"]), str(data["message"]))
+
 
 @dataclass(frozen=True)
 class TableStats:
@@ -131,6 +136,10 @@ class ExecStep:
     def to_json(self) -> dict[str, str | bool]:
         return {"sql": self.sql, "transactional": self.transactional}
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExecStep:
+        return cls(str(data["sql"]), bool(data.get("transactional", True)))
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -164,6 +173,50 @@ class Statement:
     def hazard_codes(self) -> tuple[str, ...]:
         return tuple(h.code for h in self.hazards)
 
+    def to_record(self) -> dict[str, Any]:
+        """The stored form: everything :meth:`from_record` needs, and nothing derived."""
+        return {
+            "sql": self.sql,
+            "hazards": [h.to_json() for h in self.hazards],
+            "decision": self.decision.value,
+            "transactional": self.transactional,
+            "steps": [e.to_json() for e in self.steps],
+            "tables": {name: st.to_json() for name, st in self.tables.items()},
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Statement:
+        """A stored statement (also one stored by older versions, whose ``steps`` held the default step)."""
+        steps = tuple(ExecStep.from_json(e) for e in data.get("steps") or ())
+        transactional = bool(data.get("transactional", True))
+        if steps == (ExecStep(str(data["sql"]), transactional),):
+            steps = ()
+        return cls(
+            sql=str(data["sql"]),
+            hazards=tuple(Hazard.from_json(h) for h in data.get("hazards") or ()),
+            decision=Decision(data.get("decision", Decision.NEEDS_APPROVAL.value)),
+            transactional=transactional,
+            steps=steps,
+            tables={
+                name: TableStats(rows=t.get("rows"), bytes=int(t.get("bytes") or 0))
+                for name, t in (data.get("tables") or {}).items()
+            },
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The API and CLI form (``hazard_codes`` and ``hazard_details`` are derived, for older clients)."""
+        hazards_json = [h.to_json() for h in self.hazards]
+        return {
+            "sql": self.sql,
+            "destructive": self.destructive,
+            "hazards": hazards_json,
+            "hazard_codes": list(self.hazard_codes),
+            "hazard_details": hazards_json,  # deprecated alias of "hazards"
+            "decision": self.decision.value,
+            "tables": {name: st.to_json() for name, st in self.tables.items()},
+            "steps": [e.to_json() for e in self.execution()],
+        }
+
 
 def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
     """A stable hash of an ordered list of SQL statements (what an approval binds to)."""
@@ -180,6 +233,7 @@ class Plan:
     statements: tuple[Statement, ...]
     fingerprint: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    database: str = ""
 
     @property
     def in_sync(self) -> bool:
@@ -196,3 +250,53 @@ class Plan:
     @property
     def destructive(self) -> bool:
         return any(s.destructive for s in self.statements)
+
+    @property
+    def key(self) -> PlanKey:
+        return PlanKey(self.desired_revision, self.hash, self.fingerprint, self.database)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "desired_revision": self.desired_revision,
+            "in_sync": self.in_sync,
+            "statements_hash": self.hash,
+            "statements": [s.to_json() for s in self.statements],
+        }
+
+
+def revision_changed(then: str, now: str) -> str:
+    return f"the desired state changed (plan was for revision {then[:12]}, now {now[:12]})"
+
+
+def fingerprint_changed(then: str, now: str) -> str:
+    return f"the environment's schema changed since the plan was computed (fingerprint {then[:12]}, now {now[:12]})"
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    """What a plan is bound to: the desired revision, its statements, the environment's schema fingerprint and the
+    database it was computed on. Two plans are the same plan exactly when their keys are equal."""
+
+    revision: str
+    statements_hash: str
+    fingerprint: str
+    database: str
+
+    def mismatch(self, fresh: PlanKey) -> str | None:
+        """Why a plan bound to this key does not match a freshly computed one (None: it matches).
+
+        An empty fingerprint or database on either side (plans stored by older versions) is not compared.
+        """
+        if self.revision != fresh.revision:
+            return revision_changed(self.revision, fresh.revision)
+        if self.database and fresh.database and self.database != fresh.database:
+            return f"the plan was computed on database {self.database}, the environment is now {fresh.database}"
+        if self.statements_hash != fresh.statements_hash:
+            return "a fresh diff no longer yields exactly the approved statements"
+        if self.fingerprint and fresh.fingerprint and self.fingerprint != fresh.fingerprint:
+            return fingerprint_changed(self.fingerprint, fresh.fingerprint)
+        return None
+
+    def matches(self, fresh: PlanKey) -> bool:
+        return self.mismatch(fresh) is None

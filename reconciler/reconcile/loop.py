@@ -140,7 +140,7 @@ def reconcile(request: Request, ctx: ReconcileContext) -> Result:
 
 def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, seen: _Seen, at: datetime) -> Result:
     rec = ctx.reconciler
-    env = rec.env_config(name)
+    env = rec.target(name).env
     desired = rec.load_desired()
     seen.revision = desired.revision
     structlog.contextvars.bind_contextvars(revision=desired.short_revision)
@@ -209,8 +209,8 @@ def _secs(result: Result) -> float | None:
 def _probe(rec: Reconciler, name: str) -> bool:
     """After an UnreachableError: was it the environment (not the scratch server) that could not be reached?"""
     try:
-        env = rec.env_config(name)
-        with connect(rec.env_dsn(name), what=f"probing environment {name!r}", connect_timeout=env.connect_timeout):
+        target = rec.target(name)
+        with connect(target.dsn, what=target.doing("probing"), connect_timeout=target.env.connect_timeout):
             return True
     except ReconcilerError:
         return False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-STORE_VERSION = 2
+STORE_VERSION = 3
 
 LIVE_STATUSES = ("pending", "approved")  # reconciler.model.LIVE_PLAN_STATUSES, as stored
 
@@ -34,7 +34,8 @@ plans = sa.Table(
     sa.Column("desired_revision", sa.String(64), nullable=False),
     sa.Column("statements_hash", sa.String(64), nullable=False),
     sa.Column("fingerprint", sa.String(64), nullable=False, server_default=""),
-    sa.Column("statements", sa.Text, nullable=False),  # JSON list of {sql, hazards, decision}
+    sa.Column("database", sa.String(255), nullable=False, server_default=""),  # host:port/dbname planned on
+    sa.Column("statements", sa.Text, nullable=False),  # JSON list of Statement.to_record()
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("decided_by", sa.String(128)),

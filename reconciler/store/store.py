@@ -24,7 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from ..db import redact
 from ..errors import PlanError, StoreError
-from ..model import LIVE_PLAN_STATUSES, PlanStatus
+from ..model import LIVE_PLAN_STATUSES, Plan, PlanKey, PlanStatus, Statement
 from .schema import (
     LIVE_STATUSES,
     STORE_VERSION,
@@ -102,7 +102,7 @@ class PlanRecord:
     desired_revision: str
     statements_hash: str
     fingerprint: str
-    statements: list[dict[str, Any]]
+    statements: tuple[Statement, ...]
     created_at: datetime
     updated_at: datetime
     decided_by: str | None
@@ -113,14 +113,19 @@ class PlanRecord:
     resumable: bool = False
     approvals: tuple[ApprovalRecord, ...] = ()
     completed_steps: tuple[int, ...] = ()
+    database: str = ""
 
     @property
     def sqls(self) -> list[str]:
-        return [s["sql"] for s in self.statements]
+        return [s.sql for s in self.statements]
 
     @property
     def approvers(self) -> tuple[str, ...]:
         return tuple(a.actor for a in self.approvals if a.decision == "approve")
+
+    @property
+    def key(self) -> PlanKey:
+        return PlanKey(self.desired_revision, self.statements_hash, self.fingerprint, self.database)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,7 +135,8 @@ class PlanRecord:
             "desired_revision": self.desired_revision,
             "statements_hash": self.statements_hash,
             "fingerprint": self.fingerprint,
-            "statements": self.statements,
+            "database": self.database,
+            "statements": [s.to_json() for s in self.statements],
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "decided_by": self.decided_by,
@@ -142,6 +148,16 @@ class PlanRecord:
             "approvals": [a.to_json() for a in self.approvals],
             "completed_steps": list(self.completed_steps),
         }
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :meth:`Store.queue_plan` did: the live plan now (new or the same one kept), or why none was queued."""
+
+    plan_id: int | None
+    created: bool = False
+    rejected_id: int | None = None  # the same plan was rejected before: not queued again
+    approved_id: int | None = None  # an approved plan waits to run: nothing queued beside it
 
 
 @dataclass(frozen=True)
@@ -242,7 +258,7 @@ def _plan_from_row(row: Any, approvals_: Sequence[ApprovalRecord] = (), complete
         desired_revision=row.desired_revision,
         statements_hash=row.statements_hash,
         fingerprint=row.fingerprint,
-        statements=json.loads(row.statements),
+        statements=tuple(Statement.from_record(d) for d in json.loads(row.statements)),
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
         decided_by=row.decided_by,
@@ -253,7 +269,21 @@ def _plan_from_row(row: Any, approvals_: Sequence[ApprovalRecord] = (), complete
         resumable=bool(row.resumable),
         approvals=tuple(approvals_),
         completed_steps=tuple(completed),
+        database=row.database or "",
     )
+
+
+def _row_key(row: Any) -> PlanKey:
+    return PlanKey(row.desired_revision, row.statements_hash, row.fingerprint, row.database or "")
+
+
+def _superseded_by(plan: Plan) -> Callable[[Any], str]:
+    def why(old: Any) -> str:
+        if old.desired_revision != plan.desired_revision:
+            return f"a plan for newer desired revision {plan.desired_revision[:12]} replaces it"
+        return "a newer plan replaces it: the environment changed"
+
+    return why
 
 
 def _status_from_row(r: Any) -> EnvironmentStatus:
@@ -299,7 +329,12 @@ def _upgrade_1_to_2(store: Store, conn: sa.Connection) -> None:
     audit_by_environment.create(conn, checkfirst=True)
 
 
-UPGRADES: dict[int, Callable[[Store, sa.Connection], None]] = {1: _upgrade_1_to_2}
+def _upgrade_2_to_3(store: Store, conn: sa.Connection) -> None:
+    """Plans are bound to the database they were computed on (empty for plans stored before)."""
+    conn.exec_driver_sql("alter table reconciler_plans add column database varchar(255) not null default ''")
+
+
+UPGRADES: dict[int, Callable[[Store, sa.Connection], None]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 class Store:
@@ -356,74 +391,109 @@ class Store:
         self.engine.dispose()
 
     # -- plans ------------------------------------------------------------------------------------
-    def create_plan(
-        self,
-        *,
-        environment: str,
-        desired_revision: str,
-        statements_hash: str,
-        fingerprint: str,
-        statements: Sequence[dict[str, Any]],
-        status: PlanStatus = PlanStatus.PENDING,
-    ) -> PlanRecord:
-        """Queue a plan. A pending plan of the same environment is superseded in the same transaction; an
-        approved one must be applied, rejected or marked stale first (the queue never holds two live plans)."""
-        now = _now()
+    def queue_plan(self, plan: Plan, *, status: PlanStatus = PlanStatus.PENDING) -> Queued:
+        """Queue ``plan`` as the environment's live plan, in one transaction.
+
+        The same plan (equal :class:`~reconciler.model.PlanKey`) already pending is kept; another pending plan is
+        superseded; an approved plan is left to run (nothing is queued beside it); a plan rejected before for the
+        same revision and fingerprint is not queued again. The queue never holds two live plans.
+        """
         try:
             with self._write() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(
-                        sa.text("select pg_advisory_xact_lock(:k, hashtext(:e))"), {"k": _QUEUE_LOCK, "e": environment}
-                    )
-                live = conn.execute(
-                    sa.select(plans.c.id, plans.c.status, plans.c.desired_revision)
-                    .where(plans.c.environment == environment, plans.c.status.in_(LIVE_STATUSES))
-                    .with_for_update()
-                ).all()
-                for old in live:
-                    if old.status == PlanStatus.APPROVED.value:
-                        raise PlanError(
-                            f"environment {environment!r} has approved plan {old.id}; it must be applied, rejected "
-                            "or found stale before another plan is queued"
-                        )
-                for old in live:
-                    why = (
-                        f"a plan for newer desired revision {desired_revision[:12]} replaces it"
-                        if old.desired_revision != desired_revision
-                        else "a newer plan replaces it: the environment changed"
-                    )
-                    self._set_status(conn, old.id, PlanStatus.SUPERSEDED, event="plan_superseded", reason=why)
-                pid = conn.execute(
-                    sa.insert(plans).values(
-                        environment=environment,
-                        status=status.value,
-                        desired_revision=desired_revision,
-                        statements_hash=statements_hash,
-                        fingerprint=fingerprint,
-                        statements=json.dumps(list(statements)),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                ).inserted_primary_key[0]
-                self._audit(
-                    conn,
-                    "plan_queued",
-                    environment=environment,
-                    plan_id=pid,
-                    payload={
-                        "status": status.value,
-                        "desired_revision": desired_revision,
-                        "statements_hash": statements_hash,
-                        "fingerprint": fingerprint,
-                        "statements": [s["sql"] for s in statements],
-                        "supersedes": [old.id for old in live],
-                    },
-                )
+                self._lock_queue(conn, plan.environment)
+                live = self._live_rows(conn, plan.environment)
+                same = next((r for r in live if _row_key(r) == plan.key and r.status == status.value), None)
+                if same is not None:
+                    return Queued(same.id)
+                approved = next((r for r in live if r.status == PlanStatus.APPROVED.value), None)
+                if approved is not None:
+                    return Queued(None, approved_id=approved.id)
+                self._supersede(conn, live, _superseded_by(plan))
+                rejected = self._rejected_row(conn, plan)
+                if rejected is not None:
+                    return Queued(None, rejected_id=rejected.id)
+                return Queued(self._insert_plan(conn, plan, status, [r.id for r in live]), created=True)
         except sa.exc.IntegrityError as exc:
             raise PlanError(
-                f"queueing a plan for environment {environment!r}: another live plan was queued at the same time"
+                f"queueing a plan for environment {plan.environment!r}: another live plan was queued at the same time"
             ) from exc
-        return self.get_plan(int(pid))
+
+    def settle(self, environment: str, reason: str, *, approved_too: bool = False) -> list[int]:
+        """Supersede the environment's pending plan (and, with ``approved_too``, an approved one): the environment
+        is in sync, or was recreated. Returns the ids superseded."""
+        with self._write() as conn:
+            self._lock_queue(conn, environment)
+            live = self._live_rows(conn, environment)
+            if not approved_too:
+                live = [r for r in live if r.status == PlanStatus.PENDING.value]
+            self._supersede(conn, live, reason)
+        return [r.id for r in live]
+
+    @staticmethod
+    def _lock_queue(conn: sa.Connection, environment: str) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.text("select pg_advisory_xact_lock(:k, hashtext(:e))"), {"k": _QUEUE_LOCK, "e": environment}
+            )
+
+    @staticmethod
+    def _live_rows(conn: sa.Connection, environment: str) -> list[Any]:
+        return list(
+            conn.execute(
+                sa.select(plans)
+                .where(plans.c.environment == environment, plans.c.status.in_(LIVE_STATUSES))
+                .with_for_update()
+            ).all()
+        )
+
+    def _supersede(self, conn: sa.Connection, rows: Sequence[Any], reason: str | Callable[[Any], str]) -> None:
+        """The one place a plan becomes superseded."""
+        for row in rows:
+            why = reason(row) if callable(reason) else reason
+            self._set_status(conn, row.id, PlanStatus.SUPERSEDED, event="plan_superseded", reason=why)
+
+    @staticmethod
+    def _rejected_row(conn: sa.Connection, plan: Plan) -> Any:
+        return conn.execute(
+            sa.select(plans.c.id)
+            .where(
+                plans.c.environment == plan.environment,
+                plans.c.status == PlanStatus.REJECTED.value,
+                plans.c.desired_revision == plan.desired_revision,
+                plans.c.fingerprint == plan.fingerprint,
+            )
+            .order_by(plans.c.id.desc())
+            .limit(1)
+        ).first()
+
+    def _insert_plan(self, conn: sa.Connection, plan: Plan, status: PlanStatus, supersedes: list[int]) -> int:
+        now = _now()
+        pid = int(
+            conn.execute(  # type: ignore[index]
+                sa.insert(plans).values(
+                    environment=plan.environment,
+                    status=status.value,
+                    desired_revision=plan.desired_revision,
+                    statements_hash=plan.hash,
+                    fingerprint=plan.fingerprint,
+                    database=plan.database,
+                    statements=json.dumps([s.to_record() for s in plan.statements]),
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key[0]
+        )
+        payload = {
+            "status": status.value,
+            "desired_revision": plan.desired_revision,
+            "statements_hash": plan.hash,
+            "fingerprint": plan.fingerprint,
+            "database": plan.database,
+            "statements": list(plan.sqls),
+            "supersedes": supersedes,
+        }
+        self._audit(conn, "plan_queued", environment=plan.environment, plan_id=pid, payload=payload)
+        return pid
 
     def _details(
         self, conn: sa.Connection, ids: Sequence[int]
@@ -483,23 +553,6 @@ class Store:
         if found and found[0].status is PlanStatus.FAILED and found[0].resumable:
             return found[0]
         return None
-
-    def rejected_plan(self, environment: str, desired_revision: str, fingerprint: str) -> PlanRecord | None:
-        """A rejected plan for this desired revision and environment fingerprint, if there is one."""
-        q = (
-            sa.select(plans)
-            .where(
-                plans.c.environment == environment,
-                plans.c.status == PlanStatus.REJECTED.value,
-                plans.c.desired_revision == desired_revision,
-                plans.c.fingerprint == fingerprint,
-            )
-            .order_by(plans.c.id.desc())
-            .limit(1)
-        )
-        with self.engine.connect() as conn:
-            found = self._plans(conn, q)
-        return found[0] if found else None
 
     def _lock_plan(self, conn: sa.Connection, plan_id: int) -> Any:
         row = conn.execute(sa.select(plans).where(plans.c.id == plan_id).with_for_update()).first()

@@ -108,7 +108,7 @@ def test_case(
         assert first.queued_plan_id is not None
         queued = rec.store.get_plan(first.queued_plan_id)
         assert queued.status is PlanStatus.PENDING
-        assert all(s["destructive"] for s in queued.statements if s["decision"] != "auto")
+        assert all(s.destructive for s in queued.statements if s.decision != "auto")
         rec.approve(first.queued_plan_id, "alice")
         second = rec.apply("dev")
         assert second.in_sync is case.converged

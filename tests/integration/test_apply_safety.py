@@ -23,7 +23,7 @@ from reconciler.config import EnvironmentConfig
 from reconciler.db import APPLICATION_NAME
 from reconciler.errors import ApplyError, ApplyInterruptedError, LockTimeoutError
 from reconciler.locks import APPLY_LOCK_KEY
-from reconciler.model import PlanStatus
+from reconciler.model import Plan, PlanStatus
 from reconciler.service import ApplyResult, Reconciler
 from reconciler.store import open_store
 
@@ -322,9 +322,9 @@ def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Pat
     dsn = make_db(TWO_TABLES)
     env = EnvironmentConfig(dsn=dsn, lock_timeout="30s")  # type: ignore[arg-type]
     store = open_store(f"sqlite:///{tmp_path}/state.db")
-    rec = store.create_plan(
-        environment="dev", desired_revision="r", statements_hash="h", fingerprint="f", statements=[]
-    )
+    queued = store.queue_plan(Plan("dev", "r", (), fingerprint="f"))
+    assert queued.plan_id is not None
+    rec = store.get_plan(queued.plan_id)
     steps = [
         Step("create table c (id int)"),
         Step("create index concurrently a_id on a (id)", transactional=False),

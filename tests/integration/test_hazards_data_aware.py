@@ -227,7 +227,7 @@ def test_denied_statement_is_queued_but_never_approved_or_run(
     # The rest runs; the denied drop is queued so that people see it.
     assert result.applied == [add.sql] and result.queued_plan_id is not None
     queued = rec.store.get_plan(result.queued_plan_id)
-    assert [s["decision"] for s in queued.statements] == ["denied"]
+    assert [s.decision for s in queued.statements] == ["denied"]
     with pytest.raises(PlanError, match="denies 1 of its statements even with approval"):
         rec.approve(result.queued_plan_id, "alice")
     assert main(["-c", str(cfg), "approve", str(result.queued_plan_id), "--by", "alice"]) == 1

@@ -14,12 +14,28 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler.errors import PlanError, StoreError
-from reconciler.model import PlanStatus
+from reconciler.model import (
+    Decision,
+    Hazard,
+    HazardKind,
+    Plan,
+    PlanKey,
+    PlanStatus,
+    Severity,
+    Statement,
+    statements_hash,
+)
 from reconciler.store import Store, open_store
 from reconciler.store.schema import STORE_VERSION
 from reconciler.store.store import GENESIS, audit_hash
 
-STATEMENTS = [{"sql": 'alter table "public"."t" drop column "x"', "hazards": ["DS103"], "decision": "needs_approval"}]
+STATEMENTS = (
+    Statement(
+        'alter table "public"."t" drop column "x"',
+        (Hazard("DS103", HazardKind.DESTRUCTIVE, Severity.DANGER, "column dropped"),),
+        Decision.NEEDS_APPROVAL,
+    ),
+)
 
 
 @dataclass
@@ -65,13 +81,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 
 def plan(store: Store, env: str = "dev", revision: str = "r1", fingerprint: str = "f1") -> int:
-    return store.create_plan(
-        environment=env,
-        desired_revision=revision * 8,
-        statements_hash="h" * 64,
-        fingerprint=fingerprint * 8,
-        statements=STATEMENTS,
-    ).id
+    queued = store.queue_plan(Plan(env, revision * 8, STATEMENTS, fingerprint=fingerprint * 8, database="h:5432/db"))
+    assert queued.plan_id is not None
+    return queued.plan_id
 
 
 def test_fresh_store_is_at_current_version(backend: Backend) -> None:
@@ -138,10 +150,12 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
         assert all(p.resumable is False for p in by_id.values())
         check = store.verify_audit()
         assert check.ok, check.message
-        assert [r.event for r in store.audit_records()][-2:] == ["plan_superseded", "store_upgraded"]
-        # The new constraint holds: a second live plan for dev cannot be queued while one is approved.
-        with pytest.raises(PlanError, match="approved plan 2"):
-            plan(store, "dev")
+        upgrades = ["store_upgraded"] * (STORE_VERSION - 1)
+        assert [r.event for r in store.audit_records()][-STORE_VERSION:] == ["plan_superseded", *upgrades]
+        # The new constraint holds: no second live plan for dev is queued while one is approved.
+        queued = store.queue_plan(Plan("dev", "r9" * 8, STATEMENTS, fingerprint="f9" * 8))
+        assert (queued.plan_id, queued.approved_id, queued.created) == (None, 2, False)
+        assert [p.id for p in store.list_plans("dev", PlanStatus.APPROVED)] == [2]
     finally:
         store.close()
     # Opening it again is a no-op.
@@ -169,8 +183,10 @@ def test_the_queue_holds_one_live_plan_per_environment(backend: Backend) -> None
             f=False,
         )
     store.approve(second, "alice")
-    with pytest.raises(PlanError, match=f"approved plan {second}"):
-        plan(store, revision="r3")
+    # An approved plan waits to run: nothing is queued beside it, and it stays approved (no error, no stall).
+    queued = store.queue_plan(Plan("dev", "r3" * 8, STATEMENTS, fingerprint="f1" * 8))
+    assert (queued.plan_id, queued.approved_id) == (None, second)
+    assert store.get_plan(second).status is PlanStatus.APPROVED
 
 
 def test_concurrent_writers_keep_one_live_plan_and_a_linear_chain(backend: Backend) -> None:
@@ -253,9 +269,30 @@ def test_rejection_records_who_why_and_what_it_binds_to(backend: Backend) -> Non
     rec = store.reject(pid, "carol", "too risky")
     assert rec.status is PlanStatus.REJECTED and rec.decided_by == "carol" and rec.reason == "too risky"
     assert [(a.actor, a.decision, a.reason) for a in rec.approvals] == [("carol", "reject", "too risky")]
-    assert store.rejected_plan("dev", "r1" * 8, "f1" * 8) is not None
-    assert store.rejected_plan("dev", "r1" * 8, "f2" * 8) is None
-    assert store.rejected_plan("dev", "r2" * 8, "f1" * 8) is None
+    again = store.queue_plan(Plan("dev", "r1" * 8, STATEMENTS, fingerprint="f1" * 8))
+    assert (again.plan_id, again.rejected_id) == (None, pid)
+    assert store.queue_plan(Plan("dev", "r1" * 8, STATEMENTS, fingerprint="f2" * 8)).created
+    assert store.queue_plan(Plan("dev", "r2" * 8, STATEMENTS, fingerprint="f1" * 8)).created
+
+
+def test_typed_statements_round_trip_without_derived_fields(backend: Backend) -> None:
+    pid = plan(backend.store)
+    got = backend.store.get_plan(pid)
+    assert got.statements == STATEMENTS
+    assert got.key == PlanKey("r1" * 8, statements_hash([s.sql for s in STATEMENTS]), "f1" * 8, "h:5432/db")
+    stored = backend.sql("select statements from reconciler_plans where id = :i", i=pid)[0][0]
+    assert "hazard_details" not in stored and "hazard_codes" not in stored and "destructive" not in stored
+
+
+def test_the_same_plan_is_kept_and_a_pending_one_superseded(backend: Backend) -> None:
+    store = backend.store
+    first = plan(store)
+    assert plan(store) == first  # the same key: kept, not queued again
+    second = plan(store, fingerprint="f2")
+    assert second != first
+    assert store.get_plan(first).status is PlanStatus.SUPERSEDED
+    assert store.settle("dev", "in sync") == [second]
+    assert store.get_plan(second).status is PlanStatus.SUPERSEDED
 
 
 def test_progress_and_resumable_failures(backend: Backend) -> None:

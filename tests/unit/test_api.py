@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.errors import ConfigError, PlanError
-from reconciler.model import PlanStatus
+from reconciler.model import Hazard, HazardKind, PlanStatus, Severity, Statement
 from reconciler.server.api import Api, Request, Response
 from reconciler.server.auth import Principal, TokenAuth
 from reconciler.server.openapi import openapi_document
@@ -25,7 +25,7 @@ NOW = datetime(2026, 3, 4, tzinfo=UTC)
 
 def plan(pid: int, env: str, status: PlanStatus = PlanStatus.PENDING) -> PlanRecord:
     return PlanRecord(
-        pid, env, status, "r" * 64, "h" * 64, "", [{"sql": "drop table t", "hazards": ["DS102"]}],
+        pid, env, status, "r" * 64, "h" * 64, "", (Statement("drop table t", (Hazard("DS102", HazardKind.DESTRUCTIVE, Severity.DANGER, "table dropped"),)),),
         NOW, NOW, None, None, None, None, None,
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ from reconciler.reconcile.loop import ReconcileContext, reconcile
 from reconciler.reconcile.result import Outcome, Request
 from reconciler.reconcile.status import ConditionType, StatusBoard
 from reconciler.service import ApplyResult
+from reconciler.target import Target
 
 REV = "c" * 64
 T0 = datetime(2026, 3, 4, 1, 59, 30, tzinfo=UTC)
@@ -44,11 +45,9 @@ class FakeReconciler:
         self.fail: Callable[[], None] | None = None
         self.fail_desired: Exception | None = None
 
-    def env_config(self, name: str) -> EnvironmentConfig:
-        return self.config.environment(name)
-
-    def env_dsn(self, name: str) -> str:
-        return "postgresql://app:hunter2-secret@127.0.0.1:1/app"
+    def target(self, name: str) -> Target:
+        dsn = "postgresql://app:hunter2-secret@127.0.0.1:1/app"
+        return Target(name, self.config.environment(name), dsn, "127.0.0.1:1/app")
 
     def load_desired(self) -> DesiredState:
         if self.fail_desired is not None:
