@@ -1,21 +1,44 @@
-"""The one seam for opening PostgreSQL connections: timeouts, clear errors, and passwords kept out of text."""
+"""The one seam to PostgreSQL: every connection the reconciler opens comes from here.
+
+Environments, scratch databases and the embedded server are all reached through :func:`connect` (or
+:func:`engine_for`, which uses it), so every session carries the same settings (:data:`SESSION_SETTINGS`, set
+from the first statement on through libpq ``options``) and the same ``application_name``. Driver errors become
+the reconciler's error tree in one place (:func:`translate`), and passwords never reach a message (:func:`redact`).
+
+No other module of the package imports psycopg; a unit test keeps it so.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 import sqlalchemy as sa
 from psycopg import conninfo
 from sqlalchemy.pool import NullPool
 
-from .errors import LockTimeoutError, ReconcilerError, UnreachableError
+from .errors import DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
+
+Connection: TypeAlias = psycopg.Connection[Any]
+"""A connection opened by :func:`connect`, for type hints outside this module."""
 
 APPLICATION_NAME = "schema-reconciler"
+
+SESSION_SETTINGS: Mapping[str, str] = {
+    # Backslashes in string literals are literal, whatever a database or role default says.
+    "standard_conforming_strings": "on",
+    "client_encoding": "UTF8",
+    # PostgreSQL's default. A database- or role-level search_path would otherwise change how catalog functions
+    # (format_type, pg_get_expr, pg_get_viewdef) qualify names, so two databases holding the same schema would
+    # read differently. The desired-state build runs user SQL that may rely on this default.
+    "search_path": '"$user", public',
+}
+"""Settings every session starts with, whatever the server, database or role defaults are."""
+
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.IGNORECASE)
@@ -28,24 +51,77 @@ def redact(text: str) -> str:
     return _KV_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
 
 
+# -- connection strings -------------------------------------------------------------------------------
+
+
+def parse_dsn(dsn: str) -> dict[str, str]:
+    """The parameters of ``dsn`` (URL or key=value form), as libpq reads them; environment variables not applied."""
+    return {k: str(v) for k, v in conninfo.conninfo_to_dict(dsn).items() if v is not None}
+
+
+def make_dsn(params: Mapping[str, str]) -> str:
+    """A key=value connection string holding ``params`` (quoted as libpq needs)."""
+    return conninfo.make_conninfo("", **params)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """``dsn`` pointing at database ``dbname`` of the same server, with the same user and options."""
+    return make_dsn({**parse_dsn(dsn), "dbname": dbname})
+
+
+def _option(name: str, value: str) -> str:
+    """``-c name=value`` as libpq ``options`` reads it: backslash escapes whitespace and backslashes."""
+    escaped = re.sub(r"([\s\\])", r"\\\1", value)
+    return f"-c {name}={escaped}"
+
+
+def _with_options(dsn: str, settings: Mapping[str, str]) -> str:
+    """``dsn`` with ``settings`` appended to its ``options``; the later of two equal names wins in the server."""
+    params = parse_dsn(dsn)
+    extra = " ".join(_option(k, v) for k, v in settings.items())
+    params["options"] = f"{params['options']} {extra}" if params.get("options") else extra
+    return make_dsn(params)
+
+
+def with_session_timeouts(dsn: str, *, lock_timeout: timedelta, statement_timeout: timedelta) -> str:
+    """``dsn`` with ``lock_timeout`` and ``statement_timeout`` as session defaults (libpq ``options``).
+
+    Every connection the reconciler opens to an environment uses them, so reading a catalog never queues behind a
+    long lock holder (nor makes other sessions queue behind it) for longer than ``lock_timeout``.
+    """
+    return _with_options(
+        dsn,
+        {
+            "lock_timeout": str(max(1, int(lock_timeout.total_seconds() * 1000))),
+            "statement_timeout": str(max(1, int(statement_timeout.total_seconds() * 1000))),
+        },
+    )
+
+
+# -- connections --------------------------------------------------------------------------------------
+
+
 def connect(
     dsn: str,
     *,
     what: str,
     connect_timeout: timedelta = timedelta(seconds=10),
     autocommit: bool = False,
-) -> psycopg.Connection[Any]:
-    """Open a connection or raise UnreachableError saying ``what`` was being done (password redacted)."""
+) -> Connection:
+    """Open a connection with :data:`SESSION_SETTINGS`; a failure raises what :func:`translate` makes of it.
+
+    The session settings come after any ``options`` of ``dsn``, so they hold even if the DSN sets them too.
+    Messages say ``what`` was being done, with passwords redacted.
+    """
     try:
         return psycopg.connect(
-            dsn,
+            _with_options(dsn, SESSION_SETTINGS),
             connect_timeout=max(1, int(connect_timeout.total_seconds())),
             autocommit=autocommit,
             application_name=APPLICATION_NAME,
         )
-    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        raise UnreachableError(f"{what}: cannot connect: {detail}") from exc
+    except psycopg.Error as exc:
+        raise translate(exc, f"{what}: cannot connect") from exc
 
 
 def engine_for(dsn: str, *, what: str, connect_timeout: timedelta = timedelta(seconds=10)) -> sa.Engine:
@@ -57,48 +133,59 @@ def engine_for(dsn: str, *, what: str, connect_timeout: timedelta = timedelta(se
     )
 
 
-def server_major(conn: psycopg.Connection[Any]) -> int:
+def server_major(conn: Connection) -> int:
+    """The PostgreSQL major version of the server ``conn`` is connected to (e.g. 16)."""
     return int(conn.info.server_version) // 10000
 
 
 def quote_ident(name: str) -> str:
+    """``name`` as an SQL identifier: double-quoted, inner double quotes doubled."""
     return '"' + name.replace('"', '""') + '"'
 
 
-def with_session_timeouts(dsn: str, *, lock_timeout: timedelta, statement_timeout: timedelta) -> str:
-    """``dsn`` with ``lock_timeout`` and ``statement_timeout`` as session defaults (libpq ``options``).
+# -- errors -------------------------------------------------------------------------------------------
 
-    Every connection the reconciler opens to an environment uses them, so reading a catalog never queues behind a
-    long lock holder (nor makes other sessions queue behind it) for longer than ``lock_timeout``.
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def translate(exc: BaseException, what: str) -> ReconcilerError:
+    """The reconciler error for ``exc``, a driver error (psycopg's, or SQLAlchemy's wrapping one).
+
+    * a lock wait or statement that ran out of time (``lock_not_available``, ``query_canceled``):
+      :class:`LockTimeoutError`;
+    * the connection failed or was lost, and the other operational errors: :class:`UnreachableError`;
+    * anything else the server or the driver refused: :class:`DatabaseError` (terminal).
+
+    A :class:`ReconcilerError` is returned as it is. The message is ``what`` and the driver's first line, with
+    passwords redacted; the SQLSTATE and the error position are kept on the error when the server gave them.
     """
-    params = conninfo.conninfo_to_dict(dsn)
-    extra = (
-        f"-c lock_timeout={max(1, int(lock_timeout.total_seconds() * 1000))} "
-        f"-c statement_timeout={max(1, int(statement_timeout.total_seconds() * 1000))}"
-    )
-    params["options"] = f"{params['options']} {extra}" if params.get("options") else extra
-    return conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    if isinstance(exc, ReconcilerError):
+        return exc
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    message = f"{what}: {_first_line(orig)}"
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(orig, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+        return LockTimeoutError(message, sqlstate=sqlstate)
+    if isinstance(orig, psycopg.OperationalError):
+        return UnreachableError(message)
+    position = orig.diag.statement_position if isinstance(orig, psycopg.Error) else None
+    return DatabaseError(message, sqlstate=sqlstate, position=int(position) if position else None)
 
 
 @contextlib.contextmanager
 def database_errors(what: str) -> Iterator[None]:
-    """Turn driver errors (psycopg's, or SQLAlchemy's wrapping them) into the reconciler's error tree."""
+    """Raise driver errors of the block as :func:`translate` turns them (the driver error as the cause)."""
     try:
         yield
-    except ReconcilerError:
-        raise
     except (psycopg.Error, sa.exc.DBAPIError) as exc:
-        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        text = redact(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
-        if isinstance(orig, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
-            raise LockTimeoutError(f"{what}: {text}", sqlstate=getattr(orig, "sqlstate", None)) from exc
-        if isinstance(orig, psycopg.OperationalError):
-            raise UnreachableError(f"{what}: {text}") from exc
-        raise ReconcilerError(f"{what}: {text}") from exc
+        raise translate(exc, what) from exc
 
 
 def database_identity(dsn: str) -> str:
     """``host:port/dbname`` of a DSN (libpq defaults filled in), without connecting: what plans are bound to."""
-    params = conninfo.conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     host = str(params.get("host") or params.get("hostaddr") or "local")
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg
-
 from .cli_render import render_apply, render_plan, render_plans
-from .db import connect, quote_ident
-from .errors import ConfigError
+from .db import connect, database_errors, parse_dsn, quote_ident
+from .errors import ConfigError, ReconcilerError
 from .model import PlanStatus
 from .service import EMBEDDED_SCHEME, Reconciler
 
 
 def _count(dsn: str, sql: str) -> str:
+    what = "reading the demo environment"
     try:
-        with connect(dsn, what="reading the demo environment") as conn:
+        with database_errors(what), connect(dsn, what=what) as conn:
             row = conn.execute(sql.encode()).fetchone()
             return str(row[0]) if row else "?"
-    except psycopg.Error as exc:
-        return f"unavailable ({exc.diag.message_primary})"
+    except ReconcilerError as exc:
+        return f"unavailable ({exc})"
 
 
 def reset_demo_database(rec: Reconciler, env_name: str) -> str:
@@ -40,11 +39,13 @@ def reset_demo_database(rec: Reconciler, env_name: str) -> str:
     older = demo_dir / "older-revision.sql"
     seed = demo_dir / "seed.sql"
     dsn = target.dsn
-    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    with connect(rec.embedded.dsn("postgres"), what="creating the demo database", autocommit=True) as conn:
-        conn.execute(f"drop database if exists {quote_ident(str(dbname))} with (force)".encode())
-        conn.execute(f"create database {quote_ident(str(dbname))}".encode())
-    with connect(dsn, what="loading the demo database", autocommit=True) as conn:
+    dbname = parse_dsn(dsn)["dbname"]
+    what = "creating the demo database"
+    with database_errors(what), connect(rec.embedded.dsn("postgres"), what=what, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {quote_ident(dbname)} with (force)".encode())
+        conn.execute(f"create database {quote_ident(dbname)}".encode())
+    what = "loading the demo database"
+    with database_errors(what), connect(dsn, what=what, autocommit=True) as conn:
         conn.execute(older.read_text(encoding="utf-8").encode())
         conn.execute(seed.read_text(encoding="utf-8").encode())
     # Plans of an earlier demo run are about a database that no longer exists.

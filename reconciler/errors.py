@@ -11,13 +11,15 @@ Every error the package raises on purpose derives from :class:`ReconcilerError`.
     |   |   +-- StalePlanError     the plan no longer matches what a fresh diff yields
     |   +-- ApplyError             a statement failed while applying (carries the statement)
     |   +-- StoreError             the state store is unusable (e.g. written by a newer version)
+    |   +-- DatabaseError          the database (or its driver) refused a request: carries the SQLSTATE
     +-- RetryableError             transient: try again later with backoff
         +-- UnreachableError       an environment or server cannot be reached
         +-- BusyError              another applier holds the environment's lock
         +-- LockTimeoutError       a statement waited too long for a lock, on every allowed attempt
         +-- ApplyInterruptedError  the connection was lost while applying; committed steps stay, the rest resumes
 
-Messages say what was being done, e.g.
+Driver errors enter the tree in one place, :func:`reconciler.db.translate`. Every raise picks a leaf, never
+one of the three bases. Messages say what was being done, e.g.
 ``building desired state in scratch database: syntax error at 010_users.sql:14``.
 """
 
@@ -95,6 +97,25 @@ class ApplyError(_AtStatement, TerminalError):
 
 class StoreError(TerminalError):
     """The state store cannot be used."""
+
+
+class DatabaseError(_AtStatement, TerminalError):
+    """The database, or its driver, refused a request for a reason that a retry will not change.
+
+    Carries PostgreSQL's SQLSTATE when the server gave one, and ``position``: the 1-based character position in
+    the statement that the error points at, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        statement: str | None = None,
+        sqlstate: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        super().__init__(message, statement=statement, sqlstate=sqlstate)
+        self.position = position
 
 
 class UnreachableError(RetryableError):

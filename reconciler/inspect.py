@@ -10,16 +10,13 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-import psycopg
-
 with warnings.catch_warnings():
     # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
     warnings.simplefilter("ignore", UserWarning)
     from schemainspect import get_inspector
     from schemainspect.pg.obj import PROPS
 
-from .db import connect, database_errors, engine_for, redact
-from .errors import LockTimeoutError, ReconcilerError, UnreachableError
+from .db import Connection, connect, database_errors, engine_for
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
 
@@ -212,7 +209,7 @@ order by kind collate "C", ident collate "C", def collate "C"
 
 
 def schema_listing(
-    conn_or_dsn: psycopg.Connection[Any] | str,
+    conn_or_dsn: Connection | str,
     schemas: Iterable[str] = (),
     exclude_schemas: Iterable[str] = (),
     *,
@@ -222,7 +219,7 @@ def schema_listing(
 ) -> list[tuple[str, str, str]]:
     """The canonical listing that :func:`schema_fingerprint` hashes: (kind, identity, definition) rows, sorted."""
     params = {"schemas": list(schemas), "exclude": list(exclude_schemas), "privileges": privileges}
-    try:
+    with database_errors(what):
         if isinstance(conn_or_dsn, str):
             with connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
                 rows = conn.execute(_FINGERPRINT_SQL, params).fetchall()
@@ -230,17 +227,11 @@ def schema_listing(
             rows = conn_or_dsn.execute(_FINGERPRINT_SQL, params).fetchall()
             if not conn_or_dsn.autocommit:
                 conn_or_dsn.rollback()
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
-        raise LockTimeoutError(f"{what}: {redact(str(exc).strip())}", sqlstate=exc.sqlstate) from exc
-    except psycopg.OperationalError as exc:
-        raise UnreachableError(f"{what}: {redact(str(exc).strip())}") from exc
-    except psycopg.Error as exc:
-        raise ReconcilerError(f"{what}: {redact(str(exc).strip())}") from exc
     return [(str(k), str(i), str(d) if d is not None else "") for k, i, d in rows]
 
 
 def schema_fingerprint(
-    conn_or_dsn: psycopg.Connection[Any] | str,
+    conn_or_dsn: Connection | str,
     schemas: Iterable[str] = (),
     exclude_schemas: Iterable[str] = (),
     *,

@@ -21,12 +21,12 @@ import shutil
 import socket
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-import psycopg
-
+from .db import connect, database_errors, quote_ident
 from .errors import UnreachableError
 
 SUPERUSER = "postgres"
@@ -136,12 +136,13 @@ class EmbeddedPostgres:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str, *, exist_ok: bool = False) -> str:
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+        what = f"creating database {name!r} on the embedded PostgreSQL"
+        with database_errors(what), connect(self.dsn(), what=what, autocommit=True) as conn:
             exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
             if exists and not exist_ok:
                 raise ValueError(f"database {name!r} exists")
             if not exists:
-                conn.execute(f'create database "{name}"')
+                conn.execute(f"create database {quote_ident(name)}".encode())
         return self.dsn(name)
 
     def __enter__(self) -> EmbeddedPostgres:
@@ -227,10 +228,11 @@ class EmbeddedPostgres:
             return None
         except PermissionError:
             pass
+        dsn = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
         for _ in range(50):
             try:
-                with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres", connect_timeout=2):
+                with connect(dsn, what="joining the embedded PostgreSQL", connect_timeout=timedelta(seconds=2)):
                     return port
-            except psycopg.OperationalError:
+            except UnreachableError:
                 time.sleep(0.1)
         return None

@@ -18,13 +18,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-import psycopg
-from psycopg import conninfo
-
-from .db import connect, quote_ident
-from .errors import DesiredStateError, VersionMismatchError
+from .db import Connection, connect, database_errors, quote_ident, server_major, with_dbname
+from .errors import DatabaseError, DesiredStateError, VersionMismatchError
 from .inspect import Inspection, inspect_database
 from .model import DesiredState
 from .sqltext import line_of, split_statements
@@ -53,12 +49,6 @@ class BuiltDesired:
     inspection: Inspection
 
 
-def _with_dbname(dsn: str, dbname: str) -> str:
-    params = conninfo.conninfo_to_dict(dsn)
-    params["dbname"] = dbname
-    return conninfo.make_conninfo(**params)  # type: ignore[arg-type]
-
-
 class ScratchServer:
     """Creates and drops throwaway databases on one server; builds and caches the desired state."""
 
@@ -71,19 +61,21 @@ class ScratchServer:
         self._swept = False
 
     # -- databases --------------------------------------------------------------------------------
-    def _admin(self) -> psycopg.Connection[Any]:
-        return connect(
-            self.admin_dsn,
-            what="connecting to the scratch server",
-            connect_timeout=self.connect_timeout,
-            autocommit=True,
-        )
+    @contextlib.contextmanager
+    def _admin(self, what: str) -> Iterator[Connection]:
+        """An autocommit connection to the scratch server's own database, for ``what`` (errors name it)."""
+        what = f"{what} on the scratch server"
+        with (
+            database_errors(what),
+            connect(self.admin_dsn, what=what, connect_timeout=self.connect_timeout, autocommit=True) as conn,
+        ):
+            yield conn
 
     @property
     def major_version(self) -> int:
         if self._major is None:
-            with self._admin() as conn:
-                self._major = int(conn.info.server_version) // 10000
+            with self._admin("reading the server version") as conn:
+                self._major = server_major(conn)
         return self._major
 
     def check_same_major(self, env_name: str, env_major: int) -> None:
@@ -98,7 +90,7 @@ class ScratchServer:
         """Drop the scratch databases that dead processes of this host left behind; return their names."""
         mine = f"{PREFIX}{HOST_TAG}_"
         dropped: list[str] = []
-        with self._admin() as conn:
+        with self._admin("dropping leftover scratch databases") as conn:
             names = [
                 r[0] for r in conn.execute("select datname from pg_database where starts_with(datname, %s)", (mine,))
             ]
@@ -114,15 +106,15 @@ class ScratchServer:
             self._swept = True
             self.drop_leftovers()
         name = f"{PREFIX}{HOST_TAG}_{os.getpid()}_{secrets.token_hex(4)}"
-        with self._admin() as conn:
+        with self._admin("creating a scratch database") as conn:
             sql = f"create database {quote_ident(name)}"
             if template:
                 sql += f" template {quote_ident(template)}"
             conn.execute(sql)
-        return name, _with_dbname(self.admin_dsn, name)
+        return name, with_dbname(self.admin_dsn, name)
 
     def drop_database(self, name: str) -> None:
-        with self._admin() as conn:
+        with self._admin(f"dropping scratch database {name!r}") as conn:
             conn.execute(f"drop database if exists {quote_ident(name)} with (force)")
 
     @contextlib.contextmanager
@@ -166,19 +158,15 @@ class ScratchServer:
 
 def run_sql_files(dsn: str, desired: DesiredState, *, connect_timeout: timedelta = timedelta(seconds=10)) -> None:
     """Execute every statement of every desired-state file in order; errors name the file and the line."""
-    with connect(dsn, what="building desired state", connect_timeout=connect_timeout, autocommit=True) as conn:
+    what = "building desired state in scratch database"
+    with connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
         for f in desired.files:
             for stmt in split_statements(f.text):
                 try:
-                    conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
-                except psycopg.Error as exc:
+                    with database_errors(what):
+                        conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
+                except DatabaseError as exc:  # retryable errors are the scratch server's, not the SQL's
                     line = stmt.line
-                    pos = exc.diag.statement_position
-                    if pos:
-                        line += line_of(stmt.sql, int(pos) - 1) - 1
-                    message = (exc.diag.message_primary or str(exc)).strip()
-                    raise DesiredStateError(
-                        f"building desired state in scratch database: {message} at {f.path}:{line}",
-                        file=f.path,
-                        line=line,
-                    ) from exc
+                    if exc.position:
+                        line += line_of(stmt.sql, exc.position - 1) - 1
+                    raise DesiredStateError(f"{exc} at {f.path}:{line}", file=f.path, line=line) from exc

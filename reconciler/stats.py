@@ -16,11 +16,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
 
-import psycopg
-
-from .db import connect, database_errors
+from .db import Connection, connect, database_errors
 from .inspect import Inspection
 from .model import TableStats
 
@@ -76,7 +73,7 @@ def _split(name: str) -> tuple[str, str]:
     return (schema, rel) if rel else ("public", schema)
 
 
-def query_table_stats(conn: psycopg.Connection[Any], names: Iterable[str]) -> dict[str, TableStats]:
+def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, TableStats]:
     """Figures of the relations ``names`` (``schema.name``) that exist, keyed by those names."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
@@ -114,7 +111,7 @@ def read_table_stats(
         return query_table_stats(conn, wanted)
 
 
-def invalid_indexes(conn: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+def invalid_indexes(conn: Connection) -> set[tuple[str, str]]:
     """(schema, name) of every INVALID index (a failed concurrent build leaves one behind)."""
     rows = conn.execute(_INVALID_SQL.encode()).fetchall()
     if not conn.autocommit:

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 from pglast import ast, parser
-from psycopg import conninfo
 
 from .apply import Step, execute_steps
 from .config import EnvironmentConfig
-from .db import connect, quote_ident, redact
+from .db import connect, database_errors, make_dsn, parse_dsn, quote_ident, redact, translate
 from .diff import diff
-from .errors import ApplyError, LockTimeoutError, ReconcilerError, UnreachableError
+from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
 from .model import Statement
 from .scratch import ScratchServer
@@ -100,11 +99,11 @@ def _sqls(items: Sequence[Vettable]) -> list[str]:
 def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
     """The environment's schema as SQL, without owners (and without grants unless privileges are managed)."""
     # The password goes through the environment, not the command line that other local users can read.
-    params = conninfo.conninfo_to_dict(env_dsn)
+    params = parse_dsn(env_dsn)
     password = params.pop("password", None)
     run_env = {**os.environ, "PGCONNECT_TIMEOUT": str(max(1, int(env.connect_timeout.total_seconds())))}
     if password is not None:
-        run_env["PGPASSWORD"] = str(password)
+        run_env["PGPASSWORD"] = password
     lock_wait_ms = max(1, int(env.lock_timeout.total_seconds() * 1000))
     args = [
         str(pg_dump),
@@ -113,7 +112,7 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
         "--no-comments",
         # pg_dump takes ACCESS SHARE locks: never queue behind a long lock holder (or make others queue behind us).
         f"--lock-wait-timeout={lock_wait_ms}",
-        f"--dbname={conninfo.make_conninfo(**params)}",  # type: ignore[arg-type]
+        f"--dbname={make_dsn(params)}",
     ]
     if not env.privileges:
         args.append("--no-privileges")
@@ -131,7 +130,7 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
             )
         if "connection to server" in detail:
             raise UnreachableError(f"cloning the environment's schema: pg_dump cannot connect: {detail}")
-        raise ReconcilerError(f"cloning the environment's schema: pg_dump failed: {detail}")
+        raise DatabaseError(f"cloning the environment's schema: pg_dump failed: {detail}")
     # Drop psql meta-commands (\restrict, \unrestrict) that recent pg_dump versions write.
     return "\n".join(line for line in res.stdout.splitlines() if not line.startswith("\\"))
 
@@ -146,19 +145,20 @@ def _schemas_created(script: str) -> list[str]:
 
 def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
     """A scratch database holding the environment's schema; returns (name, dsn). Caller drops it."""
+    what = "cloning the environment's schema into scratch"
     script = dump_schema(env_dsn, env, pg_dump)
     name, dsn = scratch.create_database()
     try:
-        with connect(dsn, what="restoring the environment's schema in scratch", autocommit=True) as conn:
+        with database_errors(what), connect(dsn, what=what, autocommit=True) as conn:
             # A dump filtered by --schema creates even the schemas a new database already has (public).
             for schema in _schemas_created(script):
                 conn.execute(f"drop schema if exists {quote_ident(schema)} cascade".encode())
             conn.execute(script.encode("utf-8"))
     except BaseException as exc:
         scratch.drop_database(name)
-        if isinstance(exc, ReconcilerError):
+        if isinstance(exc, ReconcilerError) or not isinstance(exc, Exception):
             raise
-        raise ReconcilerError(f"cloning the environment's schema into scratch: {exc}") from exc
+        raise translate(exc, what) from exc  # e.g. a dump that the SQL parser cannot read
     return name, dsn
 
 
