@@ -244,6 +244,7 @@ class Reconciler:
         found = hazards.examine(
             sqls,
             table_stats,
+            timeouts=hazards.StepTimeouts.for_env(env),
             large=hazards.LargeTable(env.large_table.bytes, env.large_table.rows),
             online_rewrites=env.online_rewrites,
         )

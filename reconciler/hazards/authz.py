@@ -8,8 +8,9 @@ from typing import Any
 from pglast import ast, enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .names import qualified, qualified_child, qualified_name, relname
-from .registry import ParsedStatement, PlanContext, check
+from .registry import check
 
 AT = enums.AlterTableType
 OT = enums.ObjectType

@@ -13,9 +13,10 @@ from typing import Any
 from pglast import ast, enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
 from .names import added_constraint, qualified
-from .registry import ParsedStatement, PlanContext, check
+from .registry import check
 from .types import from_type_name
 
 AT = enums.AlterTableType

@@ -14,9 +14,10 @@ from pglast import ast, enums
 from pglast.visitors import Visitor
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
 from .names import added_constraint, dropped_name, qualified, qualified_child
-from .registry import ParsedStatement, PlanContext, check
+from .registry import check
 from .types import compare, from_type_name, parse_type
 
 AT = enums.AlterTableType

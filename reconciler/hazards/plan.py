@@ -8,17 +8,14 @@ walking the plan again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pglast import ast, enums
 from pglast.visitors import Visitor
 
 from .names import dropped_name, qualified, qualified_child, qualified_name
-
-if TYPE_CHECKING:
-    from .registry import ParsedStatement
 
 OT = enums.ObjectType
 AT = enums.AlterTableType
@@ -71,11 +68,12 @@ class PlanIndex:
     not_valid_constraints: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, name) -> index
 
     @classmethod
-    def build(cls, statements: Sequence[ParsedStatement]) -> PlanIndex:
+    def build(cls, statements: Iterable[tuple[int, Any | None]]) -> PlanIndex:
+        """The index of a plan's statements, given as (position, parse tree or None if it did not parse)."""
         idx = cls()
-        for st in statements:
-            if st.node is not None:
-                idx._add(st.index, st.node)
+        for i, node in statements:
+            if node is not None:
+                idx._add(i, node)
         return idx
 
     # -- queries ------------------------------------------------------------------------------------

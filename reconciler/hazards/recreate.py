@@ -14,9 +14,10 @@ from typing import Any
 from pglast import enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .destructive import type_replaced
 from .names import dropped_name, qualified_child
-from .registry import ParsedStatement, PlanContext, check
+from .registry import check
 
 OT = enums.ObjectType
 
