@@ -164,39 +164,31 @@ def _broken(conn: psycopg.Connection[Any]) -> bool:
     return bool(conn.broken or conn.closed)
 
 
-def _statement_failed(index: int, sql: str, exc: psycopg.Error, conn: psycopg.Connection[Any]) -> Exception:
+def _failed(
+    conn: psycopg.Connection[Any], exc: psycopg.Error, index: int, sql: str, lost: str, refused: str
+) -> Exception:
+    """ApplyInterruptedError saying ``lost`` if the connection to the environment is gone, else ApplyError saying
+    ``refused``; both name the statement ``index`` (``sql``) and PostgreSQL's SQLSTATE."""
+    kind, text = (ApplyInterruptedError, lost) if _broken(conn) else (ApplyError, refused)
+    return kind(text, statement=sql, index=index, sqlstate=exc.diag.sqlstate)
+
+
+def _statement_failed(conn: psycopg.Connection[Any], exc: psycopg.Error, index: int, sql: str) -> Exception:
     """The error for a statement PostgreSQL refused, or whose connection was lost while it ran."""
-    if _broken(conn):
-        return ApplyInterruptedError(
-            f"statement {index + 1}: the connection to the environment was lost ({pg_error_text(exc)}); "
-            f"its transaction was rolled back: {sql}",
-            statement=sql,
-            index=index,
-            sqlstate=exc.diag.sqlstate,
-        )
-    return ApplyError(
-        f"statement {index + 1} failed: {pg_error_text(exc)}: {sql}",
-        statement=sql,
-        index=index,
-        sqlstate=exc.diag.sqlstate,
-    )
+    text, at = pg_error_text(exc), f"statement {index + 1}"
+    lost = f"{at}: the connection to the environment was lost ({text}); its transaction was rolled back: {sql}"
+    return _failed(conn, exc, index, sql, lost, f"{at} failed: {text}: {sql}")
 
 
-def _unit_failed(unit: Unit, exc: psycopg.Error, conn: psycopg.Connection[Any]) -> Exception:
+def _unit_failed(conn: psycopg.Connection[Any], exc: psycopg.Error, unit: Unit) -> Exception:
     """The error for a unit that failed outside its statements: SET, COMMIT or RESET.
 
     A lost connection during COMMIT leaves it unknown whether the unit committed; a later apply re-diffs and finds
     out.
     """
-    first, sql, span = unit[0][0], unit[0][1].sql, f"statements {unit[0][0] + 1}-{unit[-1][0] + 1}"
-    if _broken(conn):
-        return ApplyInterruptedError(
-            f"{span}: the connection to the environment was lost ({pg_error_text(exc)})",
-            statement=sql,
-            index=first,
-            sqlstate=exc.diag.sqlstate,
-        )
-    return ApplyError(f"{span}: {pg_error_text(exc)}", statement=sql, index=first, sqlstate=exc.diag.sqlstate)
+    span = f"statements {unit[0][0] + 1}-{unit[-1][0] + 1}"
+    lost = f"{span}: the connection to the environment was lost ({pg_error_text(exc)})"
+    return _failed(conn, exc, unit[0][0], unit[0][1].sql, lost, f"{span}: {pg_error_text(exc)}")
 
 
 def _set_timeouts(conn: psycopg.Connection[Any], timeouts: Timeouts, *, local: bool) -> None:
@@ -212,15 +204,15 @@ def _run_one(conn: psycopg.Connection[Any], index: int, sql: str, timeouts: Time
     except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
         raise _LockWaitExpired(index, sql, started, timeouts.lock, exc) from exc
     except pgerrors.QueryCanceled as exc:
+        why = f"{pg_error_text(exc)}; statement_timeout is {human(timeouts.statement)}"
         raise ApplyError(
-            f"statement {index + 1} was cancelled ({pg_error_text(exc)}; statement_timeout is "
-            f"{human(timeouts.statement)}): {sql}",
+            f"statement {index + 1} was cancelled ({why}): {sql}",
             statement=sql,
             index=index,
             sqlstate=exc.diag.sqlstate,
         ) from exc
     except psycopg.Error as exc:
-        raise _statement_failed(index, sql, exc, conn) from exc
+        raise _statement_failed(conn, exc, index, sql) from exc
     return timedelta(seconds=time.monotonic() - started)
 
 
@@ -293,7 +285,7 @@ def _attempt(conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig, 
     except (ApplyError, ApplyInterruptedError, _LockWaitExpired):
         raise
     except psycopg.Error as exc:
-        raise _unit_failed(unit, exc, conn) from exc
+        raise _unit_failed(conn, exc, unit) from exc
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ walking the plan again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,13 @@ class PlanIndex:
         """The index of a statement after ``after`` that creates ``kind`` ``name`` again, if any."""
         at = self.created.get((kind, name))
         return at if at is not None and at > after else None
+
+    def dropped_children(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str, int | None]]:
+        """For each trigger or policy that the DROP statement ``node`` (statement ``at``) drops: its table, its name,
+        and the later statement that creates it again (None if none does)."""
+        for obj in node.objects or ():
+            table, name = qualified_child(obj)
+            yield table, name, self.recreated_after(kind, f"{table}.{name}", at)
 
     def dropped_before(self, kind: str, name: str, before: int) -> int | None:
         at = self.dropped.get((kind, name))
