@@ -53,7 +53,7 @@ class Execution:
 
 
 @dataclass(frozen=True)
-class _Steps:
+class _StepBuilder:
     """Builds the steps of one environment: every step carries the timeouts it runs with."""
 
     timeouts: StepTimeouts
@@ -68,11 +68,11 @@ class _Steps:
 
 def online_pass(ctx: PlanContext, timeouts: StepTimeouts) -> dict[int, Execution]:
     """The steps of every statement of the plan, by position."""
-    make = _Steps(timeouts)
+    make = _StepBuilder(timeouts)
     return {s.index: _execution(s, ctx, make) for s in ctx.statements}
 
 
-def _execution(stmt: ParsedStatement, ctx: PlanContext, make: _Steps) -> Execution:
+def _execution(stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution:
     """The steps that execute ``stmt``: an online-safe form where one applies, else the statement as written."""
     node = stmt.node
     found: Execution | None = None
@@ -85,7 +85,7 @@ def _execution(stmt: ParsedStatement, ctx: PlanContext, make: _Steps) -> Executi
     return found or Execution((_as_written(stmt, make),))
 
 
-def _as_written(stmt: ParsedStatement, make: _Steps) -> ExecStep:
+def _as_written(stmt: ParsedStatement, make: _StepBuilder) -> ExecStep:
     """The step that runs ``stmt`` as written: alone if it is a concurrent index build, drop or reindex."""
     node = stmt.node
     if isinstance(node, ast.IndexStmt | ast.DropStmt) and node.concurrent:
@@ -121,7 +121,7 @@ def _single_cmd(node: Any) -> Any | None:
     return cmds[0] if len(cmds) == 1 else None
 
 
-def _alter_table(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Steps) -> Execution | None:
+def _alter_table(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution | None:
     cmd = _single_cmd(node)
     if cmd is None or not _online(ctx, qualified(node.relation), stmt.index):
         return None
@@ -135,7 +135,7 @@ def _alter_table(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Step
     return Execution(steps, online=True) if steps else None
 
 
-def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Steps) -> Execution | None:
+def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution | None:
     if node.concurrent or node.relation is None:
         return None
     table = qualified(node.relation)
@@ -155,7 +155,7 @@ def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Ste
     return None
 
 
-def _drop_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Steps) -> Execution | None:
+def _drop_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution | None:
     if (
         node.removeType != OT.OBJECT_INDEX
         or node.concurrent
@@ -172,7 +172,7 @@ def _drop_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Steps
     return Execution((make.concurrently(_deparse(online)),), online=True)
 
 
-def _add_constraint(node: Any, cmd: Any, make: _Steps) -> tuple[ExecStep, ...]:
+def _add_constraint(node: Any, cmd: Any, make: _StepBuilder) -> tuple[ExecStep, ...]:
     con = cmd.def_
     if (
         not isinstance(con, ast.Constraint)
@@ -204,7 +204,7 @@ def helper_constraint(column: str) -> str:
     return name
 
 
-def _set_not_null(node: Any, cmd: Any, make: _Steps) -> tuple[ExecStep, ...]:
+def _set_not_null(node: Any, cmd: Any, make: _StepBuilder) -> tuple[ExecStep, ...]:
     table = quote_qualified(qualified(node.relation))
     col = str(cmd.name)
     proof = quote_ident(helper_constraint(col))

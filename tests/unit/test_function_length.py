@@ -66,4 +66,4 @@ def test_pending_long_only_names_functions_still_too_long() -> None:
 def test_lengths_count_nested_functions_and_methods() -> None:
     lengths = function_lengths()
     assert lengths["reconciler/apply.py::execute_steps"] > 1
-    assert "reconciler/hazards/online.py::_Steps.concurrently" in lengths
+    assert "reconciler/hazards/online.py::_StepBuilder.concurrently" in lengths
