@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def classify() -> list[Statement]:
                 stats = read_table_stats(env_dsn, hazards.affected_relations(hazards.parse_plan(sqls)), what="bench")
-                found = hazards.examine(sqls, stats)
+                found = hazards.examine(sqls, stats, timeouts=hazards.StepTimeouts.for_env(env))
                 return [
                     Statement(e.sql, e.hazards, policy.decide(e.hazards, env), steps=e.steps, tables=e.tables)
                     for e in found

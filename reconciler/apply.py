@@ -1,12 +1,16 @@
-"""Execute statements on an environment: transactions where PostgreSQL allows, timeouts, retries, clear failures.
+"""Execute steps on an environment: transactions where PostgreSQL allows, timeouts, retries, clear failures.
 
-Consecutive transactional statements run together in one transaction (a *unit*); a statement PostgreSQL forbids
-inside a transaction block (``CREATE INDEX CONCURRENTLY``, ...) is a unit of its own, committed, in plan order.
+The executor runs :class:`~reconciler.model.ExecStep` s exactly as given and parses no SQL: the hazard engine's
+online pass decided each step's transaction mode and timeouts. Consecutive transactional steps run together in one
+transaction (a *unit*); a step PostgreSQL forbids inside a transaction block (``CREATE INDEX CONCURRENTLY``, ...) is a
+unit of its own, committed, in plan order.
 
-Every statement runs with the environment's ``lock_timeout`` and ``statement_timeout`` (a concurrent index build
-with ``concurrent_statement_timeout``). A unit that times out waiting for a lock (or is chosen as a deadlock
-victim) is rolled back and retried after a bounded, jittered exponential backoff, so the reconciler never queues
-in front of other sessions for longer than the lock timeout; every attempt and wait is reported.
+Every step runs with its own ``lock_timeout`` and ``statement_timeout`` (``SET LOCAL`` inside a transaction,
+session-level and reset for a step alone); a step without them (built outside the engine) runs with the
+environment's. A unit that times out waiting for a lock (or is chosen as a deadlock victim) is rolled back and
+retried after a bounded, jittered exponential backoff, so the reconciler never queues in front of other sessions for
+longer than the lock timeout; every attempt and wait is reported. Before retrying a step that builds an index
+concurrently (``ExecStep.concurrent_index``), the INVALID index its failed attempt left is dropped.
 
 ``skip`` lets a caller resume a plan after the steps it already committed; ``on_commit`` is called after each
 committed unit (to record progress and audit), ``on_lock_wait`` after each failed attempt.
@@ -15,7 +19,6 @@ committed unit (to record progress and audit), ``on_lock_wait`` after each faile
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -24,24 +27,16 @@ from typing import Any
 
 import psycopg
 import structlog
-from pglast import ast, parser
 from psycopg import errors as pgerrors
 
 from .config import EnvironmentConfig
 from .db import connect
 from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError
+from .model import ExecStep
 
 log = structlog.get_logger("reconciler.apply")
 
-_CONCURRENTLY = re.compile(r"\bconcurrently\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One SQL statement to execute, and whether it may run inside a transaction block."""
-
-    sql: str
-    transactional: bool = True
+Unit = Sequence[tuple[int, ExecStep]]
 
 
 @dataclass(frozen=True)
@@ -123,50 +118,23 @@ def pg_error_text(exc: psycopg.Error) -> str:
     return text
 
 
-def as_steps(items: Sequence[str | Step]) -> list[Step]:
-    return [i if isinstance(i, Step) else Step(i) for i in items]
+def as_steps(items: Sequence[str | ExecStep]) -> list[ExecStep]:
+    return [i if isinstance(i, ExecStep) else ExecStep(i) for i in items]
 
 
-def _parse_one(sql: str) -> Any | None:
-    try:
-        stmts = parser.parse_sql(sql)
-    except parser.ParseError:
-        return None
-    return stmts[0].stmt if len(stmts) == 1 else None
+@dataclass(frozen=True)
+class Timeouts:
+    """The timeouts one step runs with: its own, else the environment's."""
 
+    statement: timedelta
+    lock: timedelta
 
-def is_concurrent(sql: str) -> bool:
-    """Whether ``sql`` is a concurrent index build, rebuild or drop (it gets ``concurrent_statement_timeout``)."""
-    node = _parse_one(sql)
-    if node is None:
-        return bool(_CONCURRENTLY.search(sql))
-    if isinstance(node, ast.IndexStmt | ast.DropStmt):
-        return bool(node.concurrent)
-    if isinstance(node, ast.ReindexStmt):
-        return any(getattr(p, "defname", None) == "concurrently" for p in node.params or ())
-    return False
-
-
-def statement_timeout_for(step: Step, env: EnvironmentConfig) -> timedelta:
-    if not step.transactional and is_concurrent(step.sql):
-        return max(env.statement_timeout, env.concurrent_statement_timeout)
-    return env.statement_timeout
-
-
-class _LockWaitExpired(Exception):
-    """Internal: one statement of a unit gave up waiting for a lock; the unit is rolled back and may retry."""
-
-    def __init__(self, index: int, sql: str, waited: timedelta, exc: psycopg.Error) -> None:
-        super().__init__(pg_error_text(exc))
-        self.index = index
-        self.sql = sql
-        self.waited = waited
-        self.error = pg_error_text(exc)
-        self.sqlstate = exc.diag.sqlstate
-
-
-def _broken(conn: psycopg.Connection[Any]) -> bool:
-    return bool(conn.broken or conn.closed)
+    @classmethod
+    def of(cls, step: ExecStep, env: EnvironmentConfig) -> Timeouts:
+        return cls(
+            env.statement_timeout if step.statement_timeout is None else step.statement_timeout,
+            env.lock_timeout if step.lock_timeout is None else step.lock_timeout,
+        )
 
 
 def human(d: timedelta) -> str:
@@ -178,153 +146,190 @@ def human(d: timedelta) -> str:
     return f"{ms}ms"
 
 
-def _run_one(
-    conn: psycopg.Connection[Any], index: int, sql: str, env: EnvironmentConfig, timeout: timedelta | None = None
-) -> timedelta:
+class _LockWaitExpired(Exception):
+    """Internal: one statement of a unit gave up waiting for a lock; the unit is rolled back and may retry."""
+
+    def __init__(self, index: int, sql: str, started: float, lock_timeout: timedelta, exc: psycopg.Error) -> None:
+        super().__init__(pg_error_text(exc))
+        self.index = index
+        self.sql = sql
+        self.waited = timedelta(seconds=time.monotonic() - started)
+        self.lock_timeout = lock_timeout
+        self.error = pg_error_text(exc)
+        self.sqlstate = exc.diag.sqlstate
+
+
+def _broken(conn: psycopg.Connection[Any]) -> bool:
+    return bool(conn.broken or conn.closed)
+
+
+def _failed(
+    conn: psycopg.Connection[Any], exc: psycopg.Error, index: int, sql: str, lost: str, refused: str
+) -> Exception:
+    """ApplyInterruptedError saying ``lost`` if the connection to the environment is gone, else ApplyError saying
+    ``refused``; both name the statement ``index`` (``sql``) and PostgreSQL's SQLSTATE."""
+    kind, text = (ApplyInterruptedError, lost) if _broken(conn) else (ApplyError, refused)
+    return kind(text, statement=sql, index=index, sqlstate=exc.diag.sqlstate)
+
+
+def _statement_failed(conn: psycopg.Connection[Any], exc: psycopg.Error, index: int, sql: str) -> Exception:
+    """The error for a statement PostgreSQL refused, or whose connection was lost while it ran."""
+    text, at = pg_error_text(exc), f"statement {index + 1}"
+    lost = f"{at}: the connection to the environment was lost ({text}); its transaction was rolled back: {sql}"
+    return _failed(conn, exc, index, sql, lost, f"{at} failed: {text}: {sql}")
+
+
+def _unit_failed(conn: psycopg.Connection[Any], exc: psycopg.Error, unit: Unit) -> Exception:
+    """The error for a unit that failed outside its statements: SET, COMMIT or RESET.
+
+    A lost connection during COMMIT leaves it unknown whether the unit committed; a later apply re-diffs and finds
+    out.
+    """
+    span = f"statements {unit[0][0] + 1}-{unit[-1][0] + 1}"
+    lost = f"{span}: the connection to the environment was lost ({pg_error_text(exc)})"
+    return _failed(conn, exc, unit[0][0], unit[0][1].sql, lost, f"{span}: {pg_error_text(exc)}")
+
+
+def _set_timeouts(conn: psycopg.Connection[Any], timeouts: Timeouts, *, local: bool) -> None:
+    scope = "set local" if local else "set"
+    conn.execute(f"{scope} lock_timeout = {_ms(timeouts.lock)}".encode())
+    conn.execute(f"{scope} statement_timeout = {_ms(timeouts.statement)}".encode())
+
+
+def _run_one(conn: psycopg.Connection[Any], index: int, sql: str, timeouts: Timeouts) -> timedelta:
     started = time.monotonic()
     try:
         conn.execute(sql.encode("utf-8"))
     except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
-        raise _LockWaitExpired(index, sql, timedelta(seconds=time.monotonic() - started), exc) from exc
+        raise _LockWaitExpired(index, sql, started, timeouts.lock, exc) from exc
     except pgerrors.QueryCanceled as exc:
+        why = f"{pg_error_text(exc)}; statement_timeout is {human(timeouts.statement)}"
         raise ApplyError(
-            f"statement {index + 1} was cancelled ({pg_error_text(exc)}; statement_timeout is "
-            f"{human(timeout or env.statement_timeout)}): {sql}",
+            f"statement {index + 1} was cancelled ({why}): {sql}",
             statement=sql,
             index=index,
             sqlstate=exc.diag.sqlstate,
         ) from exc
     except psycopg.Error as exc:
-        if _broken(conn):
-            raise ApplyInterruptedError(
-                f"statement {index + 1}: the connection to the environment was lost ({pg_error_text(exc)}); "
-                f"its transaction was rolled back: {sql}",
-                statement=sql,
-                index=index,
-                sqlstate=exc.diag.sqlstate,
-            ) from exc
-        raise ApplyError(
-            f"statement {index + 1} failed: {pg_error_text(exc)}: {sql}",
-            statement=sql,
-            index=index,
-            sqlstate=exc.diag.sqlstate,
-        ) from exc
+        raise _statement_failed(conn, exc, index, sql) from exc
     return timedelta(seconds=time.monotonic() - started)
 
 
-def _invalid_index_left_by(conn: psycopg.Connection[Any], sql: str) -> str | None:
-    """The qualified name of an INVALID index that a failed ``CREATE INDEX CONCURRENTLY`` ``sql`` left behind."""
-    node = _parse_one(sql)
-    if not isinstance(node, ast.IndexStmt) or not node.concurrent or not node.idxname:
-        return None
-    schema = node.relation.schemaname if node.relation is not None else None
-    row = conn.execute(
-        "select quote_ident(n.nspname) || '.' || quote_ident(c.relname) from pg_index i "
-        "join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace "
-        "where c.relname = %s and not i.indisvalid "
-        "and (n.nspname = %s or (%s::text is null and pg_table_is_visible(c.oid)))",
-        (node.idxname, schema, schema),
-    ).fetchone()
-    return str(row[0]) if row else None
+_INVALID_INDEX = (
+    "select i.indexrelid::regclass::text from pg_index i where i.indexrelid = to_regclass(%s) and not i.indisvalid"
+)
 
 
-def _drop_invalid_index(conn: psycopg.Connection[Any], index: int, sql: str) -> None:
+def _drop_invalid_index(conn: psycopg.Connection[Any], index: int, step: ExecStep, timeouts: Timeouts) -> None:
     """Before retrying a concurrent index build: drop the INVALID index its failed attempt left behind.
 
     The drop waits for locks like any statement; if it times out, that counts as a failed attempt of the step.
     """
+    if step.concurrent_index is None:
+        return
     started = time.monotonic()
     drop = ""
     try:
-        name = _invalid_index_left_by(conn, sql)
-        if name is None:
+        row = conn.execute(_INVALID_INDEX, (step.concurrent_index,)).fetchone()
+        if row is None:
             return
-        drop = f"drop index concurrently if exists {name}"
+        drop = f"drop index concurrently if exists {row[0]}"
         conn.execute(drop.encode())
-        log.info("invalid_index_dropped", index=name)
+        log.info("invalid_index_dropped", index=str(row[0]))
     except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
-        raise _LockWaitExpired(index, drop or sql, timedelta(seconds=time.monotonic() - started), exc) from exc
+        raise _LockWaitExpired(index, drop or step.sql, started, timeouts.lock, exc) from exc
     except psycopg.Error as exc:
         if _broken(conn):
             raise
         log.warning("invalid_index_not_dropped", error=pg_error_text(exc))
 
 
+def _run_transaction(conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig) -> list[timedelta]:
+    """Run the steps of ``unit`` in one transaction, each with its own ``SET LOCAL`` timeouts."""
+    durations: list[timedelta] = []
+    current: Timeouts | None = None
+    with conn.transaction():
+        for index, step in unit:
+            timeouts = Timeouts.of(step, env)
+            if timeouts != current:
+                _set_timeouts(conn, timeouts, local=True)
+                current = timeouts
+            durations.append(_run_one(conn, index, step.sql, timeouts))
+    return durations
+
+
+def _run_alone(
+    conn: psycopg.Connection[Any], index: int, step: ExecStep, env: EnvironmentConfig, attempt: int
+) -> timedelta:
+    """Run a step that may not run in a transaction block, with session timeouts reset afterwards."""
+    timeouts = Timeouts.of(step, env)
+    _set_timeouts(conn, timeouts, local=False)
+    try:
+        if attempt > 1:
+            _drop_invalid_index(conn, index, step, timeouts)
+        return _run_one(conn, index, step.sql, timeouts)
+    finally:
+        if not _broken(conn):
+            conn.execute(b"reset lock_timeout")
+            conn.execute(b"reset statement_timeout")
+
+
+def _attempt(conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig, attempt: int) -> list[timedelta]:
+    """One attempt of ``unit``: the duration of each of its steps."""
+    try:
+        if unit[0][1].transactional:
+            return _run_transaction(conn, unit, env)
+        index, step = unit[0]
+        return [_run_alone(conn, index, step, env, attempt)]
+    except (ApplyError, ApplyInterruptedError, _LockWaitExpired):
+        raise
+    except psycopg.Error as exc:
+        raise _unit_failed(conn, exc, unit) from exc
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """How a unit that waited too long for a lock is retried, and who hears about each wait."""
+
+    policy: RetryPolicy
+    on_lock_wait: Callable[[LockWait], None] | None
+    sleep: Callable[[float], None]
+    before_attempt: Callable[[], None] | None
+
+    def waited(self, exc: _LockWaitExpired, attempt: int) -> timedelta:
+        """Report a failed attempt and pause before the next; raise LockTimeoutError if none may follow."""
+        final = attempt > self.policy.retries
+        backoff = timedelta(0) if final else self.policy.backoff(attempt)
+        wait = LockWait(exc.index, exc.sql, attempt, exc.waited, backoff, exc.error, final)
+        log.warning("lock_wait_expired", **wait.to_json())
+        if self.on_lock_wait is not None:
+            self.on_lock_wait(wait)
+        if final:
+            raise LockTimeoutError(
+                f"statement {exc.index + 1} waited longer than lock_timeout ({human(exc.lock_timeout)}) for a lock "
+                f"on each of {attempt} attempt(s) ({exc.error}): {exc.sql}",
+                statement=exc.sql,
+                index=exc.index,
+                attempts=attempt,
+                sqlstate=exc.sqlstate,
+            ) from exc
+        self.sleep(backoff.total_seconds())
+        return backoff
+
+
 def _run_unit(
-    conn: psycopg.Connection[Any],
-    unit: Sequence[tuple[int, Step]],
-    env: EnvironmentConfig,
-    policy: RetryPolicy,
-    on_lock_wait: Callable[[LockWait], None] | None,
-    sleep: Callable[[float], None],
-    before_attempt: Callable[[], None] | None = None,
+    conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig, retry: _Retry
 ) -> list[AppliedStatement]:
-    transactional = unit[0][1].transactional
     attempt = 0
     waits: list[timedelta] = []
     while True:
         attempt += 1
-        if before_attempt is not None:
-            before_attempt()  # may raise to stop before this attempt (e.g. the plan was rejected meanwhile)
-        durations: list[timedelta] = []
+        if retry.before_attempt is not None:
+            retry.before_attempt()  # may raise to stop before this attempt (e.g. the plan was rejected meanwhile)
         try:
-            try:
-                if transactional:
-                    with conn.transaction():
-                        conn.execute(f"set local lock_timeout = {_ms(env.lock_timeout)}".encode())
-                        conn.execute(f"set local statement_timeout = {_ms(env.statement_timeout)}".encode())
-                        for index, step in unit:
-                            durations.append(_run_one(conn, index, step.sql, env))
-                else:
-                    index, step = unit[0]
-                    conn.execute(f"set lock_timeout = {_ms(env.lock_timeout)}".encode())
-                    conn.execute(f"set statement_timeout = {_ms(statement_timeout_for(step, env))}".encode())
-                    try:
-                        if attempt > 1:
-                            _drop_invalid_index(conn, index, step.sql)
-                        durations.append(_run_one(conn, index, step.sql, env, statement_timeout_for(step, env)))
-                    finally:
-                        if not _broken(conn):
-                            conn.execute(b"reset lock_timeout")
-                            conn.execute(b"reset statement_timeout")
-            except (ApplyError, ApplyInterruptedError, _LockWaitExpired):
-                raise
-            except psycopg.Error as exc:
-                # Raised outside a statement: SET, COMMIT or RESET. A lost connection during COMMIT leaves it
-                # unknown whether the unit committed; a later apply re-diffs and finds out.
-                first = unit[0][0]
-                if _broken(conn):
-                    raise ApplyInterruptedError(
-                        f"statements {first + 1}-{unit[-1][0] + 1}: the connection to the environment was lost "
-                        f"({pg_error_text(exc)})",
-                        statement=unit[0][1].sql,
-                        index=first,
-                        sqlstate=exc.diag.sqlstate,
-                    ) from exc
-                raise ApplyError(
-                    f"statements {first + 1}-{unit[-1][0] + 1}: {pg_error_text(exc)}",
-                    statement=unit[0][1].sql,
-                    index=first,
-                    sqlstate=exc.diag.sqlstate,
-                ) from exc
+            durations = _attempt(conn, unit, env, attempt)
         except _LockWaitExpired as exc:
-            final = attempt > policy.retries
-            backoff = timedelta(0) if final else policy.backoff(attempt)
-            wait = LockWait(exc.index, exc.sql, attempt, exc.waited, backoff, exc.error, final)
-            log.warning("lock_wait_expired", **wait.to_json())
-            if on_lock_wait is not None:
-                on_lock_wait(wait)
-            if final:
-                raise LockTimeoutError(
-                    f"statement {exc.index + 1} waited longer than lock_timeout ({human(env.lock_timeout)}) for a lock "
-                    f"on each of {attempt} attempt(s) ({exc.error}): {exc.sql}",
-                    statement=exc.sql,
-                    index=exc.index,
-                    attempts=attempt,
-                    sqlstate=exc.sqlstate,
-                ) from exc
-            sleep(backoff.total_seconds())
-            waits.append(backoff)
+            waits.append(retry.waited(exc, attempt))
             continue
         return [
             AppliedStatement(step.sql, d, index, attempt, tuple(waits))
@@ -332,9 +337,9 @@ def _run_unit(
         ]
 
 
-def units(steps: Sequence[Step], skip: Collection[int] = ()) -> list[list[tuple[int, Step]]]:
+def units(steps: Sequence[ExecStep], skip: Collection[int] = ()) -> list[list[tuple[int, ExecStep]]]:
     """Group the steps not in ``skip`` into units: runs of consecutive transactional steps, or one other step."""
-    out: list[list[tuple[int, Step]]] = []
+    out: list[list[tuple[int, ExecStep]]] = []
     for i, step in enumerate(steps):
         if i in skip:
             continue
@@ -347,7 +352,7 @@ def units(steps: Sequence[Step], skip: Collection[int] = ()) -> list[list[tuple[
 
 def execute_steps(
     conn: psycopg.Connection[Any],
-    items: Sequence[str | Step],
+    items: Sequence[str | ExecStep],
     env: EnvironmentConfig,
     *,
     skip: Collection[int] = (),
@@ -361,17 +366,18 @@ def execute_steps(
 
     ``before_attempt`` is called before every attempt of every unit; whatever it raises stops the run there.
 
-    Consecutive transactional steps share one transaction with ``SET LOCAL`` timeouts, rolled back as a whole on
-    failure; a non-transactional step runs alone with session-level timeouts. A unit that times out on a lock is
+    Consecutive transactional steps share one transaction, each with its ``SET LOCAL`` timeouts, rolled back as a
+    whole on failure; a non-transactional step runs alone with session-level timeouts. A step's own timeouts win
+    over the environment's ``statement_timeout`` and ``lock_timeout``. A unit that times out on a lock is
     retried per ``retry`` (default: the environment's ``lock_retries`` and backoff). Raises ApplyError,
     LockTimeoutError or ApplyInterruptedError naming the failing statement; units committed before it stay applied
     (and were passed to ``on_commit``).
     """
     steps = as_steps(items)
-    policy = retry or RetryPolicy.for_env(env)
+    retrying = _Retry(retry or RetryPolicy.for_env(env), on_lock_wait, sleep, before_attempt)
     done: list[AppliedStatement] = []
     for unit in units(steps, skip):
-        applied = _run_unit(conn, unit, env, policy, on_lock_wait, sleep, before_attempt)
+        applied = _run_unit(conn, unit, env, retrying)
         done.extend(applied)
         if on_commit is not None:
             on_commit(applied)
@@ -380,7 +386,7 @@ def execute_steps(
 
 def apply_statements(
     dsn: str,
-    items: Sequence[str | Step],
+    items: Sequence[str | ExecStep],
     env: EnvironmentConfig,
     *,
     what: str,

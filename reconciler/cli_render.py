@@ -26,7 +26,7 @@ def render_plan(plan: Plan) -> str:
             lines.append(f"       table {name}: {rows}, {human_bytes(st.bytes)}")
         for h in s.hazards:
             lines.append(f"       {h.code} {h.kind.value} {h.severity.value}: {h.message}")
-        if s.steps:
+        if s.rewritten:
             lines.append("       runs as:")
             for e in s.steps:
                 where = "in the transaction" if e.transactional else "alone, outside a transaction"

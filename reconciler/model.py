@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -128,17 +129,39 @@ class TableStats:
 
 @dataclass(frozen=True)
 class ExecStep:
-    """One command that executes (part of) a statement; ``transactional=False`` runs alone, committed."""
+    """One command that executes (part of) a statement, with the settings it runs under.
+
+    ``transactional=False`` runs alone, committed. ``statement_timeout`` and ``lock_timeout`` are what the executor
+    sets for this command (None: the environment's values). ``concurrent_index`` names the index (quoted, possibly
+    schema-qualified) that this command builds concurrently: a failed attempt leaves it INVALID, and the executor
+    drops it before the next attempt.
+    """
 
     sql: str
     transactional: bool = True
+    statement_timeout: timedelta | None = None
+    lock_timeout: timedelta | None = None
+    concurrent_index: str | None = None
 
-    def to_json(self) -> dict[str, str | bool]:
-        return {"sql": self.sql, "transactional": self.transactional}
+    def to_json(self) -> dict[str, str | bool | float | None]:
+        return {
+            "sql": self.sql,
+            "transactional": self.transactional,
+            "statement_timeout_seconds": None
+            if self.statement_timeout is None
+            else self.statement_timeout.total_seconds(),
+            "lock_timeout_seconds": None if self.lock_timeout is None else self.lock_timeout.total_seconds(),
+            "concurrent_index": self.concurrent_index,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExecStep:
-        return cls(str(data["sql"]), bool(data.get("transactional", True)))
+        """The step that :meth:`to_json` wrote (records without timeouts or index read as None)."""
+        timeouts = [data.get(k) for k in ("statement_timeout_seconds", "lock_timeout_seconds")]
+        statement, lock = (None if t is None else timedelta(seconds=float(t)) for t in timeouts)
+        index = data.get("concurrent_index")
+        index = None if index is None else str(index)
+        return cls(str(data["sql"]), bool(data.get("transactional", True)), statement, lock, index)
 
 
 @dataclass(frozen=True)
@@ -159,7 +182,8 @@ class Statement:
 
     @property
     def rewritten(self) -> bool:
-        return bool(self.steps)
+        """Whether what executes differs from the statement as written (an online-safe rewrite)."""
+        return [(e.sql, e.transactional) for e in self.steps] not in ([], [(self.sql, self.transactional)])
 
     def execution(self) -> tuple[ExecStep, ...]:
         """The commands that carry out this statement, in order."""

@@ -92,6 +92,7 @@ def classify(
     found = hazards.examine(
         sqls,
         dict(table_stats) if table_stats is not None else None,
+        timeouts=hazards.StepTimeouts.for_env(env),
         large=hazards.LargeTable(env.large_table.bytes, env.large_table.rows),
         online_rewrites=env.online_rewrites,
     )

@@ -2,7 +2,7 @@
 
 A plan's identity is migra's statements (what approvals bind to, what progress is counted in); what executes is
 each statement's steps (its online-safe rewrite, if any: ``Statement.execution()``). :class:`StepMap` expands
-statements into :class:`~reconciler.apply.Step` s for :func:`~reconciler.apply.execute_steps` and translates
+statements into their :class:`~reconciler.model.ExecStep` s (with the timeouts each carries) for :func:`~reconciler.apply.execute_steps` and translates
 what committed back into statements: a statement counts as applied when its last step has committed.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .apply import AppliedStatement, Step
-from .model import Statement
+from .apply import AppliedStatement
+from .model import ExecStep, Statement
 
-Item = Statement | Step | str
+Item = Statement | ExecStep | str
 
 
 @dataclass
@@ -23,26 +23,21 @@ class StepMap:
     """The steps of some statements; ``owners[j]`` is the statement index that step ``j`` belongs to."""
 
     sqls: list[str]
-    steps: list[Step]
+    steps: list[ExecStep]
     owners: list[int]
     _spent: dict[int, timedelta] = field(default_factory=dict)
 
     @classmethod
     def build(cls, items: Sequence[Item]) -> StepMap:
         sqls: list[str] = []
-        steps: list[Step] = []
+        steps: list[ExecStep] = []
         owners: list[int] = []
         for i, item in enumerate(items):
-            if isinstance(item, Step):
-                sqls.append(item.sql)
-                steps.append(item)
-                owners.append(i)
-                continue
-            stmt = item if isinstance(item, Statement) else Statement(item)
+            stmt = Statement(item) if isinstance(item, str) else item
+            own = (stmt,) if isinstance(stmt, ExecStep) else stmt.execution()
             sqls.append(stmt.sql)
-            for e in stmt.execution():
-                steps.append(Step(e.sql, e.transactional))
-                owners.append(i)
+            steps.extend(own)
+            owners.extend([i] * len(own))
         return cls(sqls, steps, owners)
 
     def skip(self, statements: Collection[int]) -> set[int]:

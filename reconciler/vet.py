@@ -23,13 +23,13 @@ from typing import Literal
 
 from pglast import ast, parser
 
-from .apply import Step, execute_steps
+from .apply import execute_steps
 from .config import EnvironmentConfig
 from .db import connect, database_errors, make_dsn, parse_dsn, quote_ident, redact, translate
 from .diff import diff
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
-from .model import Statement
+from .model import ExecStep, Statement
 from .scratch import ScratchServer
 
 Phase = Literal["unattended", "remainder", "plan"]
@@ -73,21 +73,22 @@ class VetResult:
         return text
 
 
-Vettable = Statement | Step | str
+Vettable = Statement | ExecStep | str
 
 
-def _steps(items: Sequence[Vettable]) -> tuple[list[Step], list[str]]:
-    """The commands that execute ``items``, and for each the plan statement it belongs to."""
-    steps: list[Step] = []
+def _steps(items: Sequence[Vettable]) -> tuple[list[ExecStep], list[str]]:
+    """The commands that execute ``items`` (as they would run on the environment), and for each the plan statement
+    it belongs to."""
+    steps: list[ExecStep] = []
     owners: list[str] = []
     for item in items:
-        if isinstance(item, Step):
+        if isinstance(item, ExecStep):
             steps.append(item)
             owners.append(item.sql)
             continue
         stmt = item if isinstance(item, Statement) else Statement(item)
         for e in stmt.execution():
-            steps.append(Step(e.sql, e.transactional))
+            steps.append(e)
             owners.append(stmt.sql)
     return steps, owners
 

@@ -12,28 +12,24 @@ AZ1xx      authz              row-level security, policies, privileges, ownershi
 RC1xx      recreate           objects dropped and recreated (no data lost; dependants named)
 EX1xx      extensions         extensions installed, updated, moved
 RN1xx      renames            a drop plus an add that look like a rename
-UP001      (here)             a statement that does not parse
+UP001      engine             a statement that does not parse
 =========  =================  ===========================================================================
 
-Public surface: :func:`examine` (hazards, figures and online-safe steps per statement), :func:`analyze` (hazards
-only), :func:`affected_relations` (what to read figures for), :data:`REGISTRY`.
+Modules, each importing only those above it: ``names`` and ``types`` (pglast helpers), ``plan`` (plan-wide
+lookups), ``context`` (parsed statements, the plan context, table sizes, step timeouts), ``registry`` (checks and
+their codes), ``online`` (the steps that run each statement, online-safe forms included), the check families,
+and ``engine`` (:func:`examine`: parse, online pass, checks).
+
+Public surface: :func:`examine` (hazards, figures and steps per statement), :func:`affected_relations` (what to
+read figures for), :func:`parse_plan`, :func:`known_codes`, :data:`REGISTRY`, :class:`StepTimeouts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-from pglast import ast, enums, parser
-from pglast.visitors import Visitor
-
-from ..model import ExecStep, Hazard, HazardKind, Severity, TableStats
-from . import authz, data, destructive, extensions, locks, recreate, renames  # noqa: F401 - registers the checks
-from .names import dropped_name, qualified, qualified_child
-from .registry import REGISTRY, Check, LargeTable, ParsedStatement, PlanContext, check
-
-OT = enums.ObjectType
+from ..model import TableStats
+from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
+from .engine import Examined, affected_relations, examine, known_codes, parse_plan
+from .registry import REGISTRY, Check
 
 __all__ = [
     "REGISTRY",
@@ -42,131 +38,10 @@ __all__ = [
     "LargeTable",
     "ParsedStatement",
     "PlanContext",
+    "StepTimeouts",
     "TableStats",
     "affected_relations",
-    "analyze",
     "examine",
     "known_codes",
     "parse_plan",
 ]
-
-
-@check("UP001", HazardKind.UNPARSEABLE, Severity.DANGER, "statement could not be parsed", nodes=())
-def _unparseable(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    yield "statement could not be parsed; treated as needing approval"  # raised by examine(), never by a node
-
-
-UNPARSEABLE = Hazard(
-    code="UP001",
-    kind=HazardKind.UNPARSEABLE,
-    severity=Severity.DANGER,
-    message="statement could not be parsed; treated as needing approval",
-)
-
-
-@dataclass(frozen=True)
-class Examined:
-    """What the engine found for one statement: hazards, figures of the tables it touches, steps to run."""
-
-    sql: str
-    hazards: tuple[Hazard, ...]
-    tables: Mapping[str, TableStats] = field(default_factory=dict)
-    steps: tuple[ExecStep, ...] = ()
-
-
-def known_codes() -> dict[str, Check]:
-    """Every registered hazard code and its check, in code order."""
-    return dict(sorted(REGISTRY.items()))
-
-
-def parse_plan(sqls: Sequence[str]) -> tuple[ParsedStatement, ...]:
-    out: list[ParsedStatement] = []
-    for i, sql in enumerate(sqls):
-        try:
-            raw = parser.parse_sql(sql)
-            node = raw[0].stmt if len(raw) == 1 else None
-            err = None if len(raw) == 1 else f"expected one statement, found {len(raw)}"
-        except parser.ParseError as exc:
-            node, err = None, str(exc)
-        out.append(ParsedStatement(index=i, sql=sql, node=node, parse_error=err))
-    return tuple(out)
-
-
-_CHILD_DROPS = (OT.OBJECT_TRIGGER, OT.OBJECT_POLICY, OT.OBJECT_RULE)
-_RELATION_DROPS = (
-    OT.OBJECT_TABLE,
-    OT.OBJECT_VIEW,
-    OT.OBJECT_MATVIEW,
-    OT.OBJECT_INDEX,
-    OT.OBJECT_SEQUENCE,
-    OT.OBJECT_FOREIGN_TABLE,
-)
-
-
-class _Targets(Visitor):
-    """The relations a statement touches: RangeVars anywhere, plus the names that drops and triggers carry."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def visit_RangeVar(self, ancestors: Any, node: Any) -> None:
-        self.names.append(qualified(node))
-
-
-def statement_relations(stmt: ParsedStatement) -> list[str]:
-    """``schema.name`` of every relation (or index) ``stmt`` refers to, in order of appearance, no repeats."""
-    node = stmt.node
-    if node is None:
-        return []
-    v = _Targets()
-    v(node)
-    names = v.names
-    if isinstance(node, ast.DropStmt):
-        for obj in node.objects or ():
-            if node.removeType in _CHILD_DROPS:
-                names.append(qualified_child(obj)[0])
-            elif node.removeType in _RELATION_DROPS:
-                names.append(dropped_name(obj))
-    return list(dict.fromkeys(n for n in names if n != "?"))
-
-
-def affected_relations(parsed: Iterable[ParsedStatement]) -> list[str]:
-    """Every relation a plan refers to: what to read figures for, with one catalog query."""
-    out: dict[str, None] = {}
-    for stmt in parsed:
-        out.update(dict.fromkeys(statement_relations(stmt)))
-    return list(out)
-
-
-def examine(
-    sqls: Sequence[str],
-    table_stats: Mapping[str, TableStats] | None = None,
-    *,
-    large: LargeTable | None = None,
-    online_rewrites: bool = True,
-) -> list[Examined]:
-    """Hazards, figures and online-safe steps of each statement of a plan, in plan order."""
-    parsed = parse_plan(sqls)
-    stats = dict(table_stats or {})
-    ctx = PlanContext(
-        statements=parsed, table_stats=stats, large=large or LargeTable(), online_rewrites=online_rewrites
-    )
-    result: list[Examined] = []
-    for stmt in parsed:
-        if stmt.node is None:
-            result.append(Examined(stmt.sql, (UNPARSEABLE,)))
-            continue
-        name = type(stmt.node).__name__
-        found: list[Hazard] = []
-        for chk in REGISTRY.values():
-            if name in chk.nodes:
-                found.extend(Hazard(chk.code, chk.kind, chk.severity, msg) for msg in chk.func(stmt.node, stmt, ctx))
-        tables = {t: stats[t] for t in statement_relations(stmt) if t in stats}
-        result.append(Examined(stmt.sql, tuple(found), tables, ctx.steps(stmt)))
-    return result
-
-
-def analyze(sqls: Sequence[str], table_stats: Mapping[str, TableStats] | None = None) -> list[tuple[Hazard, ...]]:
-    """The hazards of each statement of a plan, in plan order."""
-    return [e.hazards for e in examine(sqls, table_stats)]

@@ -8,8 +8,9 @@ from typing import Any
 from pglast import ast, enums
 
 from ..model import HazardKind, Severity
-from .names import qualified, qualified_child, qualified_name, relname
-from .registry import ParsedStatement, PlanContext, check
+from .context import ParsedStatement, PlanContext
+from .names import qualified, qualified_name, relname
+from .registry import check
 
 AT = enums.AlterTableType
 OT = enums.ObjectType
@@ -89,9 +90,7 @@ def policy_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterat
                 "with a new definition: changes which rows roles may see or change"
             )
     elif node.removeType == OT.OBJECT_POLICY:
-        for obj in node.objects or ():
-            table, name = qualified_child(obj)
-            again = ctx.plan.recreated_after("policy", f"{table}.{name}", stmt.index)
+        for table, name, again in ctx.plan.dropped_children(node, "policy", stmt.index):
             if again is not None:
                 yield (
                     f"drops policy {name} on {table} to recreate it (statement {again + 1}): if the two do not run in "
@@ -103,9 +102,8 @@ def policy_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterat
 def policy_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     if node.removeType != OT.OBJECT_POLICY:
         return
-    for obj in node.objects or ():
-        table, name = qualified_child(obj)
-        if ctx.plan.recreated_after("policy", f"{table}.{name}", stmt.index) is None:
+    for table, name, again in ctx.plan.dropped_children(node, "policy", stmt.index):
+        if again is None:
             yield f"drops policy {name} on {table}: the rows it allowed become invisible, or the rows it hid visible"
 
 

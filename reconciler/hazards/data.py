@@ -13,9 +13,10 @@ from typing import Any
 from pglast import ast, enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, qualified
-from .registry import ParsedStatement, PlanContext, check
+from .names import added_constraint, qualified, validated_constraint
+from .registry import check
 from .types import from_type_name
 
 AT = enums.AlterTableType
@@ -25,6 +26,13 @@ OT = enums.ObjectType
 
 def _cmds(node: Any) -> tuple[Any, ...]:
     return tuple(node.cmds or ()) if node.objtype == OT.OBJECT_TABLE else ()
+
+
+def _on_rows(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[tuple[str, Any]]:
+    """(table, command) for each command of an ALTER TABLE whose table may hold rows (nothing on an empty one)."""
+    table = qualified(node.relation)
+    if ctx.has_rows(table, stmt.index):
+        yield from ((table, cmd) for cmd in _cmds(node))
 
 
 def _keys(con: Any) -> str:
@@ -39,10 +47,7 @@ def _keys(con: Any) -> str:
     nodes=["AlterTableStmt"],
 )
 def not_null_without_default(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not ctx.has_rows(table, stmt.index):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_rows(node, stmt, ctx):
         if cmd.subtype != AT.AT_AddColumn or not isinstance(cmd.def_, ast.ColumnDef):
             continue
         col = cmd.def_
@@ -96,12 +101,9 @@ def unique_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
     nodes=["AlterTableStmt"],
 )
 def check_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not ctx.has_rows(table, stmt.index):
-        return
-    for cmd in _cmds(node):
-        con = added_constraint(cmd)
-        if con is not None and con.contype == CT.CONSTR_CHECK and not con.skip_validation:
+    for table, cmd in _on_rows(node, stmt, ctx):
+        con = validated_constraint(cmd, CT.CONSTR_CHECK)
+        if con is not None:
             yield f"adds CHECK constraint {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row violates it"
 
 
@@ -109,10 +111,7 @@ def check_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[
     "MF104", HazardKind.DATA_DEPENDENT, Severity.WARNING, "SET NOT NULL on a table with rows", nodes=["AlterTableStmt"]
 )
 def set_not_null(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not ctx.has_rows(table, stmt.index):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_rows(node, stmt, ctx):
         if cmd.subtype == AT.AT_SetNotNull:
             yield f"sets {cmd.name} NOT NULL on {ctx.figures(table)}: fails if an existing row has NULL there"
 
@@ -125,12 +124,9 @@ def set_not_null(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
     nodes=["AlterTableStmt"],
 )
 def fk_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not ctx.has_rows(table, stmt.index):
-        return
-    for cmd in _cmds(node):
-        con = added_constraint(cmd)
-        if con is not None and con.contype == CT.CONSTR_FOREIGN and not con.skip_validation:
+    for table, cmd in _on_rows(node, stmt, ctx):
+        con = validated_constraint(cmd, CT.CONSTR_FOREIGN)
+        if con is not None:
             yield (
                 f"adds FOREIGN KEY {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row refers to "
                 f"a missing row of {qualified(con.pktable)}"
@@ -145,10 +141,7 @@ def fk_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str
     nodes=["AlterTableStmt"],
 )
 def constraint_validated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not ctx.has_rows(table, stmt.index):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_rows(node, stmt, ctx):
         if cmd.subtype == AT.AT_ValidateConstraint:
             yield f"validates {cmd.name} on {ctx.figures(table)}: fails if an existing row violates it"
 
@@ -161,10 +154,7 @@ def constraint_validated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> 
     nodes=["AlterTableStmt"],
 )
 def recast_to_recreated_type(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not ctx.has_rows(table, stmt.index):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_rows(node, stmt, ctx):
         if cmd.subtype == AT.AT_AlterColumnType and cmd.def_ is not None:
             new = from_type_name(cmd.def_.typeName)
             if new is not None and recast_to_recreated(new, stmt, ctx):

@@ -8,8 +8,9 @@ from typing import Any
 from pglast import enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .names import dropped_name, object_name, qualified, relname
-from .registry import ParsedStatement, PlanContext, check
+from .registry import check
 from .types import compare, from_type_name, parse_type
 
 OT = enums.ObjectType

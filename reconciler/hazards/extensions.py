@@ -8,7 +8,8 @@ from typing import Any
 from pglast import ast, enums
 
 from ..model import HazardKind, Severity
-from .registry import ParsedStatement, PlanContext, check
+from .context import ParsedStatement, PlanContext
+from .registry import check
 
 
 def _option(node: Any, name: str) -> str | None:

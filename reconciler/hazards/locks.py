@@ -14,9 +14,10 @@ from pglast import ast, enums
 from pglast.visitors import Visitor
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, dropped_name, qualified, qualified_child
-from .registry import ParsedStatement, PlanContext, check
+from .names import added_constraint, dropped_name, qualified, qualified_child, validated_constraint
+from .registry import check
 from .types import compare, from_type_name, parse_type
 
 AT = enums.AlterTableType
@@ -71,6 +72,17 @@ def _cmds(node: Any) -> tuple[Any, ...]:
     return tuple(node.cmds or ()) if node.objtype in (OT.OBJECT_TABLE, OT.OBJECT_MATVIEW) else ()
 
 
+def _on_large(
+    node: Any, stmt: ParsedStatement, ctx: PlanContext, *, unless_online: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """(table, command) for each command of an ALTER TABLE on a large table; with ``unless_online``, nothing when
+    the statement runs in an online-safe form."""
+    table = qualified(node.relation)
+    if (unless_online and ctx.online(stmt)) or not _large(table, stmt, ctx):
+        return
+    yield from ((table, cmd) for cmd in _cmds(node))
+
+
 @check(
     "LK101", HazardKind.LOCK, Severity.WARNING, "index built without CONCURRENTLY on a large table", nodes=["IndexStmt"]
 )
@@ -108,10 +120,7 @@ def _rewrites_column(node: Any, cmd: Any, stmt: ParsedStatement, ctx: PlanContex
     "LK102", HazardKind.REWRITE, Severity.WARNING, "column type change rewrites a large table", nodes=["AlterTableStmt"]
 )
 def type_change_rewrite(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not _large(table, stmt, ctx):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_large(node, stmt, ctx):
         if cmd.subtype == AT.AT_AlterColumnType:
             what = _rewrites_column(node, cmd, stmt, ctx)
             if what is not None:
@@ -163,10 +172,7 @@ def _column_rewrite(col: Any) -> str | None:
     nodes=["AlterTableStmt"],
 )
 def volatile_default(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not _large(table, stmt, ctx):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_large(node, stmt, ctx):
         if cmd.subtype == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
             why = _column_rewrite(cmd.def_)
             if why is not None:
@@ -184,10 +190,7 @@ def volatile_default(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
     nodes=["AlterTableStmt"],
 )
 def set_not_null_scan(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if ctx.online(stmt) or not _large(table, stmt, ctx):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_large(node, stmt, ctx, unless_online=True):
         if cmd.subtype == AT.AT_SetNotNull:
             yield (
                 f"sets {cmd.name} NOT NULL: scans {ctx.figures(table)} for NULLs under an ACCESS EXCLUSIVE lock "
@@ -198,12 +201,9 @@ def set_not_null_scan(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Ite
 def _validated_constraint(
     node: Any, stmt: ParsedStatement, ctx: PlanContext, contype: Any
 ) -> Iterator[tuple[str, Any]]:
-    table = qualified(node.relation)
-    if ctx.online(stmt) or not _large(table, stmt, ctx):
-        return
-    for cmd in _cmds(node):
-        con = added_constraint(cmd)
-        if con is not None and con.contype == contype and not con.skip_validation:
+    for table, cmd in _on_large(node, stmt, ctx, unless_online=True):
+        con = validated_constraint(cmd, contype)
+        if con is not None:
             yield table, con
 
 
@@ -294,10 +294,7 @@ def access_exclusive(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
     nodes=["AlterTableStmt"],
 )
 def constraint_index_build(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if not _large(table, stmt, ctx):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_large(node, stmt, ctx):
         con = added_constraint(cmd)
         unique = (CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY, CT.CONSTR_EXCLUSION)
         if con is not None and con.contype in unique and not con.indexname:
@@ -315,10 +312,7 @@ def constraint_index_build(node: Any, stmt: ParsedStatement, ctx: PlanContext) -
     nodes=["AlterTableStmt"],
 )
 def validate_in_same_transaction(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    table = qualified(node.relation)
-    if ctx.online(stmt) or not _large(table, stmt, ctx):
-        return
-    for cmd in _cmds(node):
+    for table, cmd in _on_large(node, stmt, ctx, unless_online=True):
         if cmd.subtype == AT.AT_ValidateConstraint:
             added = ctx.plan.not_valid_constraints.get((table, str(cmd.name)))
             if added is not None and added < stmt.index:

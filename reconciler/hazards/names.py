@@ -92,3 +92,9 @@ def added_constraint(cmd: Any) -> Any | None:
     if cmd.subtype == enums.AlterTableType.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
         return cmd.def_
     return None
+
+
+def validated_constraint(cmd: Any, contype: Any) -> Any | None:
+    """The constraint of type ``contype`` that an ``ADD CONSTRAINT`` command adds and validates at once (no NOT VALID)."""
+    con = added_constraint(cmd)
+    return con if con is not None and con.contype == contype and not con.skip_validation else None

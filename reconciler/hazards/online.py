@@ -17,21 +17,24 @@ On a table above the ``large_table`` threshold (not a partitioned one, where Pos
 
 On any table, an INVALID index left by an earlier failed concurrent build under the name of an index to be
 built is dropped (``DROP INDEX CONCURRENTLY``) before the build.
+
+Every statement gets its steps here, rewritten or not, each with explicit timeouts (:class:`~.context.StepTimeouts`):
+a concurrent index build, drop or reindex runs alone with the larger statement timeout, and names the index a
+failed build leaves behind; the executor runs the steps as given.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from pglast import ast, enums
 from pglast.stream import RawStream
 
 from ..model import ExecStep
+from .context import ParsedStatement, PlanContext, StepTimeouts
 from .names import dropped_name, qualified, quote_ident, quote_qualified
-
-if TYPE_CHECKING:
-    from .registry import ParsedStatement, PlanContext
 
 AT = enums.AlterTableType
 CT = enums.ConstrType
@@ -39,6 +42,67 @@ OT = enums.ObjectType
 
 # Relation kinds (pg_class.relkind) on which the online forms work.
 _ONLINE_KINDS = ("r", "m")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The steps that execute one statement, and whether they are an online-safe form of it."""
+
+    steps: tuple[ExecStep, ...]
+    online: bool = False
+
+
+@dataclass(frozen=True)
+class _StepBuilder:
+    """Builds the steps of one environment: every step carries the timeouts it runs with."""
+
+    timeouts: StepTimeouts
+
+    def run(self, sql: str, *, transactional: bool = True) -> ExecStep:
+        return ExecStep(sql, transactional, self.timeouts.statement, self.timeouts.lock)
+
+    def concurrently(self, sql: str, index: str | None = None) -> ExecStep:
+        """A concurrent index build (``index`` names it), drop or reindex: alone, with the longer timeout."""
+        return ExecStep(sql, False, self.timeouts.statement_for(concurrent=True), self.timeouts.lock, index)
+
+
+def online_pass(ctx: PlanContext, timeouts: StepTimeouts) -> dict[int, Execution]:
+    """The steps of every statement of the plan, by position."""
+    make = _StepBuilder(timeouts)
+    return {s.index: _execution(s, ctx, make) for s in ctx.statements}
+
+
+def _execution(stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution:
+    """The steps that execute ``stmt``: an online-safe form where one applies, else the statement as written."""
+    node = stmt.node
+    found: Execution | None = None
+    if isinstance(node, ast.IndexStmt):
+        found = _create_index(node, stmt, ctx, make)
+    elif isinstance(node, ast.DropStmt):
+        found = _drop_index(node, stmt, ctx, make)
+    elif isinstance(node, ast.AlterTableStmt) and node.objtype == OT.OBJECT_TABLE:
+        found = _alter_table(node, stmt, ctx, make)
+    return found or Execution((_as_written(stmt, make),))
+
+
+def _as_written(stmt: ParsedStatement, make: _StepBuilder) -> ExecStep:
+    """The step that runs ``stmt`` as written: alone if it is a concurrent index build, drop or reindex."""
+    node = stmt.node
+    if isinstance(node, ast.IndexStmt | ast.DropStmt) and node.concurrent:
+        return make.concurrently(stmt.sql, _index_name(node) if isinstance(node, ast.IndexStmt) else None)
+    if isinstance(node, ast.ReindexStmt) and any(
+        getattr(p, "defname", None) == "concurrently" for p in node.params or ()
+    ):
+        return make.concurrently(stmt.sql)
+    return make.run(stmt.sql)
+
+
+def _index_name(node: Any) -> str | None:
+    """The quoted name of the index ``node`` builds, qualified when its table is (None: PostgreSQL names it)."""
+    if not node.idxname:
+        return None
+    schema = node.relation.schemaname if node.relation is not None else None
+    return f"{quote_ident(schema)}.{quote_ident(node.idxname)}" if schema else quote_ident(node.idxname)
 
 
 def _deparse(node: Any) -> str:
@@ -57,70 +121,58 @@ def _single_cmd(node: Any) -> Any | None:
     return cmds[0] if len(cmds) == 1 else None
 
 
-def rewrite(stmt: ParsedStatement, ctx: PlanContext) -> tuple[tuple[ExecStep, ...], bool]:
-    """The steps that execute ``stmt`` (empty: as written), and whether they are an online form of it."""
-    node = stmt.node
-    if isinstance(node, ast.IndexStmt):
-        return _create_index(node, stmt, ctx)
-    if isinstance(node, ast.DropStmt):
-        return _drop_index(node, stmt, ctx)
-    if isinstance(node, ast.AlterTableStmt) and node.objtype == OT.OBJECT_TABLE:
-        cmd = _single_cmd(node)
-        if cmd is None or not _online(ctx, qualified(node.relation), stmt.index):
-            return (), False
-        steps: tuple[ExecStep, ...] = ()
-        if cmd.subtype == AT.AT_AddConstraint:
-            steps = _add_constraint(node, cmd)
-        elif cmd.subtype == AT.AT_ValidateConstraint:
-            steps = (ExecStep(stmt.sql, transactional=False),)
-        elif cmd.subtype == AT.AT_SetNotNull:
-            steps = _set_not_null(node, cmd)
-        return steps, bool(steps)
-    return (), False
+def _alter_table(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution | None:
+    cmd = _single_cmd(node)
+    if cmd is None or not _online(ctx, qualified(node.relation), stmt.index):
+        return None
+    steps: tuple[ExecStep, ...] = ()
+    if cmd.subtype == AT.AT_AddConstraint:
+        steps = _add_constraint(node, cmd, make)
+    elif cmd.subtype == AT.AT_ValidateConstraint:
+        steps = (make.run(stmt.sql, transactional=False),)
+    elif cmd.subtype == AT.AT_SetNotNull:
+        steps = _set_not_null(node, cmd, make)
+    return Execution(steps, online=True) if steps else None
 
 
-def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> tuple[tuple[ExecStep, ...], bool]:
+def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution | None:
     if node.concurrent or node.relation is None:
-        return (), False
+        return None
     table = qualified(node.relation)
     steps: list[ExecStep] = []
     st = ctx.stats(table)
     if node.idxname and st is not None and node.idxname in st.invalid_indexes:
         schema = table.rsplit(".", 1)[0]
-        steps.append(
-            ExecStep(
-                f"DROP INDEX CONCURRENTLY IF EXISTS {quote_ident(schema)}.{quote_ident(node.idxname)}",
-                transactional=False,
-            )
-        )
+        leftover = f"{quote_ident(schema)}.{quote_ident(node.idxname)}"
+        steps.append(make.concurrently(f"DROP INDEX CONCURRENTLY IF EXISTS {leftover}"))
     if _online(ctx, table, stmt.index):
         online = copy.deepcopy(node)
         online.concurrent = True
-        steps.append(ExecStep(_deparse(online), transactional=False))
-        return tuple(steps), True
+        steps.append(make.concurrently(_deparse(online), _index_name(online)))
+        return Execution(tuple(steps), online=True)
     if steps:
-        steps.append(ExecStep(stmt.sql))
-    return tuple(steps), False
+        return Execution((*steps, make.run(stmt.sql)))
+    return None
 
 
-def _drop_index(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> tuple[tuple[ExecStep, ...], bool]:
+def _drop_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution | None:
     if (
         node.removeType != OT.OBJECT_INDEX
         or node.concurrent
         or len(node.objects or ()) != 1
         or node.behavior == enums.DropBehavior.DROP_CASCADE
     ):
-        return (), False
+        return None
     name = dropped_name(node.objects[0])
     st = ctx.stats(name)  # an index's figures are those of its table
     if not ctx.online_rewrites or st is None or st.kind != "i" or ctx.size(name, stmt.index) != "large":
-        return (), False
+        return None
     online = copy.deepcopy(node)
     online.concurrent = True
-    return (ExecStep(_deparse(online), transactional=False),), True
+    return Execution((make.concurrently(_deparse(online)),), online=True)
 
 
-def _add_constraint(node: Any, cmd: Any) -> tuple[ExecStep, ...]:
+def _add_constraint(node: Any, cmd: Any, make: _StepBuilder) -> tuple[ExecStep, ...]:
     con = cmd.def_
     if (
         not isinstance(con, ast.Constraint)
@@ -133,7 +185,7 @@ def _add_constraint(node: Any, cmd: Any) -> tuple[ExecStep, ...]:
     added.cmds[0].def_.skip_validation = True
     added.cmds[0].def_.initially_valid = False
     validate = f"ALTER TABLE {quote_qualified(qualified(node.relation))} VALIDATE CONSTRAINT {quote_ident(con.conname)}"
-    return (ExecStep(_deparse(added)), ExecStep(validate, transactional=False))
+    return (make.run(_deparse(added)), make.run(validate, transactional=False))
 
 
 HELPER_PREFIX = "reconciler_nn_proof_"
@@ -152,14 +204,14 @@ def helper_constraint(column: str) -> str:
     return name
 
 
-def _set_not_null(node: Any, cmd: Any) -> tuple[ExecStep, ...]:
+def _set_not_null(node: Any, cmd: Any, make: _StepBuilder) -> tuple[ExecStep, ...]:
     table = quote_qualified(qualified(node.relation))
     col = str(cmd.name)
     proof = quote_ident(helper_constraint(col))
     return (
-        ExecStep(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {proof}"),
-        ExecStep(f"ALTER TABLE {table} ADD CONSTRAINT {proof} CHECK ({quote_ident(col)} IS NOT NULL) NOT VALID"),
-        ExecStep(f"ALTER TABLE {table} VALIDATE CONSTRAINT {proof}", transactional=False),
-        ExecStep(f"ALTER TABLE {table} ALTER COLUMN {quote_ident(col)} SET NOT NULL"),
-        ExecStep(f"ALTER TABLE {table} DROP CONSTRAINT {proof}"),
+        make.run(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {proof}"),
+        make.run(f"ALTER TABLE {table} ADD CONSTRAINT {proof} CHECK ({quote_ident(col)} IS NOT NULL) NOT VALID"),
+        make.run(f"ALTER TABLE {table} VALIDATE CONSTRAINT {proof}", transactional=False),
+        make.run(f"ALTER TABLE {table} ALTER COLUMN {quote_ident(col)} SET NOT NULL"),
+        make.run(f"ALTER TABLE {table} DROP CONSTRAINT {proof}"),
     )

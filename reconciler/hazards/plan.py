@@ -8,17 +8,14 @@ walking the plan again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pglast import ast, enums
 from pglast.visitors import Visitor
 
 from .names import dropped_name, qualified, qualified_child, qualified_name
-
-if TYPE_CHECKING:
-    from .registry import ParsedStatement
 
 OT = enums.ObjectType
 AT = enums.AlterTableType
@@ -71,11 +68,12 @@ class PlanIndex:
     not_valid_constraints: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, name) -> index
 
     @classmethod
-    def build(cls, statements: Sequence[ParsedStatement]) -> PlanIndex:
+    def build(cls, statements: Iterable[tuple[int, Any | None]]) -> PlanIndex:
+        """The index of a plan's statements, given as (position, parse tree or None if it did not parse)."""
         idx = cls()
-        for st in statements:
-            if st.node is not None:
-                idx._add(st.index, st.node)
+        for i, node in statements:
+            if node is not None:
+                idx._add(i, node)
         return idx
 
     # -- queries ------------------------------------------------------------------------------------
@@ -87,6 +85,13 @@ class PlanIndex:
         """The index of a statement after ``after`` that creates ``kind`` ``name`` again, if any."""
         at = self.created.get((kind, name))
         return at if at is not None and at > after else None
+
+    def dropped_children(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str, int | None]]:
+        """For each trigger or policy that the DROP statement ``node`` (statement ``at``) drops: its table, its name,
+        and the later statement that creates it again (None if none does)."""
+        for obj in node.objects or ():
+            table, name = qualified_child(obj)
+            yield table, name, self.recreated_after(kind, f"{table}.{name}", at)
 
     def dropped_before(self, kind: str, name: str, before: int) -> int | None:
         at = self.dropped.get((kind, name))

@@ -14,9 +14,10 @@ from typing import Any
 from pglast import enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .destructive import type_replaced
-from .names import dropped_name, qualified_child
-from .registry import ParsedStatement, PlanContext, check
+from .names import dropped_name
+from .registry import check
 
 OT = enums.ObjectType
 
@@ -81,9 +82,7 @@ def function_recreated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> It
 def trigger_recreated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     if node.removeType != OT.OBJECT_TRIGGER:
         return
-    for obj in node.objects or ():
-        table, name = qualified_child(obj)
-        again = ctx.plan.recreated_after("trigger", f"{table}.{name}", stmt.index)
+    for table, name, again in ctx.plan.dropped_children(node, "trigger", stmt.index):
         if again is not None:
             yield (
                 f"drops trigger {name} on {table} and recreates it (statement {again + 1}): if the two do not run in "

@@ -9,8 +9,9 @@ from typing import Any
 from pglast import ast, enums
 
 from ..model import HazardKind, Severity
+from .context import ParsedStatement, PlanContext
 from .names import dropped_name, qualified
-from .registry import ParsedStatement, PlanContext, check
+from .registry import check
 from .types import TypeRef, from_type_name, parse_type, same_type
 
 AT = enums.AlterTableType

@@ -18,12 +18,13 @@ import psycopg
 import pytest
 from conftest import run_sql
 
-from reconciler.apply import AppliedStatement, LockWait, Step, execute_steps
+from reconciler.apply import AppliedStatement, LockWait, execute_steps
 from reconciler.config import EnvironmentConfig
 from reconciler.db import APPLICATION_NAME
 from reconciler.errors import ApplyError, ApplyInterruptedError, LockTimeoutError
+from reconciler.hazards import StepTimeouts, examine
 from reconciler.locks import APPLY_LOCK_KEY
-from reconciler.model import Plan, PlanStatus
+from reconciler.model import ExecStep, Plan, PlanStatus
 from reconciler.service import ApplyResult, Reconciler
 from reconciler.store import open_store
 
@@ -258,7 +259,9 @@ def test_concurrent_index_build_has_its_own_statement_timeout_and_is_retried_cle
                 waits.append(w)
                 writer.rollback()  # the writer finishes while the applier backs off
 
-            done = execute_steps(conn, [Step(cic, transactional=False)], env, on_lock_wait=on_wait)
+            # The step as the hazard engine builds it for this environment: alone, with the concurrent timeout.
+            [found] = examine([cic], timeouts=StepTimeouts.for_env(env))
+            done = execute_steps(conn, found.steps, env, on_lock_wait=on_wait)
     assert [(w.attempt, "lock timeout" in w.error) for w in waits] == [(1, True)]
     assert waits[0].waited >= timedelta(milliseconds=250)
     assert done[0].attempts == 2 and len(done[0].waits) == 1
@@ -326,10 +329,10 @@ def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Pat
     assert queued.plan_id is not None
     rec = store.get_plan(queued.plan_id)
     steps = [
-        Step("create table c (id int)"),
-        Step("create index concurrently a_id on a (id)", transactional=False),
-        Step("alter table b add column y int"),
-        Step("alter table c add column z int"),
+        ExecStep("create table c (id int)"),
+        ExecStep("create index concurrently a_id on a (id)", transactional=False),
+        ExecStep("alter table b add column y int"),
+        ExecStep("alter table c add column z int"),
     ]
 
     def committed(batch: list[AppliedStatement]) -> None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
-from reconciler.hazards import LargeTable, examine
+from reconciler.hazards import Examined, LargeTable, StepTimeouts, examine
 from reconciler.model import TableStats
+
+# The timeouts the engine gives steps in these tests (the configuration's defaults).
+TIMEOUTS = StepTimeouts(
+    statement=timedelta(minutes=15), concurrent_statement=timedelta(hours=2), lock=timedelta(seconds=5)
+)
 
 EMPTY = TableStats(rows=0, bytes=8192, heap_bytes=0)
 SMALL = TableStats(rows=200, bytes=48 * 1024, heap_bytes=16 * 1024)
@@ -38,14 +44,20 @@ def codes(
     online: bool = True,
 ) -> list[tuple[str, ...]]:
     """Per statement, the hazard codes starting with ``prefix``."""
-    return [
-        tuple(h.code for h in e.hazards if h.code.startswith(prefix))
-        for e in examine(sqls, stats or {}, large=LargeTable(), online_rewrites=online)
-    ]
+    return [tuple(h.code for h in e.hazards if h.code.startswith(prefix)) for e in run(sqls, stats, online=online)]
 
 
 def messages(sqls: Sequence[str], stats: Mapping[str, TableStats] | None = None, prefix: str = "") -> str:
     """Every hazard message starting with ``prefix`` of a plan, one per line."""
-    return "\n".join(
-        f"{h.code} {h.message}" for e in examine(sqls, stats or {}) for h in e.hazards if h.code.startswith(prefix)
-    )
+    return "\n".join(f"{h.code} {h.message}" for e in run(sqls, stats) for h in e.hazards if h.code.startswith(prefix))
+
+
+def run(
+    sqls: Sequence[str],
+    stats: Mapping[str, TableStats] | None = None,
+    *,
+    large: LargeTable | None = None,
+    online: bool = True,
+) -> list[Examined]:
+    """The engine on a plan, with the test timeouts."""
+    return examine(sqls, stats or {}, timeouts=TIMEOUTS, large=large or LargeTable(), online_rewrites=online)

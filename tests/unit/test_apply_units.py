@@ -1,4 +1,4 @@
-"""The executor's pure parts (no database): units, timeouts per statement, retry backoff; the new config keys."""
+"""The executor's pure parts (no database): units, the timeouts a step runs with, retry backoff; the config keys."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.apply import RetryPolicy, Step, is_concurrent, statement_timeout_for, units
+from reconciler.apply import RetryPolicy, Timeouts, units
 from reconciler.config import EnvironmentConfig, load_config
 from reconciler.errors import ConfigError
+from reconciler.model import ExecStep
 
 CIC = 'create index concurrently "i" on "public"."t" using btree ("a")'
 
@@ -18,41 +19,30 @@ CIC = 'create index concurrently "i" on "public"."t" using btree ("a")'
 @pytest.mark.parametrize(
     ("steps", "skip", "expected"),
     [
-        ([Step("a"), Step("b"), Step("c")], (), [[0, 1, 2]]),
-        ([Step("a"), Step(CIC, False), Step("c")], (), [[0], [1], [2]]),
+        ([ExecStep("a"), ExecStep("b"), ExecStep("c")], (), [[0, 1, 2]]),
+        ([ExecStep("a"), ExecStep(CIC, False), ExecStep("c")], (), [[0], [1], [2]]),
         (
-            [Step("a"), Step("b"), Step(CIC, False), Step(CIC, False), Step("e"), Step("f")],
+            [ExecStep("a"), ExecStep("b"), ExecStep(CIC, False), ExecStep(CIC, False), ExecStep("e"), ExecStep("f")],
             (),
             [[0, 1], [2], [3], [4, 5]],
         ),
-        ([Step("a"), Step("b"), Step(CIC, False), Step("d"), Step("e")], (0, 1, 2), [[3, 4]]),
-        ([Step("a"), Step("b")], (0, 1), []),
+        ([ExecStep("a"), ExecStep("b"), ExecStep(CIC, False), ExecStep("d"), ExecStep("e")], (0, 1, 2), [[3, 4]]),
+        ([ExecStep("a"), ExecStep("b")], (0, 1), []),
     ],
     ids=["one-transaction", "split-by-concurrent", "mixed", "resume-after-committed", "all-done"],
 )
-def test_units(steps: list[Step], skip: tuple[int, ...], expected: list[list[int]]) -> None:
+def test_units(steps: list[ExecStep], skip: tuple[int, ...], expected: list[list[int]]) -> None:
     assert [[i for i, _ in unit] for unit in units(steps, skip)] == expected
 
 
-@pytest.mark.parametrize(
-    ("sql", "concurrent"),
-    [
-        (CIC, True),
-        ('create index "i" on "public"."t" using btree ("a")', False),
-        ('drop index concurrently if exists "public"."i"', True),
-        ('reindex (concurrently) index "public"."i"', True),
-        ('alter table "public"."t" add column "c" int', False),
-        ("create index concurrently broken syntax here (", True),
-    ],
-)
-def test_is_concurrent(sql: str, concurrent: bool) -> None:
-    assert is_concurrent(sql) is concurrent
-
-
-def test_concurrent_builds_get_their_own_statement_timeout() -> None:
+def test_a_step_runs_with_its_own_timeouts_else_the_environments() -> None:
+    # The executor parses no SQL: which statement is a concurrent build is the hazard engine's call (its tests).
     env = EnvironmentConfig(dsn="x", statement_timeout="15m", concurrent_statement_timeout="3h", lock_timeout="2s")  # type: ignore[arg-type]
-    assert statement_timeout_for(Step(CIC, transactional=False), env) == timedelta(hours=3)
-    assert statement_timeout_for(Step('alter table "t" add column "c" int'), env) == timedelta(minutes=15)
+    own = ExecStep(CIC, False, statement_timeout=timedelta(hours=3), lock_timeout=timedelta(milliseconds=300))
+    assert Timeouts.of(own, env) == Timeouts(statement=timedelta(hours=3), lock=timedelta(milliseconds=300))
+    assert Timeouts.of(ExecStep(CIC, transactional=False), env) == Timeouts(timedelta(minutes=15), timedelta(seconds=2))
+    zero = ExecStep("select 1", statement_timeout=timedelta(0), lock_timeout=timedelta(0))  # 0: no limit, as set
+    assert Timeouts.of(zero, env) == Timeouts(timedelta(0), timedelta(0))
 
 
 def test_backoff_is_bounded_jittered_and_grows() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hazard_helpers import EMPTY, LARGE, SMALL, table
+from hazard_helpers import EMPTY, LARGE, SMALL, TIMEOUTS, run, table
 
-from reconciler.hazards import LargeTable, affected_relations, examine, known_codes, parse_plan
+from reconciler.hazards import LargeTable, StepTimeouts, affected_relations, examine, known_codes, parse_plan
 from reconciler.hazards.registry import DuplicateCheckError, check
 from reconciler.model import ExecStep, HazardKind, Severity, TableStats
 
@@ -37,7 +38,7 @@ def test_every_code_is_documented(code: str) -> None:
 
 
 def test_unparseable_statement() -> None:
-    [found] = examine(["alter tabel x"])
+    [found] = examine(["alter tabel x"], timeouts=TIMEOUTS)
     assert [h.code for h in found.hazards] == ["UP001"]
     assert parse_plan(["select 1; select 2"])[0].parse_error == "expected one statement, found 2"
 
@@ -55,7 +56,7 @@ def test_affected_relations() -> None:
 
 def test_figures_travel_with_the_statement() -> None:
     stats = {"public.t": SMALL, "public.u": EMPTY}
-    [found] = examine(['alter table "public"."t" add constraint "f" FOREIGN KEY (u) REFERENCES u(id) not valid'], stats)
+    [found] = run(['alter table "public"."t" add constraint "f" FOREIGN KEY (u) REFERENCES u(id) not valid'], stats)
     assert found.tables == stats
 
 
@@ -64,67 +65,75 @@ class Rewrite:
     name: str
     sql: str
     stats: Mapping[str, TableStats]
-    steps: tuple[ExecStep, ...]  # empty: runs as written
+    steps: tuple[ExecStep, ...]
 
 
+def plain(sql: str) -> ExecStep:
+    """A step in the plan's transaction, with the statement and lock timeouts."""
+    return ExecStep(sql, True, TIMEOUTS.statement, TIMEOUTS.lock)
+
+
+def alone(sql: str) -> ExecStep:
+    """A step in a transaction of its own, with the statement and lock timeouts."""
+    return ExecStep(sql, False, TIMEOUTS.statement, TIMEOUTS.lock)
+
+
+def concurrently(sql: str, index: str | None = None) -> ExecStep:
+    """A concurrent index build (of ``index``), drop or reindex: alone, with the concurrent statement timeout."""
+    return ExecStep(sql, False, TIMEOUTS.concurrent_statement, TIMEOUTS.lock, index)
+
+
+INDEX_T_V = "CREATE INDEX t_v ON public.t USING btree (v)"
 LARGE_T = {"public.t": LARGE}
 CASES = [
-    Rewrite("small table: as written", "CREATE INDEX t_v ON public.t USING btree (v)", {"public.t": SMALL}, ()),
+    Rewrite("small table: as written", INDEX_T_V, {"public.t": SMALL}, (plain(INDEX_T_V),)),
     Rewrite(
         "index built concurrently",
-        "CREATE INDEX t_v ON public.t USING btree (v)",
+        INDEX_T_V,
         LARGE_T,
-        (ExecStep("CREATE INDEX CONCURRENTLY t_v ON public.t (v)", transactional=False),),
+        (concurrently("CREATE INDEX CONCURRENTLY t_v ON public.t (v)", '"public"."t_v"'),),
     ),
     Rewrite(
         "unique index built concurrently",
         "CREATE UNIQUE INDEX t_v_key ON public.t USING btree (v) WHERE (v > 0)",
         LARGE_T,
-        (ExecStep("CREATE UNIQUE INDEX CONCURRENTLY t_v_key ON public.t (v) WHERE v > 0", transactional=False),),
+        (concurrently("CREATE UNIQUE INDEX CONCURRENTLY t_v_key ON public.t (v) WHERE v > 0", '"public"."t_v_key"'),),
     ),
     Rewrite(
         "invalid leftover dropped first (large table)",
-        "CREATE INDEX t_v ON public.t USING btree (v)",
+        INDEX_T_V,
         {"public.t": table(LARGE, invalid_indexes=("t_v",))},
         (
-            ExecStep('DROP INDEX CONCURRENTLY IF EXISTS "public"."t_v"', transactional=False),
-            ExecStep("CREATE INDEX CONCURRENTLY t_v ON public.t (v)", transactional=False),
+            concurrently('DROP INDEX CONCURRENTLY IF EXISTS "public"."t_v"'),
+            concurrently("CREATE INDEX CONCURRENTLY t_v ON public.t (v)", '"public"."t_v"'),
         ),
     ),
     Rewrite(
         "invalid leftover dropped first (small table)",
-        "CREATE INDEX t_v ON public.t USING btree (v)",
+        INDEX_T_V,
         {"public.t": table(SMALL, invalid_indexes=("t_v",))},
-        (
-            ExecStep('DROP INDEX CONCURRENTLY IF EXISTS "public"."t_v"', transactional=False),
-            ExecStep("CREATE INDEX t_v ON public.t USING btree (v)"),
-        ),
+        (concurrently('DROP INDEX CONCURRENTLY IF EXISTS "public"."t_v"'), plain(INDEX_T_V)),
     ),
-    Rewrite(
-        "partitioned table: as written",
-        "CREATE INDEX t_v ON public.t USING btree (v)",
-        {"public.t": table(LARGE, kind="p")},
-        (),
-    ),
+    Rewrite("partitioned table: as written", INDEX_T_V, {"public.t": table(LARGE, kind="p")}, (plain(INDEX_T_V),)),
     Rewrite(
         "index dropped concurrently",
         'drop index if exists "public"."t_i"',
         {"public.t_i": table(LARGE, kind="i")},
-        (ExecStep("DROP INDEX CONCURRENTLY IF EXISTS public.t_i", transactional=False),),
+        (concurrently("DROP INDEX CONCURRENTLY IF EXISTS public.t_i"),),
     ),
     Rewrite(
         "validate in a transaction of its own",
         'alter table "public"."t" validate constraint "f"',
         LARGE_T,
-        (ExecStep('alter table "public"."t" validate constraint "f"', transactional=False),),
+        (alone('alter table "public"."t" validate constraint "f"'),),
     ),
     Rewrite(
         "check added NOT VALID, then validated",
         'alter table "public"."t" add constraint "c" CHECK ((v > 0))',
         LARGE_T,
         (
-            ExecStep("ALTER TABLE public.t ADD CONSTRAINT c CHECK (v > 0) NOT VALID"),
-            ExecStep('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "c"', transactional=False),
+            plain("ALTER TABLE public.t ADD CONSTRAINT c CHECK (v > 0) NOT VALID"),
+            alone('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "c"'),
         ),
     ),
     Rewrite(
@@ -132,10 +141,10 @@ CASES = [
         'alter table "public"."t" add constraint "f" FOREIGN KEY (u) REFERENCES u(id) ON DELETE CASCADE',
         LARGE_T,
         (
-            ExecStep(
+            plain(
                 "ALTER TABLE public.t ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES u (id) ON DELETE CASCADE NOT VALID"
             ),
-            ExecStep('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "f"', transactional=False),
+            alone('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "f"'),
         ),
     ),
     Rewrite(
@@ -143,38 +152,93 @@ CASES = [
         'alter table "public"."t" alter column "v" set not null',
         LARGE_T,
         (
-            ExecStep('ALTER TABLE "public"."t" DROP CONSTRAINT IF EXISTS "reconciler_nn_proof_v"'),
-            ExecStep(
-                'ALTER TABLE "public"."t" ADD CONSTRAINT "reconciler_nn_proof_v" CHECK ("v" IS NOT NULL) NOT VALID'
-            ),
-            ExecStep('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "reconciler_nn_proof_v"', transactional=False),
-            ExecStep('ALTER TABLE "public"."t" ALTER COLUMN "v" SET NOT NULL'),
-            ExecStep('ALTER TABLE "public"."t" DROP CONSTRAINT "reconciler_nn_proof_v"'),
+            plain('ALTER TABLE "public"."t" DROP CONSTRAINT IF EXISTS "reconciler_nn_proof_v"'),
+            plain('ALTER TABLE "public"."t" ADD CONSTRAINT "reconciler_nn_proof_v" CHECK ("v" IS NOT NULL) NOT VALID'),
+            alone('ALTER TABLE "public"."t" VALIDATE CONSTRAINT "reconciler_nn_proof_v"'),
+            plain('ALTER TABLE "public"."t" ALTER COLUMN "v" SET NOT NULL'),
+            plain('ALTER TABLE "public"."t" DROP CONSTRAINT "reconciler_nn_proof_v"'),
         ),
     ),
     Rewrite(
         "two subcommands: as written",
         'alter table "public"."t" alter column "v" set not null, alter column "w" set not null',
         LARGE_T,
-        (),
+        (plain('alter table "public"."t" alter column "v" set not null, alter column "w" set not null'),),
+    ),
+    # Statements that are concurrent as written run alone too, with the concurrent statement timeout.
+    Rewrite(
+        "concurrent build as written",
+        'create index concurrently "i" on "public"."t" using btree ("a")',
+        LARGE_T,
+        (concurrently('create index concurrently "i" on "public"."t" using btree ("a")', '"public"."i"'),),
+    ),
+    Rewrite(
+        "concurrent build of an unqualified table as written",
+        "create index concurrently i on t (a)",
+        {},
+        (concurrently("create index concurrently i on t (a)", '"i"'),),
+    ),
+    Rewrite(
+        "concurrent drop as written",
+        'drop index concurrently if exists "public"."i"',
+        {},
+        (concurrently('drop index concurrently if exists "public"."i"'),),
+    ),
+    Rewrite(
+        "concurrent reindex as written",
+        'reindex (concurrently) index "public"."i"',
+        {},
+        (concurrently('reindex (concurrently) index "public"."i"'),),
+    ),
+    Rewrite("plain reindex as written", 'reindex index "public"."i"', {}, (plain('reindex index "public"."i"'),)),
+    Rewrite(
+        "unparseable: as written",
+        "create index concurrently broken syntax here (",
+        {},
+        (plain("create index concurrently broken syntax here ("),),
     ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_online_rewrite(case: Rewrite) -> None:
-    [found] = examine([case.sql], case.stats, large=LargeTable())
+def test_steps_of_a_statement(case: Rewrite) -> None:
+    [found] = examine([case.sql], case.stats, timeouts=TIMEOUTS, large=LargeTable())
     assert found.steps == case.steps
 
 
 def test_rewrites_can_be_switched_off() -> None:
-    [found] = examine(["CREATE INDEX t_v ON public.t USING btree (v)"], LARGE_T, online_rewrites=False)
-    assert found.steps == ()
+    [found] = examine([INDEX_T_V], LARGE_T, timeouts=TIMEOUTS, online_rewrites=False)
+    assert found.steps == (plain(INDEX_T_V),)
+
+
+def test_concurrent_steps_get_the_longer_statement_timeout() -> None:
+    # A concurrent_statement_timeout shorter than statement_timeout never shortens a concurrent build's.
+    short = StepTimeouts(statement=timedelta(minutes=20), concurrent_statement=timedelta(minutes=1), lock=timedelta(1))
+    [build, alter] = examine([INDEX_T_V, 'alter table "public"."t" add column "c" int'], LARGE_T, timeouts=short)
+    assert [(s.statement_timeout, s.lock_timeout) for s in (*build.steps, *alter.steps)] == [
+        (timedelta(minutes=20), timedelta(1)),
+        (timedelta(minutes=20), timedelta(1)),
+    ]
+
+
+def test_steps_round_trip_as_json() -> None:
+    step = concurrently("CREATE INDEX CONCURRENTLY t_v ON public.t (v)", '"public"."t_v"')
+    assert step.to_json() == {
+        "sql": "CREATE INDEX CONCURRENTLY t_v ON public.t (v)",
+        "transactional": False,
+        "statement_timeout_seconds": 7200.0,
+        "lock_timeout_seconds": 5.0,
+        "concurrent_index": '"public"."t_v"',
+    }
+    assert ExecStep.from_json(step.to_json()) == step
+    assert ExecStep.from_json({"sql": "select 1", "transactional": True}) == ExecStep("select 1")
+    assert ExecStep("select 1").to_json()["statement_timeout_seconds"] is None
 
 
 def test_rewritten_sql_parses_back() -> None:
     # What executes is PostgreSQL syntax too (deparsed from the parse tree, never pasted together).
     for case in CASES:
-        for step in examine([case.sql], case.stats)[0].steps:
+        steps = examine([case.sql], case.stats, timeouts=TIMEOUTS)[0].steps
+        for step in (s for s in steps if s.sql != case.sql):  # what the engine wrote, not the statement itself
             assert parse_plan([step.sql])[0].node is not None, step.sql
             assert not re.search(r"\bNone\b", step.sql)

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pytest
-from hazard_helpers import EMPTY, LARGE, SMALL, UNANALYZED, codes, messages, table
+from hazard_helpers import EMPTY, LARGE, SMALL, UNANALYZED, codes, messages, run, table
 
+from reconciler.hazards import LargeTable
 from reconciler.model import TableStats
 
 
@@ -152,24 +153,16 @@ CASES = [
 def test_locks(case: Case) -> None:
     assert codes(case.sqls, case.stats, "LK", online=case.online) == list(case.expected)
     if case.says:
-        from reconciler.hazards import LargeTable, examine
-
-        found = examine(case.sqls, case.stats, large=LargeTable(), online_rewrites=case.online)
+        found = run(case.sqls, case.stats, online=case.online)
         assert case.says in "\n".join(h.message for e in found for h in e.hazards if h.code.startswith("LK"))
 
 
 def test_threshold_is_configurable() -> None:
-    from reconciler.hazards import LargeTable, examine
-
     small = {"public.t": SMALL}
     assert [
-        h.code
-        for e in examine((INDEX,), small, large=LargeTable(bytes=1024, rows=10**9), online_rewrites=False)
-        for h in e.hazards
+        h.code for e in run((INDEX,), small, large=LargeTable(bytes=1024, rows=10**9), online=False) for h in e.hazards
     ] == ["LK101"]
     assert [
-        h.code
-        for e in examine((INDEX,), small, large=LargeTable(bytes=10**12, rows=100), online_rewrites=False)
-        for h in e.hazards
+        h.code for e in run((INDEX,), small, large=LargeTable(bytes=10**12, rows=100), online=False) for h in e.hazards
     ] == ["LK101"]
     assert messages((INDEX,), small) == ""

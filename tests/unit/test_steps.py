@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from reconciler.apply import AppliedStatement, Step
+from reconciler.apply import AppliedStatement
 from reconciler.model import ExecStep, Statement
 from reconciler.steps import StepMap
 
@@ -21,7 +21,7 @@ def done(j: int, sql: str, seconds: float = 1.0) -> AppliedStatement:
 
 def test_expand() -> None:
     m = StepMap.build(PLAN)
-    assert m.steps == [Step("a"), Step("b1"), Step("b2", False), Step("b3"), Step("c", False)]
+    assert m.steps == [ExecStep("a"), ExecStep("b1"), ExecStep("b2", False), ExecStep("b3"), ExecStep("c", False)]
     assert m.owners == [0, 1, 1, 1, 2]
     assert m.skip({0, 1}) == {0, 1, 2, 3}
 
@@ -36,5 +36,12 @@ def test_a_statement_counts_when_its_last_step_committed() -> None:
 
 
 def test_plain_steps_and_strings_map_one_to_one() -> None:
-    m = StepMap.build([Step("x", False), "y"])
-    assert m.steps == [Step("x", False), Step("y")] and m.owners == [0, 1]
+    m = StepMap.build([ExecStep("x", False), "y"])
+    assert m.steps == [ExecStep("x", False), ExecStep("y")] and m.owners == [0, 1]
+
+
+def test_steps_keep_their_timeouts() -> None:
+    # What the engine decided for each step reaches the executor unchanged.
+    timed = ExecStep("b1", False, timedelta(hours=2), timedelta(seconds=5), '"public"."i"')
+    m = StepMap.build([Statement("b", steps=(timed,)), timed])
+    assert m.steps == [timed, timed] and m.owners == [0, 1]

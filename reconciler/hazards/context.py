@@ -1,0 +1,150 @@
+"""The plain values the hazard engine passes around: parsed statements, the plan around them, table figures.
+
+The :class:`PlanContext` is what a check may look at besides its own statement: the other statements (already
+parsed, with plan-wide lookups in :class:`~.plan.PlanIndex`), the figures of the environment's tables, and which
+statements the online pass runs in an online-safe form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, Protocol
+
+from ..model import TableStats
+from .plan import PlanIndex
+
+__all__ = [
+    "LargeTable",
+    "ParsedStatement",
+    "PlanContext",
+    "Size",
+    "StepTimeouts",
+    "human_bytes",
+]
+
+Size = Literal["empty", "small", "large", "unknown"]
+
+
+@dataclass(frozen=True)
+class LargeTable:
+    """When a table counts as large: more than ``bytes`` in total, or more than ``rows`` estimated rows."""
+
+    bytes: int = 100 * 1024 * 1024
+    rows: int = 1_000_000
+
+
+class _HasTimeouts(Protocol):
+    @property
+    def statement_timeout(self) -> timedelta: ...
+    @property
+    def concurrent_statement_timeout(self) -> timedelta: ...
+    @property
+    def lock_timeout(self) -> timedelta: ...
+
+
+@dataclass(frozen=True)
+class StepTimeouts:
+    """The timeouts an environment's steps run with: ``statement`` for every command, ``concurrent_statement`` for
+    a concurrent index build, drop or reindex (it gets the larger of the two), ``lock`` for all of them."""
+
+    statement: timedelta
+    concurrent_statement: timedelta
+    lock: timedelta
+
+    @classmethod
+    def for_env(cls, env: _HasTimeouts) -> StepTimeouts:
+        """The timeouts of an environment's configuration."""
+        return cls(env.statement_timeout, env.concurrent_statement_timeout, env.lock_timeout)
+
+    def statement_for(self, *, concurrent: bool) -> timedelta:
+        return max(self.statement, self.concurrent_statement) if concurrent else self.statement
+
+
+@dataclass(frozen=True)
+class ParsedStatement:
+    """One statement of a plan: its SQL, position, and pglast parse tree (None if it did not parse)."""
+
+    index: int
+    sql: str
+    node: Any | None
+    parse_error: str | None = None
+
+
+def human_bytes(n: int) -> str:
+    """``pg_size_pretty``-style sizes: bytes, kB, MB, GB, TB (powers of 1024)."""
+    if n < 10 * 1024:
+        return f"{n} bytes"
+    value = n / 1024
+    for unit in ("kB", "MB", "GB"):
+        if value < 10 * 1024:
+            return f"{round(value)} {unit}"
+        value /= 1024
+    return f"{round(value)} TB"
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a check may look at besides its own statement.
+
+    ``table_stats`` maps ``schema.name`` to the environment's figures. A table that is not in it and is not
+    created by an earlier statement of the plan has unknown size: checks then assume the worst. ``online_indexes``
+    are the positions of the statements that the online pass runs in an online-safe form.
+    """
+
+    statements: tuple[ParsedStatement, ...] = ()
+    table_stats: Mapping[str, TableStats] = field(default_factory=dict)
+    large: LargeTable = field(default_factory=LargeTable)
+    online_rewrites: bool = True
+    plan: PlanIndex = field(default_factory=PlanIndex)
+    online_indexes: frozenset[int] = frozenset()
+
+    @classmethod
+    def build(
+        cls,
+        statements: Sequence[ParsedStatement],
+        table_stats: Mapping[str, TableStats],
+        large: LargeTable,
+        *,
+        online_rewrites: bool = True,
+    ) -> PlanContext:
+        """The context of a plan, with its plan-wide lookups built once."""
+        plan = PlanIndex.build((s.index, s.node) for s in statements)
+        return cls(tuple(statements), table_stats, large, online_rewrites, plan)
+
+    def online(self, stmt: ParsedStatement) -> bool:
+        """Whether ``stmt`` runs in an online-safe form (CONCURRENTLY, NOT VALID + VALIDATE ...)."""
+        return stmt.index in self.online_indexes
+
+    def stats(self, table: str) -> TableStats | None:
+        return self.table_stats.get(table)
+
+    def size(self, table: str, before: int) -> Size:
+        """How big ``table`` is when statement ``before`` runs."""
+        if self.plan.created_before(table, before):
+            return "empty"
+        st = self.table_stats.get(table)
+        if st is None:
+            return "unknown"
+        if st.empty:
+            return "empty"
+        if st.bytes > self.large.bytes or (st.rows is not None and st.rows > self.large.rows):
+            return "large"
+        return "small"
+
+    def has_rows(self, table: str, before: int) -> bool:
+        """Whether ``table`` may hold rows when statement ``before`` runs (unknown counts as yes)."""
+        return self.size(table, before) != "empty"
+
+    def is_large(self, table: str, before: int) -> bool:
+        """Whether ``table`` is above the large-table threshold (unknown counts as yes)."""
+        return self.size(table, before) in ("large", "unknown")
+
+    def figures(self, table: str) -> str:
+        """``public.t: ~1200 rows, 96 kB`` or ``public.t: size unknown``."""
+        st = self.table_stats.get(table)
+        if st is None:
+            return f"{table}: size unknown"
+        rows = "rows unknown (never analyzed)" if st.rows is None else f"~{st.rows:,} rows"
+        return f"{table}: {rows}, {human_bytes(st.bytes)}"

@@ -1,0 +1,155 @@
+"""The hazard engine: parse every statement with pglast, run the online pass, then the registered checks.
+
+Importing this module registers every check family (see the package's docstring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pglast import ast, enums, parser
+from pglast.visitors import Visitor
+
+from ..model import ExecStep, Hazard, HazardKind, Severity, TableStats
+from . import authz, data, destructive, extensions, locks, recreate, renames  # noqa: F401 - registers the checks
+from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
+from .names import dropped_name, qualified, qualified_child
+from .online import online_pass
+from .registry import REGISTRY, Check, check
+
+OT = enums.ObjectType
+
+
+@check("UP001", HazardKind.UNPARSEABLE, Severity.DANGER, "statement could not be parsed", nodes=())
+def _unparseable(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    yield "statement could not be parsed; treated as needing approval"  # raised by examine(), never by a node
+
+
+UNPARSEABLE = Hazard(
+    code="UP001",
+    kind=HazardKind.UNPARSEABLE,
+    severity=Severity.DANGER,
+    message="statement could not be parsed; treated as needing approval",
+)
+
+
+@dataclass(frozen=True)
+class Examined:
+    """What the engine found for one statement: hazards, figures of the tables it touches, the steps that run it.
+
+    ``steps`` is never empty: the statement as written, or its online-safe form, each step with its timeouts.
+    """
+
+    sql: str
+    hazards: tuple[Hazard, ...]
+    tables: Mapping[str, TableStats] = field(default_factory=dict)
+    steps: tuple[ExecStep, ...] = ()
+
+
+def known_codes() -> dict[str, Check]:
+    """Every registered hazard code and its check, in code order."""
+    return dict(sorted(REGISTRY.items()))
+
+
+def parse_plan(sqls: Sequence[str]) -> tuple[ParsedStatement, ...]:
+    out: list[ParsedStatement] = []
+    for i, sql in enumerate(sqls):
+        try:
+            raw = parser.parse_sql(sql)
+            node = raw[0].stmt if len(raw) == 1 else None
+            err = None if len(raw) == 1 else f"expected one statement, found {len(raw)}"
+        except parser.ParseError as exc:
+            node, err = None, str(exc)
+        out.append(ParsedStatement(index=i, sql=sql, node=node, parse_error=err))
+    return tuple(out)
+
+
+_CHILD_DROPS = (OT.OBJECT_TRIGGER, OT.OBJECT_POLICY, OT.OBJECT_RULE)
+_RELATION_DROPS = (
+    OT.OBJECT_TABLE,
+    OT.OBJECT_VIEW,
+    OT.OBJECT_MATVIEW,
+    OT.OBJECT_INDEX,
+    OT.OBJECT_SEQUENCE,
+    OT.OBJECT_FOREIGN_TABLE,
+)
+
+
+class _Targets(Visitor):
+    """The relations a statement touches: RangeVars anywhere, plus the names that drops and triggers carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def visit_RangeVar(self, ancestors: Any, node: Any) -> None:
+        self.names.append(qualified(node))
+
+
+def statement_relations(stmt: ParsedStatement) -> list[str]:
+    """``schema.name`` of every relation (or index) ``stmt`` refers to, in order of appearance, no repeats."""
+    node = stmt.node
+    if node is None:
+        return []
+    v = _Targets()
+    v(node)
+    names = v.names
+    if isinstance(node, ast.DropStmt):
+        for obj in node.objects or ():
+            if node.removeType in _CHILD_DROPS:
+                names.append(qualified_child(obj)[0])
+            elif node.removeType in _RELATION_DROPS:
+                names.append(dropped_name(obj))
+    return list(dict.fromkeys(n for n in names if n != "?"))
+
+
+def affected_relations(parsed: Iterable[ParsedStatement]) -> list[str]:
+    """Every relation a plan refers to: what to read figures for, with one catalog query."""
+    out: dict[str, None] = {}
+    for stmt in parsed:
+        out.update(dict.fromkeys(statement_relations(stmt)))
+    return list(out)
+
+
+def hazards_of(stmt: ParsedStatement, ctx: PlanContext) -> tuple[Hazard, ...]:
+    """The hazards the registered checks find on one statement (UP001 when it did not parse)."""
+    if stmt.node is None:
+        return (UNPARSEABLE,)
+    name = type(stmt.node).__name__
+    found: list[Hazard] = []
+    for chk in REGISTRY.values():
+        if name in chk.nodes:
+            found.extend(Hazard(chk.code, chk.kind, chk.severity, msg) for msg in chk.func(stmt.node, stmt, ctx))
+    return tuple(found)
+
+
+def examine(
+    sqls: Sequence[str],
+    table_stats: Mapping[str, TableStats] | None = None,
+    *,
+    timeouts: StepTimeouts,
+    large: LargeTable | None = None,
+    online_rewrites: bool = True,
+) -> list[Examined]:
+    """Hazards, figures and steps of each statement of a plan, in plan order.
+
+    Every statement gets its steps, each carrying explicit ``timeouts`` (a concurrent index build, drop or
+    reindex the larger of ``statement`` and ``concurrent_statement``); the executor runs them as given.
+    """
+    parsed = parse_plan(sqls)
+    stats = dict(table_stats or {})
+    ctx = PlanContext.build(parsed, stats, large or LargeTable(), online_rewrites=online_rewrites)
+    executions = online_pass(ctx, timeouts)
+    ctx = dataclasses.replace(ctx, online_indexes=frozenset(i for i, e in executions.items() if e.online))
+    return [
+        Examined(
+            stmt.sql,
+            hazards_of(stmt, ctx),
+            {t: stats[t] for t in statement_relations(stmt) if t in stats},
+            executions[stmt.index].steps,
+        )
+        for stmt in parsed
+    ]
