@@ -36,7 +36,7 @@ from .obs.logging import configure_logging
 
 # Every name the command line takes from the service layer, in this one place.
 from .service import ApplyResult, Reconciler, plan_to_json
-from .store import AuditRecord, PlanRecord
+from .store import PlanRecord
 
 log = structlog.get_logger("reconciler.cli")
 
@@ -228,7 +228,7 @@ def audit_command(session: Session, args: argparse.Namespace) -> Outcome[Any]:
     if args.action == "verify":
         check = store.verify_audit()
         return Outcome(check, _json_of, render_verification, EXIT_OK if check.ok else EXIT_ERROR)
-    trail: list[AuditRecord] = store.audit_records(args.environment, event=args.event, limit=args.limit)
+    trail = store.audit_records(args.environment, event=args.event, limit=args.limit)
     return Outcome(trail, _each_json, render_audit)
 
 
