@@ -1,37 +1,52 @@
-"""Command line: parse arguments, call the library, render text or JSON. Exit 0 ok, 1 error, 2 drift."""
+"""Command line: parse arguments, call the library, render text or JSON. Exit 0 ok, 1 error, 2 drift, 3 busy.
+
+Each subcommand is one small function in :data:`COMMANDS`: it calls the library and returns an
+:class:`~reconciler.cli_render.Outcome` (the answer, its JSON and text renderings, the exit code);
+:func:`~reconciler.cli_render.render` is the one place that turns it into output. Errors become one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import structlog
 
 from . import __version__
-from .cli_render import render_apply, render_audit, render_plan, render_plans
+from .cli_render import (
+    Outcome,
+    one_line,
+    render,
+    render_apply,
+    render_approval,
+    render_audit,
+    render_plan,
+    render_plans,
+    render_rejection,
+    render_verification,
+)
 from .config import Config, load_config
 from .db import redact
 from .errors import BusyError, ReconcilerError
-from .model import PlanStatus
+from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
-from .service import Reconciler, plan_to_json
+
+# Every name the command line takes from the service layer, in this one place.
+from .service import ApplyResult, Reconciler, plan_to_json
 from .store import PlanRecord
+
+log = structlog.get_logger("reconciler.cli")
 
 DEFAULT_CONFIG = "config/reconciler.yaml"
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
-EXIT_BUSY = 3  # apply: another applier holds the environment's apply lock; nothing was changed
+EXIT_BUSY = 3  # apply, reject: an apply holds the environment's apply lock; nothing was changed
+EXIT_INTERRUPTED = 130
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, default=str))
-
-
-def plan_record_json(p: PlanRecord) -> dict[str, Any]:
-    return p.to_json()
-
-
+# -- the parser -------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="reconciler",
@@ -41,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         "1 error (audit verify: chain broken), 2 drift (plan --detailed-exitcode), 3 busy (apply, reject: an "
         "apply holds the environment's lock; nothing was changed).",
     )
+    _add_global_options(ap)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_plan, _add_apply, _add_plans, _add_approve, _add_reject, _add_audit, _add_demo, _add_run):
+        add(sub.add_parser)
+    return ap
+
+
+def _add_global_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--config",
         "-c",
@@ -54,54 +77,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (logs go to stderr; default: $RECONCILER_LOG_LEVEL, else info for run, warning otherwise)",
     )
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def fmt(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
 
-    p = sub.add_parser("plan", help="show the statements that would make ENV match the desired state")
+AddParser = Callable[..., argparse.ArgumentParser]  # the subparsers action's add_parser
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+
+
+def _add_plan(add_parser: AddParser) -> None:
+    p = add_parser("plan", help="show the statements that would make ENV match the desired state")
     p.add_argument("environment", metavar="ENV")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 when in sync, 2 on drift, 1 on error")
-    fmt(p)
+    _add_format(p)
 
-    p = sub.add_parser("apply", help="apply unattended statements to ENV, run an approved plan, queue the rest")
+
+def _add_apply(add_parser: AddParser) -> None:
+    p = add_parser("apply", help="apply unattended statements to ENV, run an approved plan, queue the rest")
     p.add_argument("environment", metavar="ENV")
     p.add_argument(
         "--force",
         action="store_true",
         help="apply even though ENV is suspended or outside its maintenance windows",
     )
-    fmt(p)
+    _add_format(p)
 
-    p = sub.add_parser("plans", help="list queued and decided plans")
+
+def _add_plans(add_parser: AddParser) -> None:
+    p = add_parser("plans", help="list queued and decided plans")
     p.add_argument("--env", dest="environment", help="only this environment")
     p.add_argument("--status", choices=[s.value for s in PlanStatus], help="only plans with this status")
-    fmt(p)
+    _add_format(p)
 
-    p = sub.add_parser("approve", help="approve a pending plan; the next apply runs it if it still matches")
+
+def _add_approve(add_parser: AddParser) -> None:
+    p = add_parser("approve", help="approve a pending plan; the next apply runs it if it still matches")
     p.add_argument("plan_id", metavar="PLAN_ID", type=int)
     p.add_argument("--by", required=True, help="who approves")
-    fmt(p)
+    _add_format(p)
 
-    p = sub.add_parser("reject", help="reject a pending, approved or resumable failed plan")
+
+def _add_reject(add_parser: AddParser) -> None:
+    p = add_parser("reject", help="reject a pending, approved or resumable failed plan")
     p.add_argument("plan_id", metavar="PLAN_ID", type=int)
     p.add_argument("--by", required=True, help="who rejects")
     p.add_argument("--reason", required=True, help="why")
-    fmt(p)
+    _add_format(p)
 
-    p = sub.add_parser("audit", help="list the audit trail, or verify its hash chain (audit verify)")
+
+def _add_audit(add_parser: AddParser) -> None:
+    p = add_parser("audit", help="list the audit trail, or verify its hash chain (audit verify)")
     p.add_argument(
         "action", nargs="?", choices=["list", "verify"], default="list", help="list (default) or verify the chain"
     )
     p.add_argument("--env", dest="environment", help="only records of this environment (list)")
     p.add_argument("--event", help="only records of this event, e.g. statement_applied (list)")
     p.add_argument("--limit", type=int, help="only the newest N records (list)")
-    fmt(p)
+    _add_format(p)
 
-    p = sub.add_parser("demo", help="walk through plan and apply on a demo environment in the embedded PostgreSQL")
+
+def _add_demo(add_parser: AddParser) -> None:
+    p = add_parser("demo", help="walk through plan and apply on a demo environment in the embedded PostgreSQL")
     p.add_argument("environment", metavar="ENV", nargs="?", default="demo")
 
-    p = sub.add_parser(
+
+def _add_run(add_parser: AddParser) -> None:
+    p = add_parser(
         "run", help="the daemon: reconcile every environment on a schedule, serve metrics and the approval API"
     )
     p.add_argument(
@@ -113,95 +155,139 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--listen", help="address to serve HTTP on (default: server.listen)")
     p.add_argument("--port", type=int, help="port to serve HTTP on, 0 for any free one (default: server.port)")
-    return ap
 
 
-def _run(args: argparse.Namespace, cfg: Config) -> int:
-    if args.command == "run":
-        from .reconcile.run import run
+# -- the commands -----------------------------------------------------------------------------------------------
+class Session:
+    """What a command works with: the configuration and, opened on first use, the library's Reconciler."""
 
-        return run(cfg, demo=args.demo, listen=args.listen, port=args.port)
-    with Reconciler(cfg) as rec:
-        if args.command == "plan":
-            plan = rec.plan(args.environment)
-            if args.format == "json":
-                _print_json(plan_to_json(plan))
-            else:
-                print(render_plan(plan))
-            return EXIT_DRIFT if (args.detailed_exitcode and not plan.in_sync) else EXIT_OK
-        if args.command == "apply":
-            result = rec.apply(args.environment, force=args.force)
-            if args.format == "json":
-                _print_json(result.to_json())
-            else:
-                print(render_apply(result))
-            return EXIT_OK
-        if args.command == "plans":
-            status = PlanStatus(args.status) if args.status else None
-            records = rec.store.list_plans(args.environment, status)
-            if args.format == "json":
-                _print_json([plan_record_json(p) for p in records])
-            else:
-                print(render_plans(records))
-            return EXIT_OK
-        if args.command == "approve":
-            p = rec.approve(args.plan_id, args.by)
-            if args.format == "json":
-                _print_json(plan_record_json(p))
-            elif p.status is PlanStatus.PENDING:
-                required = rec.config.environment(p.environment).approvals_required
-                print(
-                    f"approval of plan {p.id} by {args.by} recorded ({len(p.approvers)} of {required}); "
-                    "it needs another approval from someone else"
-                )
-            else:
-                print(
-                    f"plan {p.id} approved by {p.decided_by}; the next `reconciler apply {p.environment}` runs it "
-                    "if a fresh diff still yields exactly these statements"
-                )
-            return EXIT_OK
-        if args.command == "reject":
-            p = rec.reject(args.plan_id, args.by, args.reason)
-            if args.format == "json":
-                _print_json(plan_record_json(p))
-            else:
-                print(f"plan {p.id} rejected by {p.decided_by}: {p.reason}")
-            return EXIT_OK
-        if args.command == "audit":
-            if args.action == "verify":
-                check = rec.store.verify_audit()
-                if args.format == "json":
-                    _print_json(check.to_json())
-                else:
-                    print(f"audit trail {'intact' if check.ok else 'BROKEN'}: {check.message}")
-                return EXIT_OK if check.ok else EXIT_ERROR
-            trail = rec.store.audit_records(args.environment, event=args.event, limit=args.limit)
-            if args.format == "json":
-                _print_json([r.to_json() for r in trail])
-            else:
-                print(render_audit(trail))
-            return EXIT_OK
-        if args.command == "demo":
-            from .demo import run_demo
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._reconciler: Reconciler | None = None
 
-            return run_demo(rec, args.environment)
-    raise AssertionError(args.command)
+    @property
+    def reconciler(self) -> Reconciler:
+        if self._reconciler is None:
+            self._reconciler = Reconciler(self.config)
+        return self._reconciler
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reconciler is not None:
+            self._reconciler.close()
+            self._reconciler = None
+
+
+class _HasJson(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def _json_of(value: _HasJson) -> dict[str, Any]:
+    return value.to_json()
+
+
+def _each_json(items: Iterable[_HasJson]) -> list[dict[str, Any]]:
+    return [item.to_json() for item in items]
+
+
+def plan_command(session: Session, args: argparse.Namespace) -> Outcome[Plan]:
+    plan = session.reconciler.plan(args.environment)
+    drift = args.detailed_exitcode and not plan.in_sync
+    return Outcome(plan, plan_to_json, render_plan, EXIT_DRIFT if drift else EXIT_OK)
+
+
+def apply_command(session: Session, args: argparse.Namespace) -> Outcome[ApplyResult]:
+    result = session.reconciler.apply(args.environment, force=args.force)
+    return Outcome(result, _json_of, render_apply)
+
+
+def plans_command(session: Session, args: argparse.Namespace) -> Outcome[list[PlanRecord]]:
+    status = PlanStatus(args.status) if args.status else None
+    records = session.reconciler.store.list_plans(args.environment, status)
+    return Outcome(records, _each_json, render_plans)
+
+
+def approve_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRecord]:
+    record = session.reconciler.approve(args.plan_id, args.by)
+
+    def text(p: PlanRecord) -> str:
+        return render_approval(p, args.by, session.config.environment(p.environment).approvals_required)
+
+    return Outcome(record, _json_of, text)
+
+
+def reject_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRecord]:
+    record = session.reconciler.reject(args.plan_id, args.by, args.reason)
+    return Outcome(record, _json_of, render_rejection)
+
+
+def audit_command(session: Session, args: argparse.Namespace) -> Outcome[Any]:
+    store = session.reconciler.store
+    if args.action == "verify":
+        check = store.verify_audit()
+        return Outcome(check, _json_of, render_verification, EXIT_OK if check.ok else EXIT_ERROR)
+    trail = store.audit_records(args.environment, event=args.event, limit=args.limit)
+    return Outcome(trail, _each_json, render_audit)
+
+
+def demo_command(session: Session, args: argparse.Namespace) -> Outcome[None]:
+    from .demo import run_demo  # prints its own walk-through
+
+    return Outcome(None, code=run_demo(session.reconciler, args.environment))
+
+
+def run_command(session: Session, args: argparse.Namespace) -> Outcome[None]:
+    from .reconcile.run import run  # the daemon and its HTTP stack load only when asked for
+
+    return Outcome(None, code=run(session.config, demo=args.demo, listen=args.listen, port=args.port))
+
+
+Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
+
+COMMANDS: dict[str, Command] = {
+    "plan": plan_command,
+    "apply": apply_command,
+    "plans": plans_command,
+    "approve": approve_command,
+    "reject": reject_command,
+    "audit": audit_command,
+    "demo": demo_command,
+    "run": run_command,
+}
+
+
+# -- running one ------------------------------------------------------------------------------------------------
+def _execute(args: argparse.Namespace) -> int:
+    with Session(load_config(args.config)) as session:
+        outcome = COMMANDS[args.command](session, args)
+        output = render(outcome, getattr(args, "format", "text"))
+        if output is not None:
+            print(output)
+        return outcome.code
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {one_line(redact(message))}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level or ("info" if args.command == "run" else "warning"))
     try:
-        cfg = load_config(args.config)
-        return _run(args, cfg)
+        return _execute(args)
     except BusyError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_BUSY
+        return _fail(str(exc), EXIT_BUSY)
     except ReconcilerError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(str(exc), EXIT_ERROR)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        log.debug("cli_unexpected_error", command=args.command, exc_info=True)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return _fail(f"unexpected {detail} (run with --log-level debug for details)", EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,110 @@
-"""Text rendering of plans, apply results and plan records for people."""
+"""How the command line shows results: one seam (:func:`render`) turns a command's outcome into text or JSON.
+
+Text is for people and goes to a terminal, so every text rendering escapes terminal control characters (ESC,
+CSI and the other C0 and C1 controls, DEL; newline and tab stay) in what it shows: SQL, names, messages and
+reasons come from desired-state files, environments and the store, none of which may move a cursor or rewrite
+a line on the operator's screen. JSON escapes them by itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .hazards.registry import human_bytes
-from .model import Plan, PlanStatus
-from .service import ApplyResult
+from .model import Plan, PlanStatus, Statement
 from .store import AuditRecord, PlanRecord
+
+T = TypeVar("T")
+Format = Literal["text", "json"]
+
+# C0 controls except tab (\x09) and newline (\x0a), DEL, and C1 controls (CSI is \x9b).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The same plus newline: for what must stay on one line.
+_CONTROLS_AND_NEWLINE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each terminal control character shown as ``\\xNN``; newlines and tabs stay."""
+    return _CONTROLS.sub(_escaped, text)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: like :func:`escape_controls`, and newlines are shown as ``\\x0a`` too."""
+    return _CONTROLS_AND_NEWLINE.sub(_escaped, text)
+
+
+def _text(lines: Sequence[str]) -> str:
+    """The one exit of every text rendering: join the lines and escape what came from outside."""
+    return escape_controls("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a command returns: the library's answer, how to show it as JSON data and as text, and the exit code.
+
+    A command that prints for itself (``demo``, ``run``) has neither rendering.
+    """
+
+    value: T
+    to_json: Callable[[T], object] | None = None
+    to_text: Callable[[T], str] | None = None
+    code: int = 0
+
+
+def render(outcome: Outcome[Any], fmt: Format) -> str | None:
+    """The outcome as the user asked for it (None: nothing to print)."""
+    if fmt == "json":
+        return None if outcome.to_json is None else json.dumps(outcome.to_json(outcome.value), indent=2, default=str)
+    return None if outcome.to_text is None else outcome.to_text(outcome.value)
+
+
+class _Waited(Protocol):
+    @property
+    def waited(self) -> timedelta: ...
+    @property
+    def backoff(self) -> timedelta: ...
+
+
+class ApplyFacts(Protocol):
+    """What :func:`render_apply` shows of an apply's result."""
+
+    @property
+    def environment(self) -> str: ...
+    @property
+    def desired_revision(self) -> str: ...
+    @property
+    def messages(self) -> Sequence[str]: ...
+    @property
+    def applied(self) -> Sequence[str]: ...
+    @property
+    def lock_waits(self) -> Sequence[_Waited]: ...
+    @property
+    def queued_plan_id(self) -> int | None: ...
+    @property
+    def in_sync(self) -> bool: ...
+
+
+class Verdict(Protocol):
+    """What :func:`render_verification` shows of an audit chain check."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def message(self) -> str: ...
 
 
 def render_plan(plan: Plan) -> str:
     if plan.in_sync:
-        return f"environment {plan.environment}: in sync with desired revision {plan.desired_revision[:12]}"
+        return _text([f"environment {plan.environment}: in sync with desired revision {plan.desired_revision[:12]}"])
     lines = [
         f"environment {plan.environment}: {len(plan.statements)} statement(s) to reach desired revision "
         f"{plan.desired_revision[:12]}",
@@ -31,10 +123,10 @@ def render_plan(plan: Plan) -> str:
             for e in s.steps:
                 where = "in the transaction" if e.transactional else "alone, outside a transaction"
                 lines.append(f"         {e.sql}; ({where})")
-    return "\n".join(lines)
+    return _text(lines)
 
 
-def render_apply(r: ApplyResult) -> str:
+def render_apply(r: ApplyFacts) -> str:
     lines = [f"environment {r.environment}: desired revision {r.desired_revision[:12]}"]
     for m in r.messages:
         lines.append(f"  note: {m}")
@@ -54,31 +146,62 @@ def render_apply(r: ApplyResult) -> str:
             f"  queued plan {r.queued_plan_id} awaits approval: reconciler approve {r.queued_plan_id} --by NAME"
         )
     lines.append("  in sync" if r.in_sync else "  not in sync yet")
-    return "\n".join(lines)
+    return _text(lines)
+
+
+def _stored_statement_line(s: Statement) -> str:
+    """One statement of a stored plan."""
+    codes = ",".join(s.hazard_codes)
+    return f"  - {'DESTRUCTIVE' if s.destructive else 'safe'}{' ' + codes if codes else ''}: {s.sql};"
+
+
+def _plan_record_lines(p: PlanRecord) -> list[str]:
+    who = f" by {p.decided_by}" if p.decided_by else ""
+    lines = [
+        f"plan {p.id}  {p.environment}  {p.status.value}{who}  revision {p.desired_revision[:12]}  "
+        f"created {p.created_at:%Y-%m-%d %H:%M:%S}Z"
+    ]
+    if p.status is PlanStatus.PENDING and p.approvers:
+        lines.append(f"  approved so far by: {', '.join(p.approvers)}")
+    if p.reason:
+        lines.append(f"  reason: {p.reason}")
+    if p.error:
+        lines.append(f"  error: {p.error}" + (" (resumable: the next apply resumes it)" if p.resumable else ""))
+    if p.completed_steps and p.status is not PlanStatus.APPLIED:
+        lines.append(f"  completed statements: {', '.join(str(i + 1) for i in p.completed_steps)}")
+    lines += [_stored_statement_line(s) for s in p.statements]
+    return lines
 
 
 def render_plans(records: Sequence[PlanRecord]) -> str:
     if not records:
         return "no plans"
-    lines = []
-    for p in records:
-        who = f" by {p.decided_by}" if p.decided_by else ""
-        lines.append(
-            f"plan {p.id}  {p.environment}  {p.status.value}{who}  revision {p.desired_revision[:12]}  "
-            f"created {p.created_at:%Y-%m-%d %H:%M:%S}Z"
+    return _text([line for p in records for line in _plan_record_lines(p)])
+
+
+def render_approval(p: PlanRecord, by: str, approvals_required: int) -> str:
+    """What ``approve`` says: the approval counted so far, or the plan approved and what runs it."""
+    if p.status is PlanStatus.PENDING:
+        return _text(
+            [
+                f"approval of plan {p.id} by {by} recorded ({len(p.approvers)} of {approvals_required}); "
+                "it needs another approval from someone else"
+            ]
         )
-        if p.status is PlanStatus.PENDING and p.approvers:
-            lines.append(f"  approved so far by: {', '.join(p.approvers)}")
-        if p.reason:
-            lines.append(f"  reason: {p.reason}")
-        if p.error:
-            lines.append(f"  error: {p.error}" + (" (resumable: the next apply resumes it)" if p.resumable else ""))
-        if p.completed_steps and p.status is not PlanStatus.APPLIED:
-            lines.append(f"  completed statements: {', '.join(str(i + 1) for i in p.completed_steps)}")
-        for s in p.statements:
-            codes = ",".join(s.hazard_codes)
-            lines.append(f"  - {'DESTRUCTIVE' if s.destructive else 'safe'}{' ' + codes if codes else ''}: {s.sql};")
-    return "\n".join(lines)
+    return _text(
+        [
+            f"plan {p.id} approved by {p.decided_by}; the next `reconciler apply {p.environment}` runs it "
+            "if a fresh diff still yields exactly these statements"
+        ]
+    )
+
+
+def render_rejection(p: PlanRecord) -> str:
+    return _text([f"plan {p.id} rejected by {p.decided_by}: {p.reason}"])
+
+
+def render_verification(check: Verdict) -> str:
+    return _text([f"audit trail {'intact' if check.ok else 'BROKEN'}: {check.message}"])
 
 
 def _short(value: object, width: int = 100) -> str:
@@ -100,4 +223,4 @@ def render_audit(records: Sequence[AuditRecord]) -> str:
         for k, v in r.payload.items():
             if v not in (None, "", [], {}):
                 lines.append(f"    {k}: {_short(v)}")
-    return "\n".join(lines)
+    return _text(lines)
