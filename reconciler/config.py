@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from .cron import CronError, parse_cron
 from .errors import ConfigError
-from .reconcile.cron import CronError, parse_cron
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reconciler import status as st
 from reconciler.errors import (
     ApplyError,
     ConfigError,
@@ -15,10 +16,8 @@ from reconciler.errors import (
     TerminalError,
     UnreachableError,
 )
-from reconciler.reconcile import status as st
 from reconciler.reconcile.backoff import backoff_delay, jittered
-from reconciler.reconcile.result import Outcome
-from reconciler.reconcile.status import ConditionStatus, ConditionType, Observation, Reason
+from reconciler.status import ConditionStatus, ConditionType, Observation, Outcome, Reason
 
 T0 = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 REV = "a" * 64

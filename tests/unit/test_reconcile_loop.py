@@ -12,10 +12,11 @@ from reconciler.config import Config, EnvironmentConfig
 from reconciler.errors import DesiredStateError, UnreachableError
 from reconciler.model import DesiredState, Hazard, HazardKind, Plan, PlanStatus, Severity, Statement
 from reconciler.obs.metrics import Metrics
+from reconciler.reconcile.board import StatusBoard
 from reconciler.reconcile.loop import ReconcileContext, reconcile
 from reconciler.reconcile.result import Outcome, Request
-from reconciler.reconcile.status import ConditionType, StatusBoard
 from reconciler.service import ApplyResult
+from reconciler.status import ConditionType
 
 REV = "c" * 64
 T0 = datetime(2026, 3, 4, 1, 59, 30, tzinfo=UTC)
