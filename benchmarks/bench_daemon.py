@@ -46,9 +46,9 @@ from reconciler.desired import load_desired  # noqa: E402
 from reconciler.obs.logging import configure_logging  # noqa: E402
 from reconciler.obs.metrics import PHASES, Metrics  # noqa: E402
 from reconciler.pgembedded import EmbeddedPostgres  # noqa: E402
+from reconciler.reconcile.board import StatusBoard  # noqa: E402
 from reconciler.reconcile.loop import ReconcileContext, reconcile  # noqa: E402
 from reconciler.reconcile.result import Outcome, Request  # noqa: E402
-from reconciler.reconcile.status import StatusBoard  # noqa: E402
 from reconciler.scratch import run_sql_files  # noqa: E402
 from reconciler.service import Reconciler  # noqa: E402
 

@@ -7,7 +7,6 @@ being built, so nothing is shared between concurrent applies of other environmen
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,11 +17,12 @@ import structlog
 
 from . import approvals, policy
 from .apply import AppliedStatement, LockWait, execute_steps
-from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError, PlanError, ReconcilerError
+from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError, PlanError, ReconcilerError, TerminalError
 from .model import Decision, DesiredState, Plan, PlanStatus, Statement, fingerprint_changed
 from .obs.phases import phase
 from .planning import read_fingerprint
 from .scratch import ScratchServer
+from .status import Observation, Outcome, error_reason, record_outcome
 from .steps import Item, StepMap
 from .store import PlanRecord, Store
 from .target import Target
@@ -353,45 +353,74 @@ def _with(plan: Plan, statements: Sequence[Statement]) -> Plan:
     return Plan(plan.environment, plan.desired_revision, tuple(statements), plan.fingerprint, plan.notes, plan.database)
 
 
-def record_outcome(
-    store: Store, target: Target, result: ApplyResult | None, error: ReconcilerError | None, conn: Any = None
+def record_apply(
+    store: Store,
+    target: Target,
+    result: ApplyResult | None,
+    error: ReconcilerError | None,
+    conn: Any = None,
+    *,
+    status: bool = True,
 ) -> None:
-    """Write the environment's status row and an ``apply_finished`` audit record (repeats are skipped)."""
-    name = target.name
+    """Record an apply's outcome: an ``apply_finished`` audit record (repeats are skipped) and, with ``status``, the
+    environment's status through the one :func:`~reconciler.status.finish` (the daemon's pass records its own)."""
+    now = datetime.now(UTC)
     if result is None:
+        if not status:
+            return
+        failed = Observation(
+            Outcome.TERMINAL if isinstance(error, TerminalError) else Outcome.ERROR,
+            now,
+            error=str(error),
+            error_reason=error_reason(error, terminal=isinstance(error, TerminalError)) if error else None,
+        )
         try:
-            store.set_status(name, converged=False, last_error=str(error))
+            record_outcome(store, target.name, failed)
         except Exception as exc:  # never hide the error being reported behind a store failure
-            log.error("status_not_recorded", environment=name, error=str(exc))
+            log.error("status_not_recorded", environment=target.name, error=str(exc))
         return
-    fields: dict[str, Any] = {
-        "last_attempted_revision": result.desired_revision,
-        "converged": result.in_sync,
-        "last_error": f"vetting failed: {result.vet.describe()}" if result.vet and result.vet.failed else None,
-        "last_plan_id": result.applied_plan_id or result.queued_plan_id,
-    }
-    if result.in_sync:
-        fields["last_applied_revision"] = result.desired_revision
-    if result.applied:
-        fields["last_apply_at"] = datetime.now(UTC)
-    if result.planned_fingerprint and not result.applied:
-        fields["fingerprint"] = result.planned_fingerprint  # nothing ran since the plan read it, under the lock
-    else:
-        with contextlib.suppress(ReconcilerError):
-            fields["fingerprint"] = read_fingerprint(target, conn)
-    store.set_status(name, **fields)
+    fingerprint = _fingerprint_after(target, result, conn)
+    if status:
+        record_outcome(store, target.name, _observed(result, now, fingerprint))
     payload = {
         "desired_revision": result.desired_revision,
         "converged": result.in_sync,
         "applied": len(result.applied),
         "queued_plan_id": result.queued_plan_id,
         "stale_plan_id": result.stale_plan_id,
-        "fingerprint": fields.get("fingerprint"),
+        "fingerprint": fingerprint,
     }
+    unless_repeated = not result.applied
     store.record(
         "apply_finished",
-        environment=name,
+        environment=target.name,
         plan_id=result.applied_plan_id,
         payload=payload,
-        unless_repeated=not result.applied,
+        unless_repeated=unless_repeated,
+    )
+
+
+def _fingerprint_after(target: Target, result: ApplyResult, conn: Any) -> str | None:
+    if result.planned_fingerprint and not result.applied:
+        return result.planned_fingerprint  # nothing ran since the plan read it, under the lock
+    try:
+        return read_fingerprint(target, conn)
+    except ReconcilerError:
+        return None
+
+
+def _observed(result: ApplyResult, at: datetime, fingerprint: str | None) -> Observation:
+    """What an apply found, as the status machinery reads a reconcile pass."""
+    vet_error = f"vetting failed: {result.vet.describe()}" if result.vet and result.vet.failed else None
+    return Observation(
+        Outcome.SUCCESS if result.in_sync else Outcome.REQUEUE,
+        at,
+        revision=result.desired_revision,
+        drifted=not result.in_sync,
+        pending_statements=len(result.remaining),
+        pending_plan_id=result.queued_plan_id,
+        applied=len(result.applied),
+        notes=tuple(result.messages) + ((vet_error,) if vet_error else ()),
+        fingerprint=fingerprint if result.in_sync else None,
+        plan_id=result.applied_plan_id or result.queued_plan_id,
     )

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import structlog
-from psycopg import errors as pgerrors
 
 from .config import EnvironmentConfig
-from .db import connect
+from .db import LOCK_NOT_GRANTED, Connection, DriverError, QueryCanceled, connect, error_text, is_broken
 from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError
 from .model import ExecStep
 
@@ -110,14 +108,6 @@ def _ms(d: timedelta) -> int:
     return max(0, int(d.total_seconds() * 1000))
 
 
-def pg_error_text(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = (diag.message_primary or str(exc)).strip()
-    if diag.sqlstate:
-        text = f"{text} (SQLSTATE {diag.sqlstate})"
-    return text
-
-
 def as_steps(items: Sequence[str | ExecStep]) -> list[ExecStep]:
     return [i if isinstance(i, ExecStep) else ExecStep(i) for i in items]
 
@@ -149,68 +139,62 @@ def human(d: timedelta) -> str:
 class _LockWaitExpired(Exception):
     """Internal: one statement of a unit gave up waiting for a lock; the unit is rolled back and may retry."""
 
-    def __init__(self, index: int, sql: str, started: float, lock_timeout: timedelta, exc: psycopg.Error) -> None:
-        super().__init__(pg_error_text(exc))
+    def __init__(self, index: int, sql: str, started: float, lock_timeout: timedelta, exc: DriverError) -> None:
+        super().__init__(error_text(exc))
         self.index = index
         self.sql = sql
         self.waited = timedelta(seconds=time.monotonic() - started)
         self.lock_timeout = lock_timeout
-        self.error = pg_error_text(exc)
+        self.error = error_text(exc)
         self.sqlstate = exc.diag.sqlstate
 
 
-def _broken(conn: psycopg.Connection[Any]) -> bool:
-    return bool(conn.broken or conn.closed)
-
-
-def _failed(
-    conn: psycopg.Connection[Any], exc: psycopg.Error, index: int, sql: str, lost: str, refused: str
-) -> Exception:
+def _failed(conn: Connection, exc: DriverError, index: int, sql: str, lost: str, refused: str) -> Exception:
     """ApplyInterruptedError saying ``lost`` if the connection to the environment is gone, else ApplyError saying
     ``refused``; both name the statement ``index`` (``sql``) and PostgreSQL's SQLSTATE."""
-    kind, text = (ApplyInterruptedError, lost) if _broken(conn) else (ApplyError, refused)
+    kind, text = (ApplyInterruptedError, lost) if is_broken(conn) else (ApplyError, refused)
     return kind(text, statement=sql, index=index, sqlstate=exc.diag.sqlstate)
 
 
-def _statement_failed(conn: psycopg.Connection[Any], exc: psycopg.Error, index: int, sql: str) -> Exception:
+def _statement_failed(conn: Connection, exc: DriverError, index: int, sql: str) -> Exception:
     """The error for a statement PostgreSQL refused, or whose connection was lost while it ran."""
-    text, at = pg_error_text(exc), f"statement {index + 1}"
+    text, at = error_text(exc), f"statement {index + 1}"
     lost = f"{at}: the connection to the environment was lost ({text}); its transaction was rolled back: {sql}"
     return _failed(conn, exc, index, sql, lost, f"{at} failed: {text}: {sql}")
 
 
-def _unit_failed(conn: psycopg.Connection[Any], exc: psycopg.Error, unit: Unit) -> Exception:
+def _unit_failed(conn: Connection, exc: DriverError, unit: Unit) -> Exception:
     """The error for a unit that failed outside its statements: SET, COMMIT or RESET.
 
     A lost connection during COMMIT leaves it unknown whether the unit committed; a later apply re-diffs and finds
     out.
     """
     span = f"statements {unit[0][0] + 1}-{unit[-1][0] + 1}"
-    lost = f"{span}: the connection to the environment was lost ({pg_error_text(exc)})"
-    return _failed(conn, exc, unit[0][0], unit[0][1].sql, lost, f"{span}: {pg_error_text(exc)}")
+    lost = f"{span}: the connection to the environment was lost ({error_text(exc)})"
+    return _failed(conn, exc, unit[0][0], unit[0][1].sql, lost, f"{span}: {error_text(exc)}")
 
 
-def _set_timeouts(conn: psycopg.Connection[Any], timeouts: Timeouts, *, local: bool) -> None:
+def _set_timeouts(conn: Connection, timeouts: Timeouts, *, local: bool) -> None:
     scope = "set local" if local else "set"
     conn.execute(f"{scope} lock_timeout = {_ms(timeouts.lock)}".encode())
     conn.execute(f"{scope} statement_timeout = {_ms(timeouts.statement)}".encode())
 
 
-def _run_one(conn: psycopg.Connection[Any], index: int, sql: str, timeouts: Timeouts) -> timedelta:
+def _run_one(conn: Connection, index: int, sql: str, timeouts: Timeouts) -> timedelta:
     started = time.monotonic()
     try:
         conn.execute(sql.encode("utf-8"))
-    except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
+    except LOCK_NOT_GRANTED as exc:
         raise _LockWaitExpired(index, sql, started, timeouts.lock, exc) from exc
-    except pgerrors.QueryCanceled as exc:
-        why = f"{pg_error_text(exc)}; statement_timeout is {human(timeouts.statement)}"
+    except QueryCanceled as exc:
+        why = f"{error_text(exc)}; statement_timeout is {human(timeouts.statement)}"
         raise ApplyError(
             f"statement {index + 1} was cancelled ({why}): {sql}",
             statement=sql,
             index=index,
             sqlstate=exc.diag.sqlstate,
         ) from exc
-    except psycopg.Error as exc:
+    except DriverError as exc:
         raise _statement_failed(conn, exc, index, sql) from exc
     return timedelta(seconds=time.monotonic() - started)
 
@@ -220,7 +204,7 @@ _INVALID_INDEX = (
 )
 
 
-def _drop_invalid_index(conn: psycopg.Connection[Any], index: int, step: ExecStep, timeouts: Timeouts) -> None:
+def _drop_invalid_index(conn: Connection, index: int, step: ExecStep, timeouts: Timeouts) -> None:
     """Before retrying a concurrent index build: drop the INVALID index its failed attempt left behind.
 
     The drop waits for locks like any statement; if it times out, that counts as a failed attempt of the step.
@@ -236,15 +220,15 @@ def _drop_invalid_index(conn: psycopg.Connection[Any], index: int, step: ExecSte
         drop = f"drop index concurrently if exists {row[0]}"
         conn.execute(drop.encode())
         log.info("invalid_index_dropped", index=str(row[0]))
-    except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
+    except LOCK_NOT_GRANTED as exc:
         raise _LockWaitExpired(index, drop or step.sql, started, timeouts.lock, exc) from exc
-    except psycopg.Error as exc:
-        if _broken(conn):
+    except DriverError as exc:
+        if is_broken(conn):
             raise
-        log.warning("invalid_index_not_dropped", error=pg_error_text(exc))
+        log.warning("invalid_index_not_dropped", error=error_text(exc))
 
 
-def _run_transaction(conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig) -> list[timedelta]:
+def _run_transaction(conn: Connection, unit: Unit, env: EnvironmentConfig) -> list[timedelta]:
     """Run the steps of ``unit`` in one transaction, each with its own ``SET LOCAL`` timeouts."""
     durations: list[timedelta] = []
     current: Timeouts | None = None
@@ -258,9 +242,7 @@ def _run_transaction(conn: psycopg.Connection[Any], unit: Unit, env: Environment
     return durations
 
 
-def _run_alone(
-    conn: psycopg.Connection[Any], index: int, step: ExecStep, env: EnvironmentConfig, attempt: int
-) -> timedelta:
+def _run_alone(conn: Connection, index: int, step: ExecStep, env: EnvironmentConfig, attempt: int) -> timedelta:
     """Run a step that may not run in a transaction block, with session timeouts reset afterwards."""
     timeouts = Timeouts.of(step, env)
     _set_timeouts(conn, timeouts, local=False)
@@ -269,12 +251,12 @@ def _run_alone(
             _drop_invalid_index(conn, index, step, timeouts)
         return _run_one(conn, index, step.sql, timeouts)
     finally:
-        if not _broken(conn):
+        if not is_broken(conn):
             conn.execute(b"reset lock_timeout")
             conn.execute(b"reset statement_timeout")
 
 
-def _attempt(conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig, attempt: int) -> list[timedelta]:
+def _attempt(conn: Connection, unit: Unit, env: EnvironmentConfig, attempt: int) -> list[timedelta]:
     """One attempt of ``unit``: the duration of each of its steps."""
     try:
         if unit[0][1].transactional:
@@ -283,7 +265,7 @@ def _attempt(conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig, 
         return [_run_alone(conn, index, step, env, attempt)]
     except (ApplyError, ApplyInterruptedError, _LockWaitExpired):
         raise
-    except psycopg.Error as exc:
+    except DriverError as exc:
         raise _unit_failed(conn, exc, unit) from exc
 
 
@@ -317,9 +299,7 @@ class _Retry:
         return backoff
 
 
-def _run_unit(
-    conn: psycopg.Connection[Any], unit: Unit, env: EnvironmentConfig, retry: _Retry
-) -> list[AppliedStatement]:
+def _run_unit(conn: Connection, unit: Unit, env: EnvironmentConfig, retry: _Retry) -> list[AppliedStatement]:
     attempt = 0
     waits: list[timedelta] = []
     while True:
@@ -351,7 +331,7 @@ def units(steps: Sequence[ExecStep], skip: Collection[int] = ()) -> list[list[tu
 
 
 def execute_steps(
-    conn: psycopg.Connection[Any],
+    conn: Connection,
     items: Sequence[str | ExecStep],
     env: EnvironmentConfig,
     *,

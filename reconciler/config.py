@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from .cron import CronError, parse_cron
 from .errors import ConfigError
-from .reconcile.cron import CronError, parse_cron
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -184,7 +184,7 @@ class EnvironmentConfig(_Model):
     lock_timeout: Duration = timedelta(seconds=5)
     statement_timeout: Duration = timedelta(minutes=15)
     connect_timeout: Duration = timedelta(seconds=10)
-    # Hazards and policy (issue 3): what runs unattended, when a table counts as large, online-safe rewrites.
+    # Hazards and policy: what runs unattended, when a table counts as large, online-safe rewrites.
     production: bool = False
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     large_table: LargeTableConfig = Field(default_factory=LargeTableConfig)
@@ -193,7 +193,7 @@ class EnvironmentConfig(_Model):
     interval: Duration = timedelta(seconds=60)
     suspend: bool = False
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
-    # Applying (issue 4): a concurrent index build gets its own, longer statement timeout (same lock timeout);
+    # Applying: a concurrent index build gets its own, longer statement timeout (same lock timeout);
     # a statement that times out waiting for a lock is retried with bounded, jittered exponential backoff.
     concurrent_statement_timeout: Duration = timedelta(hours=2)
     lock_retries: int = Field(default=5, ge=0, le=100)
@@ -400,6 +400,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             msg = "unknown key"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{msg}{more}", path=shown, key=_keypath(tuple(first["loc"]))) from exc
+    _check_token_environments(cfg, shown)
+    return _with_paths_resolved(cfg, p.resolve().parent, shown)
+
+
+def _check_token_environments(cfg: Config, shown: str) -> None:
     for i, tok in enumerate(cfg.server.tokens):
         for name in tok.environments:
             if name != "*" and name not in cfg.environments:
@@ -408,7 +413,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                     path=shown,
                     key=f"server.tokens[{i}].environments",
                 )
-    base = p.resolve().parent
+
+
+def _with_paths_resolved(cfg: Config, base: Path, shown: str) -> Config:
+    """``cfg`` with its relative paths taken relative to the config file's folder ``base``."""
     embedded = cfg.embedded.model_copy(
         update={
             "data_dir": _resolve(base, cfg.embedded.data_dir),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeAlias
@@ -24,6 +26,9 @@ from sqlalchemy.pool import NullPool
 from .errors import DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 
 Connection: TypeAlias = psycopg.Connection[Any]
+DriverError = psycopg.Error  # what the driver raises; the executor tells lock waits and lost sessions apart
+QueryCanceled = psycopg.errors.QueryCanceled
+LOCK_NOT_GRANTED = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)
 """A connection opened by :func:`connect`, for type hints outside this module."""
 
 APPLICATION_NAME = "schema-reconciler"
@@ -113,6 +118,7 @@ def connect(
     The session settings come after any ``options`` of ``dsn``, so they hold even if the DSN sets them too.
     Messages say ``what`` was being done, with passwords redacted.
     """
+    _count_open(dsn)
     try:
         return psycopg.connect(
             _with_options(dsn, SESSION_SETTINGS),
@@ -122,6 +128,22 @@ def connect(
         )
     except psycopg.Error as exc:
         raise translate(exc, f"{what}: cannot connect") from exc
+
+
+_opened: Counter[str] = Counter()
+_opened_lock = threading.Lock()
+
+
+def _count_open(dsn: str) -> None:
+    name = parse_dsn(dsn).get("dbname", "")
+    with _opened_lock:
+        _opened[name] += 1
+
+
+def connections_opened() -> dict[str, int]:
+    """How many connections this process opened (or tried to), by database name: what a pass costs a server."""
+    with _opened_lock:
+        return dict(_opened)
 
 
 def engine_for(dsn: str, *, what: str, connect_timeout: timedelta = timedelta(seconds=10)) -> sa.Engine:
@@ -189,3 +211,17 @@ def database_identity(dsn: str) -> str:
     params = parse_dsn(dsn)
     host = str(params.get("host") or params.get("hostaddr") or "local")
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
+
+
+def error_text(exc: DriverError) -> str:
+    """PostgreSQL's primary message of a driver error, with its SQLSTATE."""
+    diag = exc.diag
+    text = (diag.message_primary or str(exc)).strip()
+    if diag.sqlstate:
+        text = f"{text} (SQLSTATE {diag.sqlstate})"
+    return text
+
+
+def is_broken(conn: Connection) -> bool:
+    """Whether the session is gone (terminated, server restart, network): its transaction was rolled back."""
+    return bool(conn.broken or conn.closed)

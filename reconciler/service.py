@@ -12,17 +12,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import approvals, planning
-from .applier import Applier, ApplyResult, record_outcome
+from .applier import Applier, ApplyResult, record_apply
 from .config import Config
 from .desired import load_desired
 from .errors import PlanError, ReconcilerError
 from .locks import environment_lock
 from .model import DesiredState, Plan, PlanKey
 from .pgembedded import EmbeddedPostgres, find_bin_dir
-from .reconcile.windows import window_open
 from .scratch import ScratchServer
 from .store import PlanRecord, Store, open_store
 from .target import EMBEDDED_SCHEME, Target, resolve
+from .windows import window_open
 
 __all__ = ["EMBEDDED_SCHEME", "ApplyResult", "Reconciler", "plan_to_json"]
 
@@ -113,12 +113,13 @@ class Reconciler:
         rec = self.store.get_plan(plan_id)
         return approvals.reject(self.store, self.target(rec.environment), rec, by, reason)
 
-    def apply(self, name: str | Target, *, force: bool = False) -> ApplyResult:
+    def apply(self, name: str | Target, *, force: bool = False, record_status: bool = True) -> ApplyResult:
         """Apply what may run unattended, run an approved plan that still matches, queue the rest.
 
         Refused (PlanError, nothing done) while the environment is suspended or outside its maintenance windows,
         unless ``force``. Holds the environment's apply lock throughout (a second applier gets BusyError and
-        changes nothing); afterwards records the environment's status.
+        changes nothing); afterwards audits the outcome and, with ``record_status``, records the environment's status
+        (the daemon's pass records a status of its own).
         """
         target = name if isinstance(name, Target) else self.target(name)
         if not force:
@@ -132,9 +133,9 @@ class Reconciler:
             try:
                 result = applier.run()
             except ReconcilerError as exc:
-                record_outcome(self.store, target, None, exc)
+                record_apply(self.store, target, None, exc, status=record_status)
                 raise
-            record_outcome(self.store, target, result, None, conn)
+            record_apply(self.store, target, result, None, conn, status=record_status)
         return result
 
 

@@ -60,17 +60,21 @@ class _OldestPendingAge(Collector):
         yield g
 
 
+def _env_gauge(registry: CollectorRegistry, name: str, documentation: str) -> Gauge:
+    """A gauge of one value per environment."""
+    return Gauge(f"{PREFIX}{name}", documentation, ["environment"], registry=registry)
+
+
 class Metrics:
     """The daemon's metric objects. Methods take plain values; callers never touch label plumbing."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.drift = Gauge(
-            f"{PREFIX}drift",
+        self.drift = _env_gauge(
+            r,
+            "drift",
             "1 when the environment's schema differs from the desired state at its last measurement, else 0",
-            ["environment"],
-            registry=r,
         )
         self.pending_statements = Gauge(
             f"{PREFIX}pending_statements",
@@ -78,14 +82,49 @@ class Metrics:
             ["environment", "hazard"],
             registry=r,
         )
-        self.plans_awaiting_approval = Gauge(
-            f"{PREFIX}plans_awaiting_approval",
+        self.plans_awaiting_approval = _env_gauge(
+            r,
+            "plans_awaiting_approval",
             "Plans of the environment that wait for an operator's approval",
-            ["environment"],
-            registry=r,
         )
         self._oldest_pending = _OldestPendingAge()
         r.register(self._oldest_pending)
+        self._add_pass_metrics(r)
+        self.reachable = _env_gauge(
+            r,
+            "environment_reachable",
+            "1 when the last reconcile could connect to the environment, else 0",
+        )
+        self.last_success = _env_gauge(
+            r,
+            "last_success_timestamp_seconds",
+            "Unix time of the last reconcile that ended without an error",
+        )
+        self.stalled = _env_gauge(
+            r,
+            "environment_stalled",
+            "1 when a terminal error stopped reconciling until the configuration or desired state changes",
+        )
+        self.suspended = _env_gauge(
+            r,
+            "environment_suspended",
+            "1 when the environment is configured with suspend: true (measured, never applied)",
+        )
+        self.window_open = _env_gauge(
+            r,
+            "maintenance_window_open",
+            "1 when the environment may be changed now (inside a maintenance window, or none configured)",
+        )
+        self.desired_revision = Info(
+            f"{PREFIX}desired_revision",
+            "The desired-state revision (sha256 of the files) the daemon reconciles towards",
+            registry=r,
+        )
+
+    # -- lifecycle of an environment's series -------------------------------------------------------
+
+    def _add_pass_metrics(self, r: CollectorRegistry) -> None:
+        """What each reconcile pass counts and times."""
         self.reconciles = Counter(
             f"{PREFIX}reconciles",
             "Reconciles by environment and outcome (success: in sync; requeue: drift remains; error: retried with "
@@ -113,43 +152,7 @@ class Metrics:
             ["environment", "kind"],
             registry=r,
         )
-        self.reachable = Gauge(
-            f"{PREFIX}environment_reachable",
-            "1 when the last reconcile could connect to the environment, else 0",
-            ["environment"],
-            registry=r,
-        )
-        self.last_success = Gauge(
-            f"{PREFIX}last_success_timestamp_seconds",
-            "Unix time of the last reconcile that ended without an error",
-            ["environment"],
-            registry=r,
-        )
-        self.stalled = Gauge(
-            f"{PREFIX}environment_stalled",
-            "1 when a terminal error stopped reconciling until the configuration or desired state changes",
-            ["environment"],
-            registry=r,
-        )
-        self.suspended = Gauge(
-            f"{PREFIX}environment_suspended",
-            "1 when the environment is configured with suspend: true (measured, never applied)",
-            ["environment"],
-            registry=r,
-        )
-        self.window_open = Gauge(
-            f"{PREFIX}maintenance_window_open",
-            "1 when the environment may be changed now (inside a maintenance window, or none configured)",
-            ["environment"],
-            registry=r,
-        )
-        self.desired_revision = Info(
-            f"{PREFIX}desired_revision",
-            "The desired-state revision (sha256 of the files) the daemon reconciles towards",
-            registry=r,
-        )
 
-    # -- lifecycle of an environment's series -------------------------------------------------------
     def add_environment(self, environment: str, *, suspended: bool) -> None:
         """Create every series of ``environment`` so that rates and absences are well defined from the start."""
         for outcome in OUTCOMES:

@@ -1,7 +1,8 @@
-"""The control loop: ``reconcile(request) -> result`` per environment, its status, backoff and windows.
+"""The control loop: ``reconcile(request) -> result`` per environment, the controller that schedules it.
 
-Modules: :mod:`.cron` (maintenance-window cron matcher), :mod:`.windows`, :mod:`.backoff`, :mod:`.status`
-(conditions), :mod:`.loop` (the reconcile function), :mod:`.daemon` (everything wired together for
-``reconciler run``). This package's ``__init__`` imports nothing, so :mod:`reconciler.config` may use
-:mod:`.cron` without an import cycle.
+Modules: :mod:`.backoff`, :mod:`.result` (request and outcome), :mod:`.board` (the status cache, written through
+to the store), :mod:`.loop` (the reconcile function), :mod:`.controller` (scheduling, backoff, Stalled),
+:mod:`.daemon` (everything wired together for ``reconciler run``). The status itself
+(:mod:`reconciler.status`), maintenance windows (:mod:`reconciler.windows`) and their cron matcher
+(:mod:`reconciler.cron`) live a layer below, beside :mod:`reconciler.policy`.
 """

@@ -28,25 +28,32 @@ from ..config import Config, load_config
 from ..errors import ConfigError, DesiredStateError, PlanError
 from ..model import PlanStatus
 from ..obs.metrics import Metrics
-from ..scheduler import Controller
 from ..server.api import Api
 from ..server.auth import TokenAuth
 from ..server.http import HttpServer
 from ..service import EMBEDDED_SCHEME, Reconciler
+from ..status import EnvironmentStatus
 from ..store import PlanRecord
+from ..windows import window_open
+from .board import StatusBoard
+from .controller import Controller
 from .loop import ReconcileContext, reconcile
 from .result import Request, Result
-from .status import StatusBoard
-from .windows import window_open
 
 log = structlog.get_logger("reconciler.daemon")
 
 # Top-level keys that a running daemon cannot take over from a changed file.
 _RESTART_KEYS = ("desired_state", "scratch", "state", "embedded", "daemon", "server")
+_INVALID = "invalid:"  # prefix of the desired-state marker when the desired state cannot be read
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _desired_changed(status: EnvironmentStatus, marker: str | None) -> bool:
+    """Whether a readable desired state differs from the revision the status was last attempted at."""
+    return marker is not None and not marker.startswith(_INVALID) and marker != status.last_attempted_revision
 
 
 class Daemon:
@@ -65,10 +72,12 @@ class Daemon:
         self._config_path = Path(config.source) if (watch_config and config.source) else None
         self.auth = TokenAuth.from_config(config, environ)
         self.metrics = Metrics()
-        self.status = StatusBoard()
         self.reconciler = Reconciler(config)
+        self.status = StatusBoard(save=self._persist_status)
         self.context = ReconcileContext(self.reconciler, self.metrics, self.status)
-        self.controller = Controller(config.daemon, dict(config.environments), self._reconcile, watch=self._watch)
+        self.controller = Controller(
+            config.daemon, dict(config.environments), self._reconcile, self.status.get, watch=self._watch
+        )
         self.api = Api(self, self.auth)
         self._listen = listen if listen is not None else config.server.listen
         self._port = port if port is not None else config.server.port
@@ -100,10 +109,7 @@ class Daemon:
                 ) from exc
             self._desired_marker = self._read_desired_marker()
             self._config_digest = self._read_config_digest()
-            now = _utcnow()
-            for name, env in self.config.environments.items():
-                self.metrics.add_environment(name, suspended=env.suspend)
-                self.status.ensure(name, now)
+            self._load_statuses()
             self.http.start()
             self.controller.start()
         except BaseException:
@@ -122,6 +128,22 @@ class Daemon:
         rec.scratch  # noqa: B018 - creates the scratch server (and the embedded server when it hosts scratch)
         if any(e.dsn.startswith(EMBEDDED_SCHEME) for e in self.config.environments.values()):
             rec.embedded  # noqa: B018 - started here, before workers share it
+
+    def _persist_status(self, status: EnvironmentStatus) -> None:
+        self.reconciler.store.save_status(status)
+
+    def _load_statuses(self) -> None:
+        """Fill the status board from the store; a Stalled environment whose desired revision changed while the
+        daemon was stopped is un-stalled (one that is Stalled still stays paused)."""
+        stored = self.reconciler.store.load_statuses()
+        self.status.load({n: s for n, s in stored.items() if n in self.config.environments})
+        now = _utcnow()
+        for name, env in self.config.environments.items():
+            self.metrics.add_environment(name, suspended=env.suspend)
+            status = self.status.ensure(name, now)
+            self.metrics.set_stalled(name, status.stalled)
+            if status.stalled and _desired_changed(status, self._desired_marker):
+                self.controller.trigger(name, "desired_state_changed_while_stopped", unstall=True)
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to stop (from a signal handler or another thread); a second call hurries it."""
@@ -193,7 +215,7 @@ class Daemon:
         try:
             return self.reconciler.load_desired().revision
         except DesiredStateError as exc:
-            return "invalid:" + hashlib.sha256(str(exc).encode()).hexdigest()
+            return _INVALID + hashlib.sha256(str(exc).encode()).hexdigest()
 
     def _read_config_digest(self) -> str | None:
         if self._config_path is None:
@@ -207,7 +229,7 @@ class Daemon:
         marker = self._read_desired_marker()
         if marker != self._desired_marker:
             self._desired_marker = marker
-            valid = not marker.startswith("invalid:")
+            valid = not marker.startswith(_INVALID)
             if valid:
                 self.metrics.set_desired_revision(marker)
             log.info("desired_state_changed", revision=marker[:12] if valid else None, valid=valid)

@@ -18,16 +18,18 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from .. import status as st
 from ..db import connect, redact
 from ..errors import ReconcilerError, TerminalError, UnreachableError
-from ..model import PlanStatus, Severity, Statement
+from ..model import DesiredState, PlanStatus, Severity, Statement
 from ..obs.metrics import NO_HAZARD, Metrics
 from ..obs.phases import observing
 from ..service import Reconciler
-from . import status as st
+from ..target import Target
+from ..windows import next_window_start, window_open
 from .backoff import backoff_delay
+from .board import StatusBoard
 from .result import Outcome, Request, Result
-from .windows import next_window_start, window_open
 
 log = structlog.get_logger("reconciler.loop")
 
@@ -56,7 +58,7 @@ class ReconcileContext:
 
     reconciler: Reconciler
     metrics: Metrics
-    status: st.StatusBoard
+    status: StatusBoard
     clock: Callable[[], datetime] = field(default=utcnow)
 
 
@@ -75,6 +77,8 @@ class _Seen:
     oldest_awaiting: datetime | None = None
     pending_plan_id: int | None = None
     approved_plan_id: int | None = None
+    fingerprint: str | None = None  # the environment's, when known without another catalog query
+    plan_id: int | None = None  # the plan this pass applied or queued
 
 
 def reconcile(request: Request, ctx: ReconcileContext) -> Result:
@@ -119,28 +123,43 @@ def reconcile(request: Request, ctx: ReconcileContext) -> Result:
             log.exception("reconcile_crashed", error=result.error, retry_in=_secs(result))
         finally:
             done = ctx.clock()
-            obs = st.Observation(
-                outcome=result.outcome,
-                at=done,
-                revision=seen.revision,
-                drifted=seen.drifted,
-                pending_statements=seen.pending.total(),
-                pending_plan_id=seen.pending_plan_id,
-                approved_plan_id=seen.approved_plan_id,
-                blocked=seen.blocked,
-                applied=seen.applied,
-                notes=seen.notes,
-                error=result.error,
-                error_reason=reason,
-            )
-            ctx.status.put(st.finish(ctx.status.get(name) or prev, obs))
+            _save_status(ctx, st.finish(ctx.status.get(name) or prev, _observation(result, seen, reason, done)))
             _record_metrics(ctx.metrics, name, result, seen, done, time.perf_counter() - started)
     return result
 
 
+def _observation(result: Result, seen: _Seen, reason: st.Reason | None, at: datetime) -> st.Observation:
+    return st.Observation(
+        outcome=result.outcome,
+        at=at,
+        revision=seen.revision,
+        drifted=seen.drifted,
+        pending_statements=seen.pending.total(),
+        pending_plan_id=seen.pending_plan_id,
+        approved_plan_id=seen.approved_plan_id,
+        blocked=seen.blocked,
+        applied=seen.applied,
+        notes=seen.notes,
+        error=result.error,
+        error_reason=reason,
+        retry_after=result.requeue_after if result.outcome is Outcome.ERROR else None,
+        fingerprint=seen.fingerprint,
+        plan_id=seen.plan_id,
+    )
+
+
+def _save_status(ctx: ReconcileContext, status: st.EnvironmentStatus) -> None:
+    """Cache and persist the finished status; a store that cannot take it leaves the cached one in force."""
+    try:
+        ctx.status.save(status)
+    except Exception as exc:
+        log.error("status_not_persisted", error=redact(str(exc)))
+
+
 def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, seen: _Seen, at: datetime) -> Result:
     rec = ctx.reconciler
-    env = rec.target(name).env
+    target = rec.target(name)  # resolved once for the pass
+    env = target.env
     desired = rec.load_desired()
     seen.revision = desired.revision
     structlog.contextvars.bind_contextvars(revision=desired.short_revision)
@@ -156,19 +175,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
     elif not open_now:
         seen.blocked = st.Reason.OUTSIDE_MAINTENANCE_WINDOW
 
-    if seen.blocked is None:
-        applied = rec.apply(name, force=True)  # suspension and windows were decided above, on our clock
-        seen.revision = applied.desired_revision
-        seen.reachable = True
-        seen.applied = len(applied.applied)
-        seen.notes = tuple(redact(m) for m in applied.messages)
-        if applied.applied_statements:
-            ctx.metrics.count_applied(name, kinds(applied.applied_statements).elements())
-        remaining = applied.remaining if applied.remaining is not None else rec.plan(name, desired).statements
-    else:
-        remaining = rec.plan(name, desired).statements
-        seen.reachable = True
-
+    remaining = _measure(target, ctx, desired, seen)
     seen.drifted = bool(remaining)
     seen.pending = kinds(remaining)
 
@@ -195,6 +202,29 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         blocked=seen.blocked.value if seen.blocked else None,
     )
     return Result(outcome, requeue)
+
+
+def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen: _Seen) -> tuple[Statement, ...]:
+    """Apply what may run now (unless blocked); return what still differs from the desired state."""
+    rec = ctx.reconciler
+    name = target.name
+    if seen.blocked is None:
+        # Suspension and windows were decided above, on our clock; the pass records its own status.
+        applied = rec.apply(target, force=True, record_status=False)
+        seen.revision = applied.desired_revision
+        seen.reachable = True
+        seen.applied = len(applied.applied)
+        seen.notes = tuple(redact(m) for m in applied.messages)
+        seen.plan_id = applied.applied_plan_id or applied.queued_plan_id
+        if applied.applied_statements:
+            ctx.metrics.count_applied(name, kinds(applied.applied_statements).elements())
+        # What the apply planned under its lock still describes the environment when nothing ran.
+        seen.fingerprint = None if applied.applied else applied.planned_fingerprint or None
+        return tuple(applied.remaining)
+    plan = rec.plan(target, desired)
+    seen.reachable = True
+    seen.fingerprint = plan.fingerprint or None
+    return tuple(plan.statements)
 
 
 def _retry(rec: Reconciler, prev: st.EnvironmentStatus, error: str) -> Result:

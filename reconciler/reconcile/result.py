@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
+
+from ..status import Outcome
+
+__all__ = ["Outcome", "Request", "Result"]
 
 
 @dataclass(frozen=True)
@@ -12,15 +15,6 @@ class Request:
     """What to reconcile: an environment's name, never a cached plan (the loop is level-triggered)."""
 
     environment: str
-
-
-class Outcome(StrEnum):
-    """How a reconcile ended; the values are the ``outcome`` label of ``schema_reconciler_reconciles_total``."""
-
-    SUCCESS = "success"  # the environment matches the desired state: next check after the interval
-    REQUEUE = "requeue"  # drift remains (awaiting approval, outside a window, suspended): check again later
-    ERROR = "error"  # a retryable error: retry after an exponential backoff
-    TERMINAL = "terminal"  # retrying will not help: Stalled until the configuration or desired state changes
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..config import Config
 from ..demo import reset_demo_database
+from ..status import ConditionType
 from .daemon import Daemon
-from .status import ConditionType
 
 FIRST_RECONCILE_WAIT = 180.0
 

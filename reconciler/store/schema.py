@@ -6,6 +6,8 @@ Versions (``reconciler_meta.store_version``):
 2. plans.resumable; at most one live (pending or approved) plan per environment, enforced by a partial unique
    index; approvals (who approved or rejected what, when); plan progress (which steps of a plan committed);
    environment status (last attempted and applied desired revision, converged or not).
+3. status: each environment's :class:`reconciler.status.EnvironmentStatus` as one JSON document (conditions,
+   consecutive failures, backoff, Stalled, revisions, fingerprint), so a restarted daemon resumes where it was.
 """
 
 from __future__ import annotations
@@ -113,5 +115,14 @@ environment_status = sa.Table(
     sa.Column("last_plan_id", sa.Integer),
     sa.Column("last_apply_at", sa.DateTime(timezone=True)),
     sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# v3: the one persisted status of an environment, exactly as reconciler.status.EnvironmentStatus.to_json() gives it.
+statuses = sa.Table(
+    "reconciler_status",
+    metadata,
+    sa.Column("environment", sa.String(63), primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -13,18 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 from ..db import redact
 from ..errors import PlanError, StoreError
 from ..model import LIVE_PLAN_STATUSES, Plan, PlanKey, PlanStatus, Statement
+from ..status import EnvironmentStatus, initial_status
 from .schema import (
     LIVE_STATUSES,
     STORE_VERSION,
@@ -37,6 +40,7 @@ from .schema import (
     metadata,
     plans,
     progress,
+    statuses,
 )
 
 GENESIS = "0" * 64
@@ -205,8 +209,9 @@ class AuditVerification:
 
 
 @dataclass(frozen=True)
-class EnvironmentStatus:
-    """What the last apply to an environment found: the revision it tried, the one it reached, converged or not."""
+class ApplyStatusRow:
+    """A version-2 status row (``reconciler_environment_status``): read only to seed the persisted
+    :class:`reconciler.status.EnvironmentStatus` when a store is upgraded."""
 
     environment: str
     last_attempted_revision: str | None
@@ -286,8 +291,8 @@ def _superseded_by(plan: Plan) -> Callable[[Any], str]:
     return why
 
 
-def _status_from_row(r: Any) -> EnvironmentStatus:
-    return EnvironmentStatus(
+def _status_from_row(r: Any) -> ApplyStatusRow:
+    return ApplyStatusRow(
         environment=r.environment,
         last_attempted_revision=r.last_attempted_revision,
         last_applied_revision=r.last_applied_revision,
@@ -330,11 +335,45 @@ def _upgrade_1_to_2(store: Store, conn: sa.Connection) -> None:
 
 
 def _upgrade_2_to_3(store: Store, conn: sa.Connection) -> None:
-    """Plans are bound to the database they were computed on (empty for plans stored before)."""
-    conn.exec_driver_sql("alter table reconciler_plans add column database varchar(255) not null default ''")
+    """Plans are bound to the database they were computed on (empty for plans stored before); the persisted
+    status table, seeded with what the version-2 status rows knew (revisions, fingerprint)."""
+    if "database" not in {c["name"] for c in sa.inspect(conn).get_columns("reconciler_plans")}:
+        conn.exec_driver_sql("alter table reconciler_plans add column database varchar(255) not null default ''")
+    statuses.create(conn, checkfirst=True)
+    for row in conn.execute(sa.select(environment_status)):
+        old = _status_from_row(row)
+        seeded = replace(
+            initial_status(old.environment, old.updated_at),
+            last_attempted_revision=old.last_attempted_revision,
+            last_applied_revision=old.last_applied_revision,
+            last_error=old.last_error,
+            fingerprint=old.fingerprint if old.converged else None,
+            last_plan_id=old.last_plan_id,
+        )
+        _put_status(conn, seeded)
 
 
 UPGRADES: dict[int, Callable[[Store, sa.Connection], None]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
+
+
+def _put_status(conn: sa.Connection, status: EnvironmentStatus) -> None:
+    """Insert or replace an environment's persisted status (one statement on both backends)."""
+    values = {
+        "environment": status.environment,
+        "document": json.dumps(status.to_json(), separators=(",", ":"), ensure_ascii=False),
+        "updated_at": _now(),
+    }
+    insert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(statuses).values(**values)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=[statuses.c.environment],
+            set_={"document": insert.excluded.document, "updated_at": insert.excluded.updated_at},
+        )
+    )
+
+
+def _loaded_status(document: str) -> EnvironmentStatus:
+    return EnvironmentStatus.from_json(json.loads(document))
 
 
 class Store:
@@ -762,35 +801,21 @@ class Store:
             ]
 
     # -- environment status -----------------------------------------------------------------------
-    def set_status(self, environment: str, **fields: Any) -> EnvironmentStatus:
-        """Upsert the environment's status row with ``fields`` (columns of reconciler_environment_status)."""
-        unknown = set(fields) - set(environment_status.c.keys())
-        if unknown:
-            raise StoreError(f"unknown environment status field(s): {', '.join(sorted(unknown))}")
-        values = {**fields, "updated_at": _now()}
+    def save_status(self, status: EnvironmentStatus) -> None:
+        """Persist an environment's status (replacing the one stored)."""
         with self._write() as conn:
-            res = conn.execute(
-                sa.update(environment_status).where(environment_status.c.environment == environment).values(**values)
-            )
-            if res.rowcount == 0:
-                conn.execute(sa.insert(environment_status).values(environment=environment, **values))
-        status = self.get_status(environment)
-        assert status is not None
-        return status
+            _put_status(conn, status)
 
-    def get_status(self, environment: str) -> EnvironmentStatus | None:
+    def load_status(self, environment: str) -> EnvironmentStatus | None:
         with self.engine.connect() as conn:
-            r = conn.execute(
-                sa.select(environment_status).where(environment_status.c.environment == environment)
-            ).first()
-        return _status_from_row(r) if r is not None else None
+            doc = conn.execute(sa.select(statuses.c.document).where(statuses.c.environment == environment)).scalar()
+        return _loaded_status(doc) if doc is not None else None
 
-    def list_statuses(self) -> list[EnvironmentStatus]:
+    def load_statuses(self) -> dict[str, EnvironmentStatus]:
+        """Every persisted status, by environment."""
         with self.engine.connect() as conn:
-            return [
-                _status_from_row(r)
-                for r in conn.execute(sa.select(environment_status).order_by(environment_status.c.environment))
-            ]
+            rows = conn.execute(sa.select(statuses.c.environment, statuses.c.document).order_by(statuses.c.environment))
+            return {r.environment: _loaded_status(r.document) for r in rows}
 
     # -- audit ------------------------------------------------------------------------------------
     def record(

@@ -26,6 +26,7 @@ from reconciler.hazards import StepTimeouts, examine
 from reconciler.locks import APPLY_LOCK_KEY
 from reconciler.model import ExecStep, Plan, PlanStatus
 from reconciler.service import ApplyResult, Reconciler
+from reconciler.status import ConditionType
 from reconciler.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,8 +195,9 @@ def test_lock_timeout_is_retried_without_blocking_other_sessions(
         (a.sql, n, n - 1) for a in result.executed
     ]
     assert all(p["duration_seconds"] >= 0 for p in applied)
-    status = store.get_status("dev")
-    assert status is not None and status.converged and status.last_applied_revision == result.desired_revision
+    status = store.load_status("dev")
+    assert status is not None and status.is_true(ConditionType.READY)
+    assert status.last_applied_revision == result.desired_revision
 
 
 def test_lock_retries_are_bounded_and_the_transaction_rolls_back(make_db: Callable[..., str]) -> None:
@@ -305,8 +307,9 @@ def test_terminated_applier_rolls_back_fails_the_plan_and_a_later_apply_resumes(
     assert fail.plan_id == queued and f'"{second}"' in fail.payload["statement"]
     assert fail.payload["sqlstate"] == "57P01"
     assert rec.store.audit_records("dev", event="statement_applied") == []
-    status = rec.store.get_status("dev")
-    assert status is not None and status.converged is False and "terminating connection" in (status.last_error or "")
+    status = rec.store.load_status("dev")
+    assert status is not None and not status.is_true(ConditionType.READY)
+    assert "terminating connection" in (status.last_error or "")
 
     # Later: the same approved plan resumes (nothing had committed) and the environment converges.
     result = rec.apply("dev")

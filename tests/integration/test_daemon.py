@@ -376,3 +376,81 @@ def test_health_readiness_and_openapi(
     # A stopped daemon's port is closed.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(d.url.rsplit(":", 1)[1])), timeout=1).close()
+
+
+def test_a_restart_mid_backoff_resumes_the_same_backoff(
+    make_db: Callable[..., str], project: Callable[..., Path], start_daemon: Callable[..., Daemon]
+) -> None:
+    # The store is a PostgreSQL database here, as several replicas would share it.
+    cfg = project(
+        {"010.sql": "create table a (id int);\n"},
+        {"down": {"dsn": "postgresql://app:pw@127.0.0.1:1/app", "interval": "300ms", "connect_timeout": "1s"}},
+        daemon={**FAST_DAEMON, "backoff_base": "3s", "backoff_max": "60s"},
+        state=make_db(),
+    )
+    first = start_daemon(cfg)
+    wait_for("two failures", lambda: env_doc(first, "down")["status"]["consecutive_failures"] == 2, 15)
+    before = env_doc(first, "down")["status"]
+    retry_at = datetime.fromisoformat(before["retry_at"])
+    # The second failure waits base * 2 = 6 s.
+    assert retry_at - datetime.fromisoformat(before["observed_at"]) == timedelta(seconds=6)
+    first.stop()
+
+    second = start_daemon(cfg)
+    restarted = datetime.now(UTC)
+    assert restarted < retry_at, "the restart took longer than the backoff; nothing left to show"
+    doc = env_doc(second, "down")
+    assert doc["status"] == before
+    assert condition(doc, "Ready") == ("False", "EnvironmentUnreachable")
+    # The first attempt after the restart is the one the backoff scheduled, not an immediate one.
+    assert datetime.fromisoformat(doc["next_reconcile_at"]) == retry_at
+    assert metric(second.url, "schema_reconciler_reconciles_total", environment="down", outcome="error") == 0
+    after = wait_for(
+        "the third failure",
+        lambda: (s := env_doc(second, "down")["status"])["consecutive_failures"] == 3 and s,
+        20,
+    )
+    assert datetime.fromisoformat(after["observed_at"]) >= retry_at
+    # The backoff continued to double: base * 4 = 12 s, not base again.
+    assert datetime.fromisoformat(after["retry_at"]) - datetime.fromisoformat(after["observed_at"]) == timedelta(
+        seconds=12
+    )
+    assert metric(second.url, "schema_reconciler_reconciles_total", environment="down", outcome="error") == 1
+
+
+def test_a_stalled_environment_stays_stalled_across_a_restart(
+    make_db: Callable[..., str], project: Callable[..., Path], start_daemon: Callable[..., Daemon]
+) -> None:
+    dsn = make_db("create table a (id int);")
+    bad = {"010.sql": "create table a (id int);\ncreate view v as select nope from a;\n"}
+    env = {"dev": {"dsn": dsn, "interval": "300ms"}}
+    cfg = project(bad, env, daemon=FAST_DAEMON)
+    first = start_daemon(cfg)
+    wait_for("stalled", lambda: metric(first.url, "schema_reconciler_environment_stalled", environment="dev") == 1)
+    stalled = env_doc(first, "dev")
+    first.stop()
+
+    second = start_daemon(cfg)
+    doc = env_doc(second, "dev")
+    assert doc["status"] == stalled["status"]
+    assert condition(doc, "Stalled") == ("True", "DesiredStateInvalid")
+    assert doc["stalled"] is True and doc["next_reconcile_at"] is None
+    assert metric(second.url, "schema_reconciler_environment_stalled", environment="dev") == 1
+    # Not reconciled: the interval passes several times and nothing runs.
+    with pytest.raises(AssertionError):
+        wait_for(
+            "a reconcile",
+            lambda: sum(
+                metric(second.url, "schema_reconciler_reconciles_total", environment="dev", outcome=o) or 0
+                for o in ("success", "requeue", "error", "terminal")
+            ),
+            1.5,
+        )
+    second.stop()
+
+    # The desired state was fixed while no daemon ran: the next one notices and reconciles at once.
+    project({"010.sql": "create table a (id int);\ncreate view v as select id from a;\n"}, env, daemon=FAST_DAEMON)
+    third = start_daemon(cfg)
+    wait_for("ready again", lambda: condition(env_doc(third, "dev"), "Ready") == ("True", "InSync"), 15)
+    assert condition(env_doc(third, "dev"), "Stalled") == ("False", "NotStalled")
+    assert run_sql(dsn, "select count(*) from pg_views where viewname = 'v'") == [(1,)]

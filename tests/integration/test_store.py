@@ -6,13 +6,14 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from reconciler import status as st
 from reconciler.errors import PlanError, StoreError
 from reconciler.model import (
     Decision,
@@ -25,10 +26,12 @@ from reconciler.model import (
     Statement,
     statements_hash,
 )
+from reconciler.status import Observation, Outcome, record_outcome
 from reconciler.store import Store, open_store
 from reconciler.store.schema import STORE_VERSION
 from reconciler.store.store import GENESIS, audit_hash
 
+T0 = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 STATEMENTS = (
     Statement(
         'alter table "public"."t" drop column "x"',
@@ -150,8 +153,12 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
         assert all(p.resumable is False for p in by_id.values())
         check = store.verify_audit()
         assert check.ok, check.message
-        upgrades = ["store_upgraded"] * (STORE_VERSION - 1)
-        assert [r.event for r in store.audit_records()][-STORE_VERSION:] == ["plan_superseded", *upgrades]
+        assert [(r.event, r.payload.get("to_version")) for r in store.audit_records()][-3:] == [
+            ("plan_superseded", None),
+            ("store_upgraded", 2),
+            ("store_upgraded", 3),
+        ]
+        assert store.load_statuses() == {}
         # The new constraint holds: no second live plan for dev is queued while one is approved.
         queued = store.queue_plan(Plan("dev", "r9" * 8, STATEMENTS, fingerprint="f9" * 8))
         assert (queued.plan_id, queued.approved_id, queued.created) == (None, 2, False)
@@ -328,20 +335,86 @@ def test_progress_and_resumable_failures(backend: Backend) -> None:
     assert store.resumable_plan("dev") is None
 
 
-def test_environment_status_upsert(backend: Backend) -> None:
+def status_of(env: str) -> st.EnvironmentStatus:
+    """A status with every field set: failures, backoff, Stalled, revisions, fingerprint, plans."""
+    s = st.initial_status(env, T0)
+    s = st.finish(s, Observation(Outcome.SUCCESS, T0, "a" * 64, drifted=False, fingerprint="f" * 64))
+    s = st.finish(s, Observation(Outcome.REQUEUE, T0, "b" * 64, drifted=True, pending_plan_id=5, plan_id=5))
+    for _ in range(3):
+        s = st.finish(
+            s,
+            Observation(
+                Outcome.ERROR,
+                T0,
+                "b" * 64,
+                error="cannot connect to 'prod' (\u00e9t\u00e9)",
+                error_reason=st.Reason.ENVIRONMENT_UNREACHABLE,
+                retry_after=timedelta(seconds=40),
+            ),
+        )
+    return s
+
+
+def test_status_round_trips_through_the_store(backend: Backend) -> None:
     store = backend.store
-    assert store.get_status("dev") is None
-    store.set_status("dev", last_attempted_revision="r1", converged=False, last_error="boom")
-    st = store.set_status("dev", last_applied_revision="r1", converged=True, last_error=None)
-    assert (st.last_attempted_revision, st.last_applied_revision, st.converged, st.last_error) == (
-        "r1",
-        "r1",
-        True,
-        None,
+    assert store.load_status("dev") is None and store.load_statuses() == {}
+    dev = status_of("dev")
+    assert dev.consecutive_failures == 3 and dev.retry_at == T0 + timedelta(seconds=40)
+    store.save_status(dev)
+    # Read back by another process, exactly as saved.
+    other = backend.open()
+    try:
+        assert other.load_status("dev") == dev
+    finally:
+        other.close()
+    # Saving again replaces it; a Stalled status keeps its condition.
+    stalled = st.finish(
+        dev, Observation(Outcome.TERMINAL, T0, "c" * 64, error="bad SQL", error_reason=st.Reason.APPLY_FAILED)
     )
-    assert [s.environment for s in store.list_statuses()] == ["dev"]
-    with pytest.raises(StoreError, match="unknown environment status field"):
-        store.set_status("dev", colour="red")
+    store.save_status(stalled)
+    prod = st.initial_status("prod", T0)
+    store.save_status(prod)
+    loaded = store.load_statuses()
+    assert loaded == {"dev": stalled, "prod": prod}
+    assert loaded["dev"].stalled and loaded["dev"].last_applied_revision == "a" * 64
+    assert [r.environment for r in backend.sql("select environment from reconciler_status order by 1")] == [
+        "dev",
+        "prod",
+    ]
+
+
+def test_record_outcome_finishes_from_the_stored_status(backend: Backend) -> None:
+    store = backend.store
+    first = record_outcome(store, "dev", Observation(Outcome.SUCCESS, T0, "a" * 64, drifted=False, fingerprint="f1"))
+    assert first.last_applied_revision == "a" * 64 and first.fingerprint == "f1"
+    err = Observation(Outcome.ERROR, T0, None, error="busy", error_reason=st.Reason.ENVIRONMENT_BUSY)
+    second = record_outcome(store, "dev", err)
+    assert second.consecutive_failures == 1 and second.last_applied_revision == "a" * 64
+    assert store.load_status("dev") == second
+
+
+def test_upgrades_a_version_2_store_keeping_what_its_status_rows_knew(backend: Backend) -> None:
+    old_row = (
+        "insert into reconciler_environment_status (environment, last_attempted_revision, last_applied_revision, "
+        "converged, fingerprint, last_plan_id, updated_at) values (:e, 'r2', :applied, :c, :f, :p, :t)"
+    )
+    backend.sql(old_row, e="dev", applied="r1", c=False, f="f1", p=3, t=datetime.now(UTC))
+    backend.sql(old_row, e="prod", applied="r2", c=True, f="f2", p=None, t=datetime.now(UTC))
+    # Back to version 2: no status table.
+    backend.sql("drop table reconciler_status")
+    backend.sql("update reconciler_meta set value = '2' where key = 'store_version'")
+    upgraded = backend.open()
+    try:
+        assert upgraded.version() == STORE_VERSION
+        dev, prod = upgraded.load_status("dev"), upgraded.load_status("prod")
+        assert dev is not None and prod is not None
+        assert (dev.last_attempted_revision, dev.last_applied_revision, dev.last_plan_id) == ("r2", "r1", 3)
+        # A fingerprint pairs with the applied revision only when that row was converged.
+        assert (dev.fingerprint, prod.fingerprint) == (None, "f2")
+        assert not dev.stalled and dev.consecutive_failures == 0
+        assert upgraded.verify_audit().ok
+    finally:
+        upgraded.close()
 
 
 def test_repeated_records_are_skipped_on_request(backend: Backend) -> None:

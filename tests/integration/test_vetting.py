@@ -13,6 +13,7 @@ from conftest import run_sql
 
 from reconciler.model import PlanStatus
 from reconciler.service import Reconciler
+from reconciler.status import ConditionType
 
 ENUM = "create type mood as enum ('a', 'b'); create table t (id int, m mood);"
 ENUM_MORE = "create type mood as enum ('a', 'b', 'c'); create table t (id int, m mood);"
@@ -106,8 +107,8 @@ def test_vetting_stops_what_migra_gets_wrong(
     assert case.error in audit.payload["error"] + " ".join(audit.payload["residue"])
     if case.statement:
         assert case.statement in audit.payload["statement"]
-    status = rec.store.get_status("dev")
-    assert status is not None and status.last_error is not None and case.error in status.last_error
+    status = rec.store.load_status("dev")
+    assert status is not None and case.error in status.condition(ConditionType.READY).message
     # The whole plan waits for a human, its error recorded.
     assert result.queued_plan_id is not None
     queued = rec.store.get_plan(result.queued_plan_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 
 # Modules that still import psycopg while their connection code moves into db.py. Empty it when they are done.
-PENDING_SEAM = {"apply.py"}
+PENDING_SEAM: set[str] = set()
 # Modules that still raise a base of the error tree. Empty it when they are done.
 PENDING_LEAVES: set[str] = set()
 

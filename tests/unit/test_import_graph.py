@@ -123,3 +123,58 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     }
     assert find_cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
     assert find_cycles(subgraph(graph, "pkg.sub")) == []
+
+
+# The package's layers, top to bottom: a module may import modules of its own layer or of a lower one, never of a
+# higher one. The data flow of DESIGN.md, read from the entry points down to the plain values.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("reconciler.__main__", "reconciler.cli"),
+    ("reconciler.reconcile",),
+    ("reconciler.server",),
+    ("reconciler.demo",),
+    ("reconciler.cli_render",),
+    ("reconciler.service",),
+    ("reconciler.applier",),
+    ("reconciler.approvals",),
+    ("reconciler.planning", "reconciler.vet"),
+    (
+        "reconciler.target",
+        "reconciler.locks",
+        "reconciler.steps",
+        "reconciler.apply",
+        "reconciler.scratch",
+        "reconciler.stats",
+        "reconciler.diff",
+        "reconciler.policy",
+        "reconciler.windows",
+        "reconciler.desired",
+        "reconciler.pgembedded",
+    ),
+    ("reconciler.store", "reconciler.inspect", "reconciler.obs"),
+    ("reconciler.config",),
+    ("reconciler.hazards", "reconciler.cron"),
+    ("reconciler.db", "reconciler.status"),
+    ("reconciler.model", "reconciler.errors", "reconciler.sqltext", "reconciler"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index of the layer whose longest prefix names ``module``."""
+    best, found = -1, -1
+    for i, layer in enumerate(LAYERS):
+        for prefix in layer:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), i
+    if found < 0:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+    return found
+
+
+def test_the_whole_package_has_no_import_cycle() -> None:
+    assert find_cycles(import_graph()) == []
+
+
+def test_no_import_points_up_the_layers() -> None:
+    graph = import_graph()
+    upward = [(m, d) for m, deps in graph.items() for d in deps if layer_of(d) < layer_of(m)]
+    assert upward == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from reconciler import status as st
 from reconciler.errors import (
     ApplyError,
     ConfigError,
@@ -15,10 +17,8 @@ from reconciler.errors import (
     TerminalError,
     UnreachableError,
 )
-from reconciler.reconcile import status as st
 from reconciler.reconcile.backoff import backoff_delay, jittered
-from reconciler.reconcile.result import Outcome
-from reconciler.reconcile.status import ConditionStatus, ConditionType, Observation, Reason
+from reconciler.status import ConditionStatus, ConditionType, Observation, Outcome, Reason
 
 T0 = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 REV = "a" * 64
@@ -160,3 +160,59 @@ def test_status_json_has_the_documented_fields() -> None:
     doc = s.to_json()
     assert set(doc) >= {"conditions", "last_attempted_revision", "last_applied_revision", "last_error", "observed_at"}
     assert [c["type"] for c in doc["conditions"]] == ["Ready", "Drifted", "AwaitingApproval", "Reconciling", "Stalled"]
+
+
+def test_a_retryable_error_records_when_its_backoff_ends() -> None:
+    s = st.initial_status("dev", T0)
+    error = Observation(
+        Outcome.ERROR, T0, REV, error="down", error_reason=Reason.ENVIRONMENT_UNREACHABLE, retry_after=timedelta(8)
+    )
+    s = st.finish(s, error)
+    assert (s.consecutive_failures, s.retry_at) == (1, T0 + timedelta(8))
+    s = st.finish(s, Observation(Outcome.SUCCESS, T0 + timedelta(9), REV, drifted=False))
+    assert (s.consecutive_failures, s.retry_at) == (0, None)
+
+
+def test_fingerprint_and_applied_revision_are_set_together_only_in_sync() -> None:
+    s = st.finish(st.initial_status("dev", T0), Observation(Outcome.SUCCESS, T0, REV, drifted=False, fingerprint="f1"))
+    assert (s.last_applied_revision, s.fingerprint) == (REV, "f1")
+    drifted = Observation(Outcome.REQUEUE, T0, REV2, drifted=True, pending_plan_id=4, plan_id=4, fingerprint="f2")
+    s = st.finish(s, drifted)
+    # Not in sync at REV2: the pair still describes the last moment the environment matched.
+    assert (s.last_applied_revision, s.fingerprint, s.last_plan_id) == (REV, "f1", 4)
+    # In sync, fingerprint unknown (statements ran): the old fingerprint must not pair with the new revision.
+    s = st.finish(s, Observation(Outcome.SUCCESS, T0, REV2, drifted=False, applied=1))
+    assert (s.last_applied_revision, s.fingerprint, s.last_plan_id) == (REV2, None, 4)
+
+
+def rich_status() -> st.EnvironmentStatus:
+    s = st.finish(
+        st.initial_status("dev", T0),
+        Observation(Outcome.REQUEUE, T0, REV, drifted=True, pending_statements=2, pending_plan_id=9, plan_id=9),
+    )
+    s = st.finish(s, Observation(Outcome.SUCCESS, T0 + timedelta(1), REV, drifted=False, fingerprint="f" * 64))
+    later = T0 + timedelta(2)
+    s = st.finish(
+        s,
+        Observation(
+            Outcome.TERMINAL, later, REV2, error="apply failed: nope", error_reason=Reason.APPLY_FAILED, plan_id=11
+        ),
+    )
+    return st.begin(s, REV2, later)
+
+
+def test_status_json_round_trips_losslessly() -> None:
+    s = rich_status()
+    assert s.stalled and s.last_plan_id == 11 and s.fingerprint == "f" * 64
+    doc = s.to_json()
+    assert st.EnvironmentStatus.from_json(doc) == s
+    # Through text, as the store keeps it.
+    assert st.EnvironmentStatus.from_json(json.loads(json.dumps(doc))) == s
+    backing_off = st.finish(
+        s,
+        Observation(
+            Outcome.ERROR, T0, None, error="busy", error_reason=Reason.ENVIRONMENT_BUSY, retry_after=timedelta(3)
+        ),
+    )
+    assert st.EnvironmentStatus.from_json(backing_off.to_json()) == backing_off
+    assert st.EnvironmentStatus.from_json(st.initial_status("x", T0).to_json()) == st.initial_status("x", T0)

@@ -12,10 +12,11 @@ from reconciler.config import Config, EnvironmentConfig
 from reconciler.errors import DesiredStateError, UnreachableError
 from reconciler.model import DesiredState, Hazard, HazardKind, Plan, PlanStatus, Severity, Statement
 from reconciler.obs.metrics import Metrics
+from reconciler.reconcile.board import StatusBoard
 from reconciler.reconcile.loop import ReconcileContext, reconcile
 from reconciler.reconcile.result import Outcome, Request
-from reconciler.reconcile.status import ConditionType, StatusBoard
 from reconciler.service import ApplyResult
+from reconciler.status import ConditionType
 from reconciler.target import Target
 
 REV = "c" * 64
@@ -54,14 +55,17 @@ class FakeReconciler:
             raise self.fail_desired
         return DesiredState("ds", (), REV)
 
-    def plan(self, name: str, desired: DesiredState | None = None) -> Plan:
+    def plan(self, target: Target, desired: DesiredState | None = None) -> Plan:
+        name = target.name
         self.calls.append("plan")
         if self.fail is not None:
             self.fail()
         return Plan(name, REV, tuple(self.drift))
 
-    def apply(self, name: str, *, force: bool = False) -> ApplyResult:
+    def apply(self, target: Target, *, force: bool = False, record_status: bool = True) -> ApplyResult:
         assert force  # the loop decides suspension and windows itself
+        assert not record_status  # the pass records its own status
+        name = target.name
         self.calls.append("apply")
         if self.fail is not None:
             self.fail()

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from reconciler.config import MaintenanceWindow
-from reconciler.reconcile.cron import CronError, parse_cron
-from reconciler.reconcile.windows import next_window_start, window_open
+from reconciler.cron import CronError, parse_cron
+from reconciler.windows import next_window_start, window_open
 
 
 def at(text: str) -> datetime:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from ..config import MaintenanceWindow
+from .config import MaintenanceWindow
 from .cron import CronSpec, next_start_after, parse_cron, window_open_at
 
 

@@ -14,18 +14,22 @@ Retryable error reasons: ``EnvironmentUnreachable``, ``EnvironmentBusy``, ``Lock
 ``ReconcileFailed``, ``InternalError``.
 
 ``last_attempted_revision`` is the desired revision of the latest reconcile; ``last_applied_revision`` the
-latest revision the environment was seen to match.
+latest revision the environment was seen to match, and ``fingerprint`` its schema fingerprint then (the two are
+set together, so they always describe the same moment).
+
+This module is the one owner of an environment's status: :func:`finish` computes the next status from what one
+reconcile (or one ``apply`` of the CLI) observed, the store persists the value as :meth:`EnvironmentStatus.to_json`
+gives it, and :func:`record_outcome` does both. It imports only the error tree and the standard library.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from ..errors import (
+from .errors import (
     ApplyError,
     ApplyInterruptedError,
     BusyError,
@@ -37,7 +41,15 @@ from ..errors import (
     UnreachableError,
     VersionMismatchError,
 )
-from .result import Outcome
+
+
+class Outcome(StrEnum):
+    """How a reconcile ended; the values are the ``outcome`` label of ``schema_reconciler_reconciles_total``."""
+
+    SUCCESS = "success"  # the environment matches the desired state: next check after the interval
+    REQUEUE = "requeue"  # drift remains (awaiting approval, outside a window, suspended): check again later
+    ERROR = "error"  # a retryable error: retry after an exponential backoff
+    TERMINAL = "terminal"  # retrying will not help: Stalled until the configuration or desired state changes
 
 
 class ConditionType(StrEnum):
@@ -124,9 +136,34 @@ class Condition:
             "last_transition_time": self.last_transition_time.isoformat(),
         }
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Condition:
+        return cls(
+            ConditionType(doc["type"]),
+            ConditionStatus(doc["status"]),
+            Reason(doc["reason"]),
+            doc["message"],
+            datetime.fromisoformat(doc["last_transition_time"]),
+        )
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
 
 @dataclass(frozen=True)
 class EnvironmentStatus:
+    """An environment's status: its conditions and what a restart must keep (failures, backoff, revisions).
+
+    ``retry_at`` is when the backoff after the latest retryable error ends (None when not backing off);
+    ``fingerprint`` the environment's schema fingerprint when it was last seen in sync at
+    ``last_applied_revision`` (None when not known); ``last_plan_id`` the latest plan applied or queued.
+    """
+
     environment: str
     conditions: tuple[Condition, ...]
     last_attempted_revision: str | None = None
@@ -136,6 +173,9 @@ class EnvironmentStatus:
     last_outcome: Outcome | None = None
     consecutive_failures: int = 0
     pending_plan_id: int | None = None
+    retry_at: datetime | None = None
+    fingerprint: str | None = None
+    last_plan_id: int | None = None
 
     def condition(self, type_: ConditionType) -> Condition:
         return next(c for c in self.conditions if c.type is type_)
@@ -143,17 +183,44 @@ class EnvironmentStatus:
     def is_true(self, type_: ConditionType) -> bool:
         return self.condition(type_).status is ConditionStatus.TRUE
 
+    @property
+    def stalled(self) -> bool:
+        return self.is_true(ConditionType.STALLED)
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "environment": self.environment,
             "conditions": [c.to_json() for c in self.conditions],
             "last_attempted_revision": self.last_attempted_revision,
             "last_applied_revision": self.last_applied_revision,
             "last_error": self.last_error,
-            "observed_at": self.observed_at.isoformat() if self.observed_at else None,
+            "observed_at": _iso(self.observed_at),
             "last_outcome": self.last_outcome.value if self.last_outcome else None,
             "consecutive_failures": self.consecutive_failures,
             "pending_plan_id": self.pending_plan_id,
+            "retry_at": _iso(self.retry_at),
+            "fingerprint": self.fingerprint,
+            "last_plan_id": self.last_plan_id,
         }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> EnvironmentStatus:
+        """The status :meth:`to_json` gave (keys added later are optional)."""
+        outcome = doc.get("last_outcome")
+        return cls(
+            environment=doc["environment"],
+            conditions=tuple(Condition.from_json(c) for c in doc["conditions"]),
+            last_attempted_revision=doc.get("last_attempted_revision"),
+            last_applied_revision=doc.get("last_applied_revision"),
+            last_error=doc.get("last_error"),
+            observed_at=_time(doc.get("observed_at")),
+            last_outcome=Outcome(outcome) if outcome else None,
+            consecutive_failures=int(doc.get("consecutive_failures", 0)),
+            pending_plan_id=doc.get("pending_plan_id"),
+            retry_at=_time(doc.get("retry_at")),
+            fingerprint=doc.get("fingerprint"),
+            last_plan_id=doc.get("last_plan_id"),
+        )
 
 
 def initial_status(environment: str, at: datetime) -> EnvironmentStatus:
@@ -212,6 +279,9 @@ class Observation:
     notes: tuple[str, ...] = field(default_factory=tuple)
     error: str | None = None
     error_reason: Reason | None = None
+    retry_after: timedelta | None = None  # the backoff after a retryable error
+    fingerprint: str | None = None  # the environment's schema fingerprint, when known at the end of the pass
+    plan_id: int | None = None  # the plan applied or queued by the pass
 
 
 def _ready(obs: Observation) -> tuple[bool, Reason, str]:
@@ -221,7 +291,8 @@ def _ready(obs: Observation) -> tuple[bool, Reason, str]:
         applied = f"; applied {obs.applied} statement(s)" if obs.applied else ""
         return True, Reason.IN_SYNC, f"the environment matches revision {(obs.revision or '')[:12]}{applied}"
     if obs.pending_plan_id is not None:
-        return False, Reason.AWAITING_APPROVAL, f"plan {obs.pending_plan_id} awaits approval"
+        why = "".join(f"; {n}" for n in obs.notes)  # e.g. why vetting refused the unattended part
+        return False, Reason.AWAITING_APPROVAL, f"plan {obs.pending_plan_id} awaits approval{why}"
     if obs.blocked is Reason.SUSPENDED:
         return False, Reason.SUSPENDED, "suspended: drift is measured, nothing is applied"
     if obs.blocked is Reason.OUTSIDE_MAINTENANCE_WINDOW:
@@ -234,6 +305,7 @@ def finish(status: EnvironmentStatus, obs: Observation) -> EnvironmentStatus:
     """The status after a reconcile, written whatever happened (the loop calls this in a ``finally``)."""
     at = obs.at
     failed = obs.outcome in (Outcome.ERROR, Outcome.TERMINAL)
+    retrying = obs.outcome is Outcome.ERROR and obs.retry_after is not None
     s = replace(
         status,
         last_attempted_revision=obs.revision or status.last_attempted_revision,
@@ -241,55 +313,49 @@ def finish(status: EnvironmentStatus, obs: Observation) -> EnvironmentStatus:
         observed_at=at,
         last_outcome=obs.outcome,
         consecutive_failures=status.consecutive_failures + 1 if obs.outcome is Outcome.ERROR else 0,
+        retry_at=at + obs.retry_after if retrying and obs.retry_after is not None else None,
+        last_plan_id=obs.plan_id if obs.plan_id is not None else status.last_plan_id,
     )
     ready, reason, message = _ready(obs)
     s = set_condition(s, ConditionType.READY, ready, reason, message, at)
     if ready:
-        s = replace(s, last_applied_revision=obs.revision)
+        s = replace(s, last_applied_revision=obs.revision, fingerprint=obs.fingerprint)
     if obs.drifted is not None:
-        if obs.drifted:
-            msg = f"{obs.pending_statements} statement(s) differ from revision {(obs.revision or '')[:12]}"
-            s = set_condition(s, ConditionType.DRIFTED, True, Reason.DRIFT_DETECTED, msg, at)
-        else:
-            s = set_condition(s, ConditionType.DRIFTED, False, Reason.IN_SYNC, "no drift", at)
-        if obs.pending_plan_id is not None:
-            msg = f"plan {obs.pending_plan_id} awaits approval"
-            s = set_condition(s, ConditionType.AWAITING_APPROVAL, True, Reason.PLAN_PENDING, msg, at)
-        else:
-            s = set_condition(s, ConditionType.AWAITING_APPROVAL, False, Reason.NO_PENDING_PLAN, "", at)
-        s = replace(s, pending_plan_id=obs.pending_plan_id)
+        s = _measured(s, obs)
     s = set_condition(s, ConditionType.RECONCILING, False, Reason.IDLE, "", at)
     if obs.outcome is Outcome.TERMINAL:
         msg = (obs.error or "") + " (not retried until the configuration or the desired state changes)"
-        s = set_condition(s, ConditionType.STALLED, True, obs.error_reason or Reason.TERMINAL_ERROR, msg, at)
+        return set_condition(s, ConditionType.STALLED, True, obs.error_reason or Reason.TERMINAL_ERROR, msg, at)
+    return set_condition(s, ConditionType.STALLED, False, Reason.NOT_STALLED, "", at)
+
+
+def _measured(s: EnvironmentStatus, obs: Observation) -> EnvironmentStatus:
+    """The Drifted and AwaitingApproval conditions of a pass that measured the environment."""
+    at = obs.at
+    if obs.drifted:
+        msg = f"{obs.pending_statements} statement(s) differ from revision {(obs.revision or '')[:12]}"
+        s = set_condition(s, ConditionType.DRIFTED, True, Reason.DRIFT_DETECTED, msg, at)
     else:
-        s = set_condition(s, ConditionType.STALLED, False, Reason.NOT_STALLED, "", at)
-    return s
+        s = set_condition(s, ConditionType.DRIFTED, False, Reason.IN_SYNC, "no drift", at)
+    if obs.pending_plan_id is not None:
+        msg = f"plan {obs.pending_plan_id} awaits approval"
+        s = set_condition(s, ConditionType.AWAITING_APPROVAL, True, Reason.PLAN_PENDING, msg, at)
+    else:
+        s = set_condition(s, ConditionType.AWAITING_APPROVAL, False, Reason.NO_PENDING_PLAN, "", at)
+    return replace(s, pending_plan_id=obs.pending_plan_id)
 
 
-class StatusBoard:
-    """The latest status of every environment, shared between workers and the API (thread-safe)."""
+class StatusStore(Protocol):
+    """Where statuses persist (:class:`reconciler.store.Store` is one)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[str, EnvironmentStatus] = {}
+    def load_status(self, environment: str) -> EnvironmentStatus | None: ...
 
-    def ensure(self, environment: str, at: datetime) -> EnvironmentStatus:
-        with self._lock:
-            return self._items.setdefault(environment, initial_status(environment, at))
+    def save_status(self, status: EnvironmentStatus) -> None: ...
 
-    def get(self, environment: str) -> EnvironmentStatus | None:
-        with self._lock:
-            return self._items.get(environment)
 
-    def put(self, status: EnvironmentStatus) -> None:
-        with self._lock:
-            self._items[status.environment] = status
-
-    def remove(self, environment: str) -> None:
-        with self._lock:
-            self._items.pop(environment, None)
-
-    def all(self) -> dict[str, EnvironmentStatus]:
-        with self._lock:
-            return dict(self._items)
+def record_outcome(store: StatusStore, environment: str, obs: Observation) -> EnvironmentStatus:
+    """Turn what a pass or an ``apply`` observed into the environment's next status, persist and return it."""
+    previous = store.load_status(environment) or initial_status(environment, obs.at)
+    status = finish(previous, obs)
+    store.save_status(status)
+    return status

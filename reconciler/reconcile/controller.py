@@ -1,11 +1,14 @@
-"""APScheduler drives the reconciles: one job per environment, bounded concurrency, requeue by result.
+"""The controller: APScheduler drives the reconciles, one job per environment, bounded concurrency, requeue by
+result.
 
 * Each environment has an interval job (its ``interval``, with ``daemon.jitter`` as a fraction of it) on a
   thread pool of ``daemon.concurrency`` workers, so a hung or unreachable database occupies one worker, never
   the others. A job never overlaps itself (``max_instances=1``).
 * After every run the job's next time comes from the :class:`~reconciler.reconcile.result.Result`: the
-  interval (or earlier, when a maintenance window opens), the backoff after an error, or never (paused) after a
-  terminal error, until :meth:`Controller.trigger` is called with ``unstall=True``.
+  interval (or earlier, when a maintenance window opens), the backoff after an error, or never (paused) while
+  the environment's status says Stalled, until :meth:`Controller.trigger` is called with ``unstall=True``.
+* Stalled is read from the status (the one owner, persisted), never kept here. At start a Stalled environment
+  stays paused, and one in backoff is first run when its persisted backoff ends (``retry_at``).
 * :meth:`Controller.trigger` runs an environment now (an approval, a new desired revision, a changed config);
   when it is running already, it runs again as soon as it finishes.
 * A watch job (its own single worker) calls back every ``daemon.watch_interval``.
@@ -28,13 +31,15 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .config import DaemonConfig, EnvironmentConfig
-from .reconcile.backoff import jittered
-from .reconcile.result import Outcome, Result
+from ..config import DaemonConfig, EnvironmentConfig
+from ..status import EnvironmentStatus
+from .backoff import jittered
+from .result import Outcome, Result
 
-log = structlog.get_logger("reconciler.scheduler")
+log = structlog.get_logger("reconciler.controller")
 
 RunFn = Callable[[str], Result]
+StatusFn = Callable[[str], EnvironmentStatus | None]
 WATCH_JOB = "watch"
 
 
@@ -47,7 +52,7 @@ class _EnvState:
     config: EnvironmentConfig
     running: bool = False
     again: bool = False  # triggered while running: run again right after
-    stalled: bool = False
+    unstall: bool = False  # the next run goes ahead although the status says Stalled
 
 
 class Controller:
@@ -58,12 +63,14 @@ class Controller:
         daemon: DaemonConfig,
         environments: dict[str, EnvironmentConfig],
         run: RunFn,
+        status: StatusFn,
         *,
         watch: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._daemon = daemon
         self._run = run
+        self._status = status
         self._watch = watch
         self._rng = rng or random.Random()
         self._lock = threading.Condition()
@@ -139,16 +146,34 @@ class Controller:
             id=_job_id(name),
             name=f"reconcile {name}",
             replace_existing=True,
-            # Spread the first runs over a fraction of the interval rather than all at once.
-            next_run_time=now + timedelta(seconds=interval * self._daemon.jitter * self._rng.random()),
+            next_run_time=self._first_run(name, interval, now),
         )
+
+    def _first_run(self, name: str, interval: float, now: datetime) -> datetime | None:
+        """When a new job first runs: never (paused) while Stalled, when a persisted backoff ends, or soon."""
+        state = self._envs[name]
+        status = self._status(name)
+        if not state.unstall and status is not None:
+            if status.stalled:
+                log.info("environment_stays_stalled", environment=name)
+                return None
+            if status.retry_at is not None and status.retry_at > now:
+                log.info("backoff_resumed", environment=name, retry_at=status.retry_at.isoformat())
+                return status.retry_at
+        # Spread the first runs over a fraction of the interval rather than all at once.
+        return now + timedelta(seconds=interval * self._daemon.jitter * self._rng.random())
+
+    def _stalled(self, name: str, state: _EnvState) -> bool:
+        """Stalled as the status says, unless a trigger asked to run it anyway (caller holds the lock)."""
+        status = self._status(name)
+        return not state.unstall and status is not None and status.stalled
 
     def set_environment(self, name: str, cfg: EnvironmentConfig) -> None:
         """Add an environment or change its configuration; either way it is reconciled now (and un-stalled)."""
         with self._lock:
             state = self._envs.get(name)
             if state is None:
-                self._envs[name] = _EnvState(cfg)
+                self._envs[name] = _EnvState(cfg, unstall=True)
                 if self._started:
                     self._add_job(name, cfg, datetime.now(UTC))
                 return
@@ -175,7 +200,7 @@ class Controller:
     def is_stalled(self, name: str) -> bool:
         with self._lock:
             state = self._envs.get(name)
-            return state is not None and state.stalled
+            return state is not None and self._stalled(name, state)
 
     def next_run(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(_job_id(name))
@@ -187,10 +212,10 @@ class Controller:
             state = self._envs.get(name)
             if state is None or self._stopping:
                 return False
-            if state.stalled and not unstall:
+            if not unstall and self._stalled(name, state):
                 log.info("trigger_ignored_stalled", environment=name, why=why)
                 return False
-            state.stalled = False
+            state.unstall = state.unstall or unstall
             if state.running:
                 state.again = True
             elif self._started:
@@ -220,10 +245,11 @@ class Controller:
     def _run_env(self, name: str) -> None:
         with self._lock:
             state = self._envs.get(name)
-            if state is None or self._stopping or state.stalled:
+            if state is None or self._stopping or self._stalled(name, state):
                 return
             state.running = True
             state.again = False
+            state.unstall = False
         result: Result | None = None
         try:
             result = self._run(name)
@@ -243,8 +269,7 @@ class Controller:
         if state.again:
             self._schedule(name, now)
             return
-        if result is not None and result.outcome is Outcome.TERMINAL:
-            state.stalled = True
+        if self._stalled(name, state):
             with contextlib.suppress(JobLookupError):
                 self._scheduler.pause_job(_job_id(name))
             return
