@@ -144,6 +144,12 @@ def _add_audit(add_parser: AddParser) -> None:
     p.add_argument("--env", dest="environment", help="only records of this environment (list)")
     p.add_argument("--event", help="only records of this event, e.g. statement_applied (list)")
     p.add_argument("--limit", type=int, help="only the newest N records (list)")
+    p.add_argument(
+        "--expect-head",
+        metavar="HASH",
+        help="a head hash exported earlier (log audit_chain_verified, metric schema_reconciler_audit_chain_head): "
+        "the chain must still hold it, else it was rewritten or truncated (verify)",
+    )
     _add_format(p)
 
 
@@ -251,7 +257,7 @@ def reject_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRe
 def audit_command(session: Session, args: argparse.Namespace) -> Outcome[Any]:
     store = session.reconciler.store
     if args.action == "verify":
-        check = store.verify_audit()
+        check = store.verify_audit(expect_head=args.expect_head)
         return Outcome(check, _json_of, render_verification, EXIT_OK if check.ok else EXIT_ERROR)
     trail = store.audit_records(args.environment, event=args.event, limit=args.limit)
     return Outcome(trail, _each_json, render_audit)

@@ -519,7 +519,7 @@ def _verify_chain(rows: Iterable[Any], expected: Callable[[Any, str], str]) -> A
             )
         prev_hash = r.hash
         prev_id = r.id
-    head = f"; head {prev_hash[:16]} (record {prev_id})" if prev_id is not None else ""
+    head = f"; head {prev_hash} (record {prev_id})" if prev_id is not None else ""
     return AuditVerification(True, count, None, f"{count} records, chain intact{head}", prev_hash, prev_id)
 
 
@@ -1088,12 +1088,27 @@ class Store:
             ]
         return sorted(out, key=lambda a: a.id)
 
-    def verify_audit(self) -> AuditVerification:
+    def verify_audit(self, expect_head: str | None = None) -> AuditVerification:
         """Check the whole keyed chain; name the first record that was altered, removed before, or inserted.
-        Logs the chain's head (``audit_chain_verified``), so that a later rewrite or truncation shows against it."""
+        ``expect_head``: a head exported earlier (log, metric) must still be in the chain, else it was rewritten
+        or truncated. Logs the chain's head (``audit_chain_verified``)."""
+        hashes: set[str] = set()
+
+        def expected(r: Any, prev: str) -> str:
+            hashes.add(str(r.hash))
+            return _row_mac(self._audit_key, r, prev)
+
         with self.engine.connect() as conn:
-            check = _verify_chain(
-                conn.execute(sa.select(audit).order_by(audit.c.id)), lambda r, prev: _row_mac(self._audit_key, r, prev)
+            check = _verify_chain(conn.execute(sa.select(audit).order_by(audit.c.id)), expected)
+        if check.ok and expect_head and expect_head not in hashes:
+            check = AuditVerification(
+                False,
+                check.records,
+                None,
+                f"the chain no longer holds head {expect_head[:16]} exported earlier: it was rewritten or truncated "
+                f"({check.records} records now)",
+                check.head,
+                check.head_id,
             )
         if check.ok:
             log.info("audit_chain_verified", records=check.records, head_id=check.head_id, head=check.head)

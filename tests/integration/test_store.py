@@ -156,11 +156,16 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
         assert all(p.resumable is False for p in by_id.values())
         check = store.verify_audit()
         assert check.ok, check.message
-        assert [(r.event, r.payload.get("to_version")) for r in store.audit_records()][-3:] == [
+        assert [(r.event, r.payload.get("to_version")) for r in store.audit_records()][-5:] == [
             ("plan_superseded", None),
             ("store_upgraded", 2),
             ("store_upgraded", 3),
+            ("audit_rekeyed", None),
+            ("store_upgraded", 4),
         ]
+        # The unkeyed chain was verified, then re-keyed: it verifies with the key only.
+        rekeyed = store.audit_records(event="audit_rekeyed")[0].payload
+        assert rekeyed["legacy_chain_intact"] is True and rekeyed["records"] == 4
         assert store.load_statuses() == {}
         # The new constraint holds: no second live plan for dev is queued while one is approved.
         queued = store.queue_plan(Plan("dev", "r9" * 8, STATEMENTS, fingerprint="f9" * 8))
