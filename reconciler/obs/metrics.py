@@ -179,6 +179,7 @@ class Metrics:
         self._oldest_pending.set(environment, None)
         self.stalled.labels(environment).set(0)
         self.suspended.labels(environment).set(1 if suspended else 0)
+        self.apply_lock_blocked.labels(environment).set(0)
 
     def remove_environment(self, environment: str) -> None:
         for outcome in OUTCOMES:
