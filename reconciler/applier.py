@@ -18,14 +18,14 @@ import structlog
 from . import approvals, policy
 from .apply import AppliedStatement, LockWait, execute_steps
 from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError, PlanError, ReconcilerError, TerminalError
-from .model import Decision, DesiredState, Plan, PlanStatus, Statement, fingerprint_changed
+from .model import DatabaseIdentity, Decision, DesiredState, Plan, PlanStatus, Statement, fingerprint_changed
 from .obs.phases import phase
 from .planning import read_fingerprint
 from .scratch import ScratchServer
 from .status import Observation, Outcome, error_reason, record_outcome
 from .steps import Item, StepMap
 from .store import PlanRecord, Store
-from .target import Target
+from .target import Target, read_identity
 from .vet import VetResult, vet_plan
 
 log = structlog.get_logger("reconciler")
@@ -78,6 +78,7 @@ class Applier:
     desired: DesiredState
     conn: Any
     replan: Planner
+    needs_auth: bool = False  # only authenticated approvals count (approvals.needs_token)
     result: ApplyResult = field(init=False)
 
     def run(self) -> ApplyResult:
@@ -86,7 +87,7 @@ class Applier:
         self._audit_plan(plan)
         live = self.store.live_plan(self.target.name) or self.store.resumable_plan(self.target.name)
         if live is not None and live.status in (PlanStatus.APPROVED, PlanStatus.FAILED):
-            why = approvals.mismatch(self.store, self.target, live, plan)
+            why = approvals.mismatch(self.store, self.target, live, plan, needs_auth=self.needs_auth)
             if why is None:
                 return self._run_approved(plan, live)
             self._stale(live, why)
@@ -197,8 +198,13 @@ class Applier:
         return self._execute_approved(plan, bound)
 
     def _bind(self, plan: Plan, live: PlanRecord) -> PlanRecord | None:
-        """Just before running, on the connection that holds the apply lock: the environment's schema must still
-        have the fingerprint the plan is bound to. Returns the plan, now approved, or None (marked stale)."""
+        """Just before running, on the connection that holds the apply lock: it must be connected to the database
+        the plan is bound to, whose schema must still have the plan's fingerprint. Returns the plan, now approved,
+        or None (marked stale)."""
+        moved = DatabaseIdentity.parse(live.database).changed(read_identity(self.target, self.conn))
+        if live.database and moved is not None:
+            self._stale(live, moved)
+            return None
         now = read_fingerprint(self.target, self.conn)
         if plan.fingerprint and now != plan.fingerprint:
             why = fingerprint_changed(plan.fingerprint, now) + " while the plan was being vetted"

@@ -30,7 +30,7 @@ from .cli_render import (
 )
 from .config import Config, load_config
 from .db import redact
-from .errors import BusyError, ReconcilerError
+from .errors import BusyError, PlanError, ReconcilerError
 from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
 
@@ -111,17 +111,27 @@ def _add_plans(add_parser: AddParser) -> None:
     _add_format(p)
 
 
+def _add_approver(p: argparse.ArgumentParser, who: str) -> None:
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding your token of server.tokens (default: $RECONCILER_TOKEN): the approver is its identity. "
+        "Needed where the environment lists approvers or needs several approvals, or server.tokens is configured",
+    )
+    p.add_argument("--by", help=f"who {who}: without a token, the name recorded; with one, must be its identity")
+
+
 def _add_approve(add_parser: AddParser) -> None:
     p = add_parser("approve", help="approve a pending plan; the next apply runs it if it still matches")
     p.add_argument("plan_id", metavar="PLAN_ID", type=int)
-    p.add_argument("--by", required=True, help="who approves")
+    _add_approver(p, "approves")
     _add_format(p)
 
 
 def _add_reject(add_parser: AddParser) -> None:
     p = add_parser("reject", help="reject a pending, approved or resumable failed plan")
     p.add_argument("plan_id", metavar="PLAN_ID", type=int)
-    p.add_argument("--by", required=True, help="who rejects")
+    _add_approver(p, "rejects")
     p.add_argument("--reason", required=True, help="why")
     _add_format(p)
 
@@ -134,6 +144,12 @@ def _add_audit(add_parser: AddParser) -> None:
     p.add_argument("--env", dest="environment", help="only records of this environment (list)")
     p.add_argument("--event", help="only records of this event, e.g. statement_applied (list)")
     p.add_argument("--limit", type=int, help="only the newest N records (list)")
+    p.add_argument(
+        "--expect-head",
+        metavar="HASH",
+        help="a head hash exported earlier (log audit_chain_verified, metric schema_reconciler_audit_chain_head): "
+        "the chain must still hold it, else it was rewritten or truncated (verify)",
+    )
     _add_format(p)
 
 
@@ -209,24 +225,39 @@ def plans_command(session: Session, args: argparse.Namespace) -> Outcome[list[Pl
     return Outcome(records, _each_json, render_plans)
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The approver's token: from ``--token-file`` (never echoed), else ``$RECONCILER_TOKEN``."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise PlanError(f"cannot read the token file {args.token_file}: {exc.strerror}") from exc
+    return os.environ.get("RECONCILER_TOKEN") or None
+
+
 def approve_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRecord]:
-    record = session.reconciler.approve(args.plan_id, args.by)
+    rec = session.reconciler
+    who = rec.authenticate(args.plan_id, args.by, _token(args), "approve")
+    record = rec.approve(args.plan_id, who)
 
     def text(p: PlanRecord) -> str:
-        return render_approval(p, args.by, session.config.environment(p.environment).approvals_required)
+        return render_approval(p, who.identity, session.config.environment(p.environment).approvals_required)
 
     return Outcome(record, _json_of, text)
 
 
 def reject_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRecord]:
-    record = session.reconciler.reject(args.plan_id, args.by, args.reason)
+    rec = session.reconciler
+    who = rec.authenticate(args.plan_id, args.by, _token(args), "reject")
+    record = rec.reject(args.plan_id, who, args.reason)
     return Outcome(record, _json_of, render_rejection)
 
 
 def audit_command(session: Session, args: argparse.Namespace) -> Outcome[Any]:
     store = session.reconciler.store
     if args.action == "verify":
-        check = store.verify_audit()
+        check = store.verify_audit(expect_head=args.expect_head)
         return Outcome(check, _json_of, render_verification, EXIT_OK if check.ok else EXIT_ERROR)
     trail = store.audit_records(args.environment, event=args.event, limit=args.limit)
     return Outcome(trail, _each_json, render_audit)

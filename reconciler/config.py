@@ -203,6 +203,8 @@ class EnvironmentConfig(_Model):
     # people must approve before a plan runs.
     approvers: tuple[str, ...] = ()
     approvals_required: int = Field(default=1, ge=1, le=10)
+    # Someone else holding the environment's apply lock for longer than this is a condition and a metric.
+    lock_held_alert_after: Duration = timedelta(minutes=10)
 
     @model_validator(mode="after")
     def _apply_settings(self) -> EnvironmentConfig:
@@ -288,6 +290,16 @@ class ServerConfig(_Model):
     read_requires_token: bool = False
 
 
+class SecurityConfig(_Model):
+    """The installation's secret: it signs approvals, keys the audit chain and derives the apply lock's key.
+
+    Kept in a file (created 0600 on first use), never in the state store, so that whoever can write the store
+    cannot forge an approval or recompute the audit chain. Replicas sharing a store must share this file.
+    """
+
+    signing_key_file: str = ".reconciler/signing-key"
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -298,6 +310,7 @@ class Config(_Model):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     # Set by the loader, not by the file.
     source: str = Field(default="", exclude=True)
@@ -433,6 +446,9 @@ def _with_paths_resolved(cfg: Config, base: Path, shown: str) -> Config:
             "desired_state": _resolve(base, cfg.desired_state),
             "state": _resolve_sqlite(base, cfg.state),
             "embedded": embedded,
+            "security": cfg.security.model_copy(
+                update={"signing_key_file": _resolve(base, cfg.security.signing_key_file)}
+            ),
             "source": shown,
         }
     )

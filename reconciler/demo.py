@@ -78,6 +78,15 @@ def run_demo(rec: Reconciler, env_name: str = "demo") -> int:
     cfg = rec.config.source
     if result.queued_plan_id is not None:
         print("== next: approve and apply it (the environment lives on in the embedded server's data folder):")
-        print(f"   reconciler -c {cfg} approve {result.queued_plan_id} --by $USER")
+        print(f"   reconciler -c {cfg} approve {result.queued_plan_id} {_approver_hint(rec, env_name)}")
         print(f"   reconciler -c {cfg} apply {env_name}")
     return 0
+
+
+def _approver_hint(rec: Reconciler, env_name: str) -> str:
+    """How to approve: with the token of an identity that may decide ``env_name`` when tokens are configured
+    (``reconciler run --demo`` creates a missing token file), else by name."""
+    for t in rec.config.server.tokens:
+        if t.token_file and ("*" in t.environments or env_name in t.environments):
+            return f"--token-file {t.token_file}"
+    return "--by $USER"

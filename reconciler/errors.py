@@ -123,7 +123,16 @@ class UnreachableError(RetryableError):
 
 
 class BusyError(RetryableError):
-    """Another applier holds the environment's advisory lock."""
+    """Another applier holds the environment's advisory lock.
+
+    ``holder`` describes the session holding it (if known); ``blocked_seconds`` is how long this process has found
+    that same session holding it; ``overdue`` says that is longer than ``lock_held_alert_after``."""
+
+    def __init__(self, message: str, *, holder: str = "", blocked_seconds: float = 0.0, overdue: bool = False) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.blocked_seconds = blocked_seconds
+        self.overdue = overdue
 
 
 class LockTimeoutError(_AtStatement, RetryableError):

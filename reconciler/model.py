@@ -126,6 +126,18 @@ class TableStats:
     def to_json(self) -> dict[str, int | None]:
         return {"rows": self.rows, "bytes": self.bytes}
 
+    def to_record(self) -> dict[str, int | None]:
+        """The stored form: the API's figures and the size of the rows alone (whether the table is empty)."""
+        return {**self.to_json(), "heap_bytes": self.heap_bytes}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> TableStats:
+        """Stored figures; records written before ``heap_bytes`` was stored count as holding rows unless their
+        total size is 0."""
+        size = int(data.get("bytes") or 0)
+        heap = data.get("heap_bytes")
+        return cls(rows=data.get("rows"), bytes=size, heap_bytes=size if heap is None else int(heap))
+
 
 @dataclass(frozen=True)
 class ExecStep:
@@ -205,8 +217,18 @@ class Statement:
             "decision": self.decision.value,
             "transactional": self.transactional,
             "steps": [e.to_json() for e in self.steps],
-            "tables": {name: st.to_json() for name, st in self.tables.items()},
+            "tables": {name: st.to_record() for name, st in self.tables.items()},
         }
+
+    def binding(self) -> list[Any]:
+        """What an approval of this statement binds to besides its SQL: the commands that execute it, its hazards
+        (code, kind, severity: not the messages, which quote figures) and the policy's decision."""
+        return [
+            self.sql,
+            [e.to_json() for e in self.execution()],
+            [[h.code, h.kind.value, h.severity.value] for h in self.hazards],
+            self.decision.value,
+        ]
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> Statement:
@@ -221,10 +243,7 @@ class Statement:
             decision=Decision(data.get("decision", Decision.NEEDS_APPROVAL.value)),
             transactional=transactional,
             steps=steps,
-            tables={
-                name: TableStats(rows=t.get("rows"), bytes=int(t.get("bytes") or 0))
-                for name, t in (data.get("tables") or {}).items()
-            },
+            tables={name: TableStats.from_record(t) for name, t in (data.get("tables") or {}).items()},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -246,6 +265,50 @@ def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
     """A stable hash of an ordered list of SQL statements (what an approval binds to)."""
     payload = json.dumps(list(sqls), ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def steps_digest(statements: tuple[Statement, ...] | list[Statement]) -> str:
+    """A stable hash of what runs and why it may: each statement's steps, hazards and decision
+    (:meth:`Statement.binding`). An approval binds to it besides the SQL."""
+    payload = json.dumps([s.binding() for s in statements], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """Which database a plan was computed on: ``host:port/dbname`` from the DSN, and from the server itself its
+    cluster's ``system_identifier`` (``pg_control_system()``) and the database's oid. A DSN re-pointed to another
+    database, a database dropped and recreated, or a cluster replaced behind the same address all change it.
+
+    Stored as text: ``host:port/dbname`` or ``host:port/dbname (system SYSID, oid OID)``.
+    """
+
+    address: str
+    system_identifier: str = ""
+    oid: int | None = None
+
+    def __str__(self) -> str:
+        if not self.system_identifier:
+            return self.address
+        return f"{self.address} (system {self.system_identifier}, oid {self.oid})"
+
+    @classmethod
+    def parse(cls, text: str) -> DatabaseIdentity:
+        address, sep, rest = text.partition(" (system ")
+        if not sep or not rest.endswith(")"):
+            return cls(text)
+        system, _, oid = rest[:-1].partition(", oid ")
+        return cls(address, system, int(oid) if oid.isdigit() else None)
+
+    def changed(self, now: DatabaseIdentity) -> str | None:
+        """Why ``now`` is not this database (None: it is). The server's identity is compared when both sides
+        have one (plans stored before it was read have only the address)."""
+        same = self.address == now.address
+        if same and self.system_identifier and now.system_identifier:
+            same = (self.system_identifier, self.oid) == (now.system_identifier, now.oid)
+        if same:
+            return None
+        return f"the database changed: the plan was computed on {self}, the environment is now {now}"
 
 
 @dataclass(frozen=True)
@@ -277,7 +340,7 @@ class Plan:
 
     @property
     def key(self) -> PlanKey:
-        return PlanKey(self.desired_revision, self.hash, self.fingerprint, self.database)
+        return PlanKey(self.desired_revision, self.hash, self.fingerprint, self.database, steps_digest(self.statements))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -299,25 +362,31 @@ def fingerprint_changed(then: str, now: str) -> str:
 
 @dataclass(frozen=True)
 class PlanKey:
-    """What a plan is bound to: the desired revision, its statements, the environment's schema fingerprint and the
-    database it was computed on. Two plans are the same plan exactly when their keys are equal."""
+    """What a plan is bound to: the desired revision, its statements, the environment's schema fingerprint, the
+    database it was computed on (:class:`DatabaseIdentity` as text) and the digest of its steps, hazards and
+    decisions (:func:`steps_digest`). Two plans are the same plan exactly when their keys are equal."""
 
     revision: str
     statements_hash: str
     fingerprint: str
     database: str
+    steps: str = ""
 
     def mismatch(self, fresh: PlanKey) -> str | None:
         """Why a plan bound to this key does not match a freshly computed one (None: it matches).
 
-        An empty fingerprint or database on either side (plans stored by older versions) is not compared.
+        An empty fingerprint, database or steps digest on either side is not compared.
         """
         if self.revision != fresh.revision:
             return revision_changed(self.revision, fresh.revision)
-        if self.database and fresh.database and self.database != fresh.database:
-            return f"the plan was computed on database {self.database}, the environment is now {fresh.database}"
+        if self.database and fresh.database:
+            moved = DatabaseIdentity.parse(self.database).changed(DatabaseIdentity.parse(fresh.database))
+            if moved is not None:
+                return moved
         if self.statements_hash != fresh.statements_hash:
             return "a fresh diff no longer yields exactly the approved statements"
+        if self.steps and fresh.steps and self.steps != fresh.steps:
+            return "the statements' steps, hazards or policy decisions changed since the plan was computed"
         if self.fingerprint and fresh.fingerprint and self.fingerprint != fresh.fingerprint:
             return fingerprint_changed(self.fingerprint, fresh.fingerprint)
         return None

@@ -17,11 +17,11 @@ from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .diff import diff
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
-from .model import DesiredState, Plan, Statement, TableStats
+from .model import DatabaseIdentity, DesiredState, Plan, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
 from .stats import invalid_indexes, read_table_stats, without_indexes
-from .target import Target
+from .target import Target, read_identity
 
 log = structlog.get_logger("reconciler")
 
@@ -32,12 +32,12 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     with phase("inspect"):
         want = filtered(scratch.build_desired(desired).inspection, env.schemas, env.exclude_schemas)
         fingerprint = read_fingerprint(target)  # before inspecting: a change in between makes the plan stale
-        current = inspect_target(scratch, target)
+        current, identity = _inspect(scratch, target)
     with phase("diff"):
         sqls = diff(current, want, privileges=env.privileges)
     with phase("classify"):
         statements = tuple(classify(sqls, env, table_stats(target, sqls)))
-    found = Plan(target.name, desired.revision, statements, fingerprint=fingerprint, database=target.database)
+    found = Plan(target.name, desired.revision, statements, fingerprint=fingerprint, database=str(identity))
     log.info(
         "plan_computed",
         environment=target.name,
@@ -50,14 +50,27 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
 
 def inspect_target(scratch: ScratchServer, target: Target) -> Inspection:
     """The environment's inspection, filtered to its managed schemas (same major version as scratch, or refused)."""
+    return _inspect(scratch, target)[0]
+
+
+def _inspect(scratch: ScratchServer, target: Target) -> tuple[Inspection, DatabaseIdentity]:
+    """The inspection, and the identity of the database inspected (read on the same connection)."""
     env = target.env
     what = target.doing("inspecting")
     with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as conn:
         major = server_major(conn)
         invalid = invalid_indexes(conn)  # left by failed concurrent builds: not indexes, to be built again
+        identity = read_identity(target, conn)
     scratch.check_same_major(target.name, major)
     got = inspect_database(target.dsn, what=what, connect_timeout=env.connect_timeout)
-    return filtered(without_indexes(got, invalid), env.schemas, env.exclude_schemas)
+    return filtered(without_indexes(got, invalid), env.schemas, env.exclude_schemas), identity
+
+
+def read_database_identity(target: Target) -> DatabaseIdentity:
+    """The identity of the target's database (one query on a connection of its own)."""
+    what = target.doing("reading the database identity of")
+    with database_errors(what), connect(target.dsn, what=what, connect_timeout=target.env.connect_timeout) as conn:
+        return read_identity(target, conn)
 
 
 def read_fingerprint(target: Target, conn: Any = None) -> str:

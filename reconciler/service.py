@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import approvals, planning
+from . import approvals, planning, signing
 from .applier import Applier, ApplyResult, record_apply
+from .approvals import Approver
 from .config import Config
 from .desired import load_desired
 from .errors import PlanError, ReconcilerError
@@ -24,7 +25,7 @@ from .store import PlanRecord, Store, open_store
 from .target import EMBEDDED_SCHEME, Target, resolve
 from .windows import window_open
 
-__all__ = ["EMBEDDED_SCHEME", "ApplyResult", "Reconciler", "plan_to_json"]
+__all__ = ["EMBEDDED_SCHEME", "ApplyResult", "Approver", "Reconciler", "plan_to_json"]
 
 
 def plan_to_json(plan: Plan) -> dict[str, object]:
@@ -39,6 +40,7 @@ class Reconciler:
         self._store = store
         self._embedded: EmbeddedPostgres | None = None
         self._scratch: ScratchServer | None = None
+        self._secret: bytes | None = None
 
     # -- resources --------------------------------------------------------------------------------
     def __enter__(self) -> Reconciler:
@@ -61,8 +63,19 @@ class Reconciler:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.config.state)
+            self._store = open_store(self.config.state, key=self.secret)
         return self._store
+
+    @property
+    def secret(self) -> bytes:
+        """The installation's secret (``security.signing_key_file``, created on first use)."""
+        if self._secret is None:
+            self._secret = signing.load_key(self.config.security.signing_key_file)
+        return self._secret
+
+    def lock_key(self, target: Target) -> int:
+        """The advisory lock key of the target's apply lock (derived from the installation's secret)."""
+        return signing.lock_key(self.secret, target.name, target.database)
 
     @property
     def embedded(self) -> EmbeddedPostgres:
@@ -95,23 +108,37 @@ class Reconciler:
     def env_fingerprint(self, name: str) -> str:
         return planning.read_fingerprint(self.target(name))
 
-    def approve(self, plan_id: int, by: str) -> PlanRecord:
-        """Record ``by``'s approval of a pending plan (see :func:`.approvals.approve`)."""
+    def authenticate(self, plan_id: int, by: str | None, token: str | None, what: str) -> Approver:
+        """The approver of a CLI decision on plan ``plan_id`` (see :func:`.approvals.authenticate`)."""
+        rec = self.store.get_plan(plan_id)
+        return approvals.authenticate(self.config, self.target(rec.environment), by, token, what)
+
+    def approve(self, plan_id: int, by: str | Approver) -> PlanRecord:
+        """Record ``by``'s approval of a pending plan (see :func:`.approvals.approve`); a plain name is an
+        unauthenticated approver, refused where approvers authenticate."""
         rec = self.store.get_plan(plan_id)
         target = self.target(rec.environment)
+        who = by if isinstance(by, Approver) else Approver(by)
+        if not who.authenticated and approvals.needs_token(self.config, target.env):
+            approvals.authenticate(self.config, target, who.identity, None, "approve")  # raises: a token is needed
 
         def fresh() -> PlanKey:
             revision = self.load_desired().revision
             if revision != rec.desired_revision:
-                return PlanKey(revision, rec.statements_hash, rec.fingerprint, target.database)
+                return PlanKey(revision, rec.statements_hash, rec.fingerprint, rec.database)
+            identity = str(planning.read_database_identity(target))
             fingerprint = planning.read_fingerprint(target) if rec.fingerprint else ""
-            return PlanKey(revision, rec.statements_hash, fingerprint, target.database)
+            return PlanKey(revision, rec.statements_hash, fingerprint, identity)
 
-        return approvals.approve(self.store, target, rec, by, fresh)
+        return approvals.approve(self.store, target, rec, who, fresh)
 
-    def reject(self, plan_id: int, by: str, reason: str) -> PlanRecord:
+    def reject(self, plan_id: int, by: str | Approver, reason: str) -> PlanRecord:
         rec = self.store.get_plan(plan_id)
-        return approvals.reject(self.store, self.target(rec.environment), rec, by, reason)
+        target = self.target(rec.environment)
+        who = by if isinstance(by, Approver) else Approver(by)
+        if not who.authenticated and approvals.needs_token(self.config, target.env):
+            approvals.authenticate(self.config, target, who.identity, None, "reject")  # raises: a token is needed
+        return approvals.reject(self.store, target, rec, who, reason, lock_key=self.lock_key(target))
 
     def apply(self, name: str | Target, *, force: bool = False, record_status: bool = True) -> ApplyResult:
         """Apply what may run unattended, run an approved plan that still matches, queue the rest.
@@ -126,9 +153,22 @@ class Reconciler:
             _refuse_blocked(target)
         desired = self.load_desired()
         env = target.env
-        with environment_lock(target.dsn, environment=target.name, connect_timeout=env.connect_timeout) as conn:
+        with environment_lock(
+            target.dsn,
+            environment=target.name,
+            key=self.lock_key(target),
+            connect_timeout=env.connect_timeout,
+            alert_after=env.lock_held_alert_after,
+        ) as conn:
             applier = Applier(
-                self.store, self.scratch, self.pg_dump(), target, desired, conn, lambda: self.plan(target, desired)
+                self.store,
+                self.scratch,
+                self.pg_dump(),
+                target,
+                desired,
+                conn,
+                lambda: self.plan(target, desired),
+                needs_auth=approvals.needs_token(self.config, env),
             )
             try:
                 result = applier.run()

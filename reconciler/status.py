@@ -82,6 +82,7 @@ class Reason(StrEnum):
     # retryable errors
     ENVIRONMENT_UNREACHABLE = "EnvironmentUnreachable"
     ENVIRONMENT_BUSY = "EnvironmentBusy"
+    APPLY_LOCK_HELD = "ApplyLockHeld"  # busy: someone else has held the apply lock longer than lock_held_alert_after
     LOCK_TIMEOUT = "LockTimeout"
     APPLY_INTERRUPTED = "ApplyInterrupted"
     RECONCILE_FAILED = "ReconcileFailed"
@@ -113,6 +114,8 @@ _ERROR_REASONS: tuple[tuple[type[BaseException], Reason], ...] = (
 
 def error_reason(exc: BaseException, *, terminal: bool) -> Reason:
     """The condition reason for an error raised by a reconcile."""
+    if isinstance(exc, BusyError) and exc.overdue:
+        return Reason.APPLY_LOCK_HELD
     for cls, reason in _ERROR_REASONS:
         if isinstance(exc, cls):
             return reason

@@ -120,6 +120,22 @@ class Metrics:
             "The desired-state revision (sha256 of the files) the daemon reconciles towards",
             registry=r,
         )
+        self._add_security_metrics(r)
+
+    def _add_security_metrics(self, r: CollectorRegistry) -> None:
+        """The apply lock held by someone else, and the audit chain's head (a decrease or a changed past head
+        shows a rewritten or truncated chain)."""
+        self.apply_lock_blocked = _env_gauge(
+            r,
+            "apply_lock_blocked_seconds",
+            "How long the environment's apply lock has been found held by another session (0: not blocked)",
+        )
+        self.audit_chain_records = Gauge(
+            f"{PREFIX}audit_chain_records", "Records in the store's keyed audit chain", registry=r
+        )
+        self.audit_chain_head = Info(
+            f"{PREFIX}audit_chain_head", "The id and keyed hash of the audit chain's last record", registry=r
+        )
 
     # -- lifecycle of an environment's series -------------------------------------------------------
 
@@ -163,6 +179,7 @@ class Metrics:
         self._oldest_pending.set(environment, None)
         self.stalled.labels(environment).set(0)
         self.suspended.labels(environment).set(1 if suspended else 0)
+        self.apply_lock_blocked.labels(environment).set(0)
 
     def remove_environment(self, environment: str) -> None:
         for outcome in OUTCOMES:
@@ -181,6 +198,7 @@ class Metrics:
             self.suspended,
             self.window_open,
             self.reconcile_duration,
+            self.apply_lock_blocked,
         ):
             _remove(g, environment)
         self._oldest_pending.remove(environment)
@@ -220,6 +238,13 @@ class Metrics:
 
     def set_window_open(self, environment: str, open_: bool) -> None:
         self.window_open.labels(environment).set(1 if open_ else 0)
+
+    def set_lock_blocked(self, environment: str, seconds: float) -> None:
+        self.apply_lock_blocked.labels(environment).set(seconds)
+
+    def set_audit_head(self, records: int, head_id: int | None, head: str | None) -> None:
+        self.audit_chain_records.set(records)
+        self.audit_chain_head.info({"head_id": str(head_id or ""), "head": head or ""})
 
     def set_desired_revision(self, revision: str) -> None:
         self.desired_revision.info({"revision": revision})

@@ -31,7 +31,7 @@ from ..obs.metrics import Metrics
 from ..server.api import Api
 from ..server.auth import TokenAuth
 from ..server.http import HttpServer
-from ..service import EMBEDDED_SCHEME, Reconciler
+from ..service import EMBEDDED_SCHEME, Approver, Reconciler
 from ..status import EnvironmentStatus
 from ..store import PlanRecord
 from ..windows import window_open
@@ -305,12 +305,13 @@ class Daemon:
         return not approvers or identity in approvers
 
     def approve(self, plan_id: int, by: str) -> PlanRecord:
-        rec = self.reconciler.approve(plan_id, by)
+        """``by`` is the identity of a bearer token the API checked: an authenticated approver."""
+        rec = self.reconciler.approve(plan_id, Approver(by, authenticated=True))
         self.controller.trigger(rec.environment, "plan_approved", unstall=True)
         return rec
 
     def reject(self, plan_id: int, by: str, reason: str) -> PlanRecord:
-        rec = self.reconciler.reject(plan_id, by, reason)
+        rec = self.reconciler.reject(plan_id, Approver(by, authenticated=True), reason)
         self.controller.trigger(rec.environment, "plan_rejected")
         return rec
 

@@ -20,7 +20,7 @@ import structlog
 
 from .. import status as st
 from ..db import connect, redact
-from ..errors import ReconcilerError, TerminalError, UnreachableError
+from ..errors import BusyError, ReconcilerError, TerminalError, UnreachableError
 from ..model import DesiredState, PlanStatus, Severity, Statement
 from ..obs.metrics import NO_HAZARD, Metrics
 from ..obs.phases import observing
@@ -78,6 +78,7 @@ class _Seen:
     pending_plan_id: int | None = None
     approved_plan_id: int | None = None
     fingerprint: str | None = None  # the environment's, when known without another catalog query
+    lock_blocked: float | None = None  # seconds another session has held the apply lock (0: the pass took it)
     plan_id: int | None = None  # the plan this pass applied or queued
 
 
@@ -116,6 +117,8 @@ def reconcile(request: Request, ctx: ReconcileContext) -> Result:
             result = _retry(rec, prev, redact(str(exc)))
             if isinstance(exc, UnreachableError):
                 seen.reachable = _probe(rec, name)
+            if isinstance(exc, BusyError):
+                seen.lock_blocked = exc.blocked_seconds
             log.warning("reconcile_failed", reason=reason.value, error=result.error, retry_in=_secs(result))
         except Exception as exc:
             reason = st.Reason.INTERNAL_ERROR
@@ -125,7 +128,18 @@ def reconcile(request: Request, ctx: ReconcileContext) -> Result:
             done = ctx.clock()
             _save_status(ctx, st.finish(ctx.status.get(name) or prev, _observation(result, seen, reason, done)))
             _record_metrics(ctx.metrics, name, result, seen, done, time.perf_counter() - started)
+            _export_audit_head(ctx)
     return result
+
+
+def _export_audit_head(ctx: ReconcileContext) -> None:
+    """The audit chain's length and head as metrics: kept by the monitoring, a rewrite or truncation shows."""
+    try:
+        head = ctx.reconciler.store.audit_head()
+    except Exception as exc:
+        log.error("audit_head_not_read", error=redact(str(exc)))
+        return
+    ctx.metrics.set_audit_head(head.records, head.head_id, head.head)
 
 
 def _observation(result: Result, seen: _Seen, reason: st.Reason | None, at: datetime) -> st.Observation:
@@ -213,6 +227,7 @@ def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen:
         applied = rec.apply(target, force=True, record_status=False)
         seen.revision = applied.desired_revision
         seen.reachable = True
+        seen.lock_blocked = 0.0
         seen.applied = len(applied.applied)
         seen.notes = tuple(redact(m) for m in applied.messages)
         seen.plan_id = applied.applied_plan_id or applied.queued_plan_id
@@ -257,3 +272,5 @@ def _record_metrics(metrics: Metrics, name: str, result: Result, seen: _Seen, at
         metrics.set_awaiting(name, seen.awaiting, seen.oldest_awaiting)
     if result.outcome in (Outcome.SUCCESS, Outcome.REQUEUE):
         metrics.set_success(name, at.timestamp())
+    if seen.lock_blocked is not None:
+        metrics.set_lock_blocked(name, seen.lock_blocked)

@@ -8,13 +8,17 @@ Versions (``reconciler_meta.store_version``):
    environment status (last attempted and applied desired revision, converged or not).
 3. status: each environment's :class:`reconciler.status.EnvironmentStatus` as one JSON document (conditions,
    consecutive failures, backoff, Stalled, revisions, fingerprint), so a restarted daemon resumes where it was.
+4. approvals are signed (HMAC-SHA256 with the installation's secret, which the store does not hold) over the plan
+   they approve: its revision, fingerprint, statements, database identity and the digest of its steps, hazards and
+   decisions; each records whether the approver was authenticated by a token. The audit chain is keyed with an
+   HMAC of the same secret (the upgrade verifies the unkeyed chain and re-keys it, recording the outcome).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-STORE_VERSION = 3
+STORE_VERSION = 4
 
 LIVE_STATUSES = ("pending", "approved")  # reconciler.model.LIVE_PLAN_STATUSES, as stored
 
@@ -88,6 +92,11 @@ approvals = sa.Table(
     sa.Column("desired_revision", sa.String(64), nullable=False),
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("statements_hash", sa.String(64), nullable=False),
+    # v4
+    sa.Column("database", sa.String(255), nullable=False, server_default=""),
+    sa.Column("steps", sa.String(64), nullable=False, server_default=""),
+    sa.Column("authenticated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("signature", sa.String(64), nullable=False, server_default=""),
     sa.UniqueConstraint("plan_id", "actor", "decision", name="uq_reconciler_approvals_once"),
 )
 

@@ -23,7 +23,6 @@ from reconciler.config import EnvironmentConfig
 from reconciler.db import APPLICATION_NAME
 from reconciler.errors import ApplyError, ApplyInterruptedError, LockTimeoutError
 from reconciler.hazards import StepTimeouts, examine
-from reconciler.locks import APPLY_LOCK_KEY
 from reconciler.model import ExecStep, Plan, PlanStatus
 from reconciler.service import ApplyResult, Reconciler
 from reconciler.status import ConditionType
@@ -151,7 +150,7 @@ def test_lock_timeout_is_retried_without_blocking_other_sessions(
     )
     rec = reconciler_for(cfg)
     first, second = first_and_second_table(rec)
-    audit = open_store(rec.config.state)
+    audit = open_store(rec.config.state, key=rec.secret)
     try:
         # A long-running reader of the second table: ALTER TABLE on it must wait, while the applier's transaction
         # already holds ACCESS EXCLUSIVE on the first table. Readers of the first table queue behind the applier,
@@ -327,7 +326,7 @@ def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Pat
     terminated; the recorded progress lets a retry run only what is left, never a completed step again."""
     dsn = make_db(TWO_TABLES)
     env = EnvironmentConfig(dsn=dsn, lock_timeout="30s")  # type: ignore[arg-type]
-    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    store = open_store(f"sqlite:///{tmp_path}/state.db", key=b"k" * 32)
     queued = store.queue_plan(Plan("dev", "r", (), fingerprint="f"))
     assert queued.plan_id is not None
     rec = store.get_plan(queued.plan_id)
@@ -382,8 +381,10 @@ def test_a_busy_environment_changes_nothing(
 ) -> None:
     dsn = make_db(TWO_TABLES)
     cfg = project({"010.sql": DESIRED_SAFE}, {"dev": {"dsn": dsn}})
+    rec = reconciler_for(cfg)
+    key = rec.lock_key(rec.target("dev"))  # derived from the installation's secret
     with psycopg.connect(dsn, autocommit=True) as other:
-        other.execute("select pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
+        other.execute("select pg_advisory_lock(%s)", (key,))
         holder_pid = other.info.backend_pid
         proc = subprocess.run(
             [sys.executable, "-m", "reconciler", "-c", str(cfg), "apply", "dev"],
@@ -397,7 +398,6 @@ def test_a_busy_environment_changes_nothing(
     assert proc.stderr.startswith("error: applying to environment 'dev': busy: ") and f"pid {holder_pid}" in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert columns(dsn, "a") == ["id"]
-    rec = reconciler_for(cfg)
     assert rec.store.list_plans() == [] and rec.store.audit_records() == []
 
 

@@ -88,34 +88,52 @@ def test_approved_plan_goes_stale_on_a_fingerprint_change_and_is_replanned(
     assert [(r["plan_id"], "schema changed" in r["payload"]["reason"]) for r in stale] == [(queued, True)]
 
 
+def write_tokens(folder: Path, *names: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A token file per name (0600); the ``server.tokens`` entries and each name's token file path."""
+    entries, files = [], {}
+    for name in names:
+        path = folder / f"{name}.token"
+        path.write_text(f"{name}-token-{'x' * 24}\n")
+        path.chmod(0o600)
+        entries.append({"identity": name, "token_file": str(path), "environments": ["*"]})
+        files[name] = str(path)
+    return entries, files
+
+
 def test_two_different_approvers_from_the_list(
-    make_db: Callable[..., str], project: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+    make_db: Callable[..., str], project: Callable[..., Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     dsn = make_db(CURRENT)
+    tokens, token = write_tokens(tmp_path, "alice", "bob", "mallory")
     cfg = str(
         project(
             {"010_users.sql": DESIRED},
             {"prod": {"dsn": dsn, "approvers": ["alice", "bob", "carol"], "approvals_required": 2}},
+            server={"tokens": tokens},
         )
     )
     queued = cli_json(capsys, "-c", cfg, "apply", "prod")["queued_plan_id"]
-    code, _, err = cli(capsys, "-c", cfg, "approve", str(queued), "--by", "mallory")
+    code, _, err = cli(capsys, "-c", cfg, "approve", str(queued), "--token-file", token["mallory"])
     assert code == 1 and "'mallory' is not an approver of environment 'prod'" in err
-    code, _, err = cli(capsys, "-c", cfg, "reject", str(queued), "--by", "mallory", "--reason", "no")
+    code, _, err = cli(capsys, "-c", cfg, "reject", str(queued), "--token-file", token["mallory"], "--reason", "no")
     assert code == 1 and "not an approver" in err
-
-    code, out, _ = cli(capsys, "-c", cfg, "approve", str(queued), "--by", "alice")
-    assert code == 0 and "(1 of 2)" in out
+    # A name alone is not an approver here: approvers are named, so they authenticate.
     code, _, err = cli(capsys, "-c", cfg, "approve", str(queued), "--by", "alice")
+    assert code == 1 and "refused without a token" in err
+
+    code, out, _ = cli(capsys, "-c", cfg, "approve", str(queued), "--token-file", token["alice"])
+    assert code == 0 and "(1 of 2)" in out
+    code, _, err = cli(capsys, "-c", cfg, "approve", str(queued), "--token-file", token["alice"])
     assert code == 1 and "already approved by alice; another approval must come from someone else" in err
     # One approval is not enough: nothing destructive runs.
     half = cli_json(capsys, "-c", cfg, "apply", "prod")
     assert half["applied"] == [] and half["queued_plan_id"] == queued
     assert legacy_rows(dsn) == [(1, 10), (2, 20)]
 
-    done = cli_json(capsys, "-c", cfg, "approve", str(queued), "--by", "bob")
+    done = cli_json(capsys, "-c", cfg, "approve", str(queued), "--token-file", token["bob"], "--by", "bob")
     assert done["status"] == "approved" and done["decided_by"] == "alice, bob"
     assert [a["by"] for a in done["approvals"]] == ["alice", "bob"] and all(a["at"] for a in done["approvals"])
+    assert all(a["authenticated"] and a["verified"] for a in done["approvals"])
     final = cli_json(capsys, "-c", cfg, "apply", "prod")
     assert final["in_sync"] is True and final["applied_plan_id"] == queued
     assert run_sql(dsn, "select count(*) from information_schema.columns where column_name = 'legacy_score'") == [(0,)]

@@ -25,11 +25,14 @@ from reconciler.model import (
     Severity,
     Statement,
     statements_hash,
+    steps_digest,
 )
 from reconciler.status import Observation, Outcome, record_outcome
 from reconciler.store import Store, open_store
 from reconciler.store.schema import STORE_VERSION
 from reconciler.store.store import GENESIS, audit_hash
+
+KEY = b"k" * 32  # the installation's secret, held by the process, never by the store
 
 T0 = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 STATEMENTS = (
@@ -49,7 +52,7 @@ class Backend:
 
     def open(self) -> Store:
         """Another Store on the same database, as another process would have."""
-        return open_store(self.url)
+        return open_store(self.url, key=KEY)
 
     def sql(self, text: str, **params: Any) -> list[Any]:
         return run(self.url, text, **params)
@@ -76,7 +79,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         dbname = url.rsplit("/", 1)[1]
         # A session time zone other than UTC must not change hashes or timestamps.
         run(url, f"alter database \"{dbname}\" set timezone to 'America/Los_Angeles'")
-    store = open_store(url)
+    store = open_store(url, key=KEY)
     try:
         yield Backend(request.param, url, store)
     finally:
@@ -144,7 +147,7 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
         h=audit_hash(GENESIS, now, "dev", "plan_queued", 1, None, body),
     )
 
-    store = open_store(url)
+    store = open_store(url, key=KEY)
     try:
         assert store.version() == STORE_VERSION
         by_id = {p.id: p for p in store.list_plans()}
@@ -153,11 +156,16 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
         assert all(p.resumable is False for p in by_id.values())
         check = store.verify_audit()
         assert check.ok, check.message
-        assert [(r.event, r.payload.get("to_version")) for r in store.audit_records()][-3:] == [
+        assert [(r.event, r.payload.get("to_version")) for r in store.audit_records()][-5:] == [
             ("plan_superseded", None),
             ("store_upgraded", 2),
             ("store_upgraded", 3),
+            ("audit_rekeyed", None),
+            ("store_upgraded", 4),
         ]
+        # The unkeyed chain was verified, then re-keyed: it verifies with the key only.
+        rekeyed = store.audit_records(event="audit_rekeyed")[0].payload
+        assert rekeyed["legacy_chain_intact"] is True and rekeyed["records"] == 4
         assert store.load_statuses() == {}
         # The new constraint holds: no second live plan for dev is queued while one is approved.
         queued = store.queue_plan(Plan("dev", "r9" * 8, STATEMENTS, fingerprint="f9" * 8))
@@ -166,7 +174,7 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
     finally:
         store.close()
     # Opening it again is a no-op.
-    open_store(url).close()
+    open_store(url, key=KEY).close()
 
 
 def test_the_queue_holds_one_live_plan_per_environment(backend: Backend) -> None:
@@ -286,7 +294,9 @@ def test_typed_statements_round_trip_without_derived_fields(backend: Backend) ->
     pid = plan(backend.store)
     got = backend.store.get_plan(pid)
     assert got.statements == STATEMENTS
-    assert got.key == PlanKey("r1" * 8, statements_hash([s.sql for s in STATEMENTS]), "f1" * 8, "h:5432/db")
+    assert got.key == PlanKey(
+        "r1" * 8, statements_hash([s.sql for s in STATEMENTS]), "f1" * 8, "h:5432/db", steps_digest(STATEMENTS)
+    )
     stored = backend.sql("select statements from reconciler_plans where id = :i", i=pid)[0][0]
     assert "hazard_details" not in stored and "hazard_codes" not in stored and "destructive" not in stored
 

@@ -109,7 +109,7 @@ def test_durations(text: str | int, seconds: float) -> None:
 
 def test_store_folder_that_cannot_be_made_is_a_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot create folder /proc/nope"):
-        open_store("sqlite:////proc/nope/state.db")
+        open_store("sqlite:////proc/nope/state.db", key=b"k" * 32)
 
 
 def test_desired_state_that_is_a_file(tmp_path: Path) -> None:

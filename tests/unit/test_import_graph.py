@@ -151,7 +151,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "reconciler.pgembedded",
     ),
     ("reconciler.store", "reconciler.inspect", "reconciler.obs"),
-    ("reconciler.config",),
+    ("reconciler.config", "reconciler.signing", "reconciler.principals"),
     ("reconciler.hazards", "reconciler.cron"),
     ("reconciler.db", "reconciler.status"),
     ("reconciler.model", "reconciler.errors", "reconciler.sqltext", "reconciler"),
