@@ -25,6 +25,7 @@ from .cli_render import (
     render_audit,
     render_plan,
     render_plans,
+    render_policy_report,
     render_rejection,
     render_verification,
 )
@@ -33,6 +34,7 @@ from .db import redact
 from .errors import BusyError, ReconcilerError
 from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
+from .policytests import PolicyReport, run_policy_tests
 
 # Every name the command line takes from the service layer, in this one place.
 from .service import ApplyResult, Reconciler, plan_to_json
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_plan, _add_apply, _add_plans, _add_approve, _add_reject, _add_audit, _add_demo, _add_run):
         add(sub.add_parser)
+    for add_workflow in WORKFLOW_PARSERS:
+        add_workflow(sub.add_parser)
     return ap
 
 
@@ -157,6 +161,16 @@ def _add_run(add_parser: AddParser) -> None:
     p.add_argument("--port", type=int, help="port to serve HTTP on, 0 for any free one (default: server.port)")
 
 
+# -- the schema workflow: parsers ------------------------------------------------------------------------------
+def _add_test_policies(add_parser: AddParser) -> None:
+    p = add_parser("test-policies", help="run the RLS policy tests against the desired state built in scratch")
+    p.add_argument("path", metavar="PATH", nargs="?", help="a test file or folder (default: policy_tests)")
+    _add_format(p)
+
+
+WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies]
+
+
 # -- the commands -----------------------------------------------------------------------------------------------
 class Session:
     """What a command works with: the configuration and, opened on first use, the library's Reconciler."""
@@ -244,6 +258,12 @@ def run_command(session: Session, args: argparse.Namespace) -> Outcome[None]:
     return Outcome(None, code=run(session.config, demo=args.demo, listen=args.listen, port=args.port))
 
 
+def test_policies_command(session: Session, args: argparse.Namespace) -> Outcome[PolicyReport]:
+    rec = session.reconciler
+    report = run_policy_tests(rec.scratch, rec.load_desired(), args.path or session.config.policy_tests)
+    return Outcome(report, _json_of, render_policy_report, EXIT_OK if report.ok else EXIT_ERROR)
+
+
 Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
 
 COMMANDS: dict[str, Command] = {
@@ -255,6 +275,7 @@ COMMANDS: dict[str, Command] = {
     "audit": audit_command,
     "demo": demo_command,
     "run": run_command,
+    "test-policies": test_policies_command,
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .hazards.registry import human_bytes
 from .model import Plan, PlanStatus, Statement
+from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
 
 T = TypeVar("T")
@@ -223,4 +224,18 @@ def render_audit(records: Sequence[AuditRecord]) -> str:
         for k, v in r.payload.items():
             if v not in (None, "", [], {}):
                 lines.append(f"    {k}: {_short(v)}")
+    return _text(lines)
+
+
+# -- the schema workflow ----------------------------------------------------------------------------------------
+def render_policy_report(report: PolicyReport) -> str:
+    lines = [f"policy tests on desired revision {report.revision[:12]}:"]
+    shown = ""
+    for r in report.results:
+        if r.file != shown:
+            shown = r.file
+            lines.append(f"{r.file}:")
+        lines.append(f"  {'PASS' if r.passed else 'FAIL'} {r.name}: {r.message}")
+    failed = len(report.failed)
+    lines.append(f"{len(report.results) - failed} passed, {failed} failed")
     return _text(lines)

@@ -136,7 +136,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reconciler.service",),
     ("reconciler.applier",),
     ("reconciler.approvals",),
-    ("reconciler.planning", "reconciler.vet"),
+    ("reconciler.planning", "reconciler.vet", "reconciler.policytests", "reconciler.docs"),
     (
         "reconciler.target",
         "reconciler.locks",
@@ -148,6 +148,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "reconciler.policy",
         "reconciler.windows",
         "reconciler.desired",
+        "reconciler.sources",
         "reconciler.pgembedded",
     ),
     ("reconciler.store", "reconciler.inspect", "reconciler.obs"),
