@@ -21,6 +21,7 @@ from .cli_render import (
     one_line,
     render,
     render_apply,
+    render_docs,
     render_approval,
     render_audit,
     render_plan,
@@ -31,6 +32,7 @@ from .cli_render import (
 )
 from .config import Config, load_config
 from .db import redact
+from .docs import DocsOutcome, generate_docs, write_docs
 from .errors import BusyError, ReconcilerError
 from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
@@ -168,7 +170,14 @@ def _add_test_policies(add_parser: AddParser) -> None:
     _add_format(p)
 
 
-WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies]
+def _add_docs(add_parser: AddParser) -> None:
+    p = add_parser("docs", help="write Markdown documentation of the desired schema (tables, RLS, ER diagram)")
+    p.add_argument("-o", "--output", metavar="FILE", help="the file to write (default: docs)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is out of date")
+    _add_format(p)
+
+
+WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies, _add_docs]
 
 
 # -- the commands -----------------------------------------------------------------------------------------------
@@ -264,6 +273,13 @@ def test_policies_command(session: Session, args: argparse.Namespace) -> Outcome
     return Outcome(report, _json_of, render_policy_report, EXIT_OK if report.ok else EXIT_ERROR)
 
 
+def docs_command(session: Session, args: argparse.Namespace) -> Outcome[DocsOutcome]:
+    rec = session.reconciler
+    text = generate_docs(rec.scratch, rec.load_desired())
+    done = write_docs(args.output or session.config.docs, text, check=args.check)
+    return Outcome(done, _json_of, render_docs, EXIT_OK if done.current else EXIT_ERROR)
+
+
 Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
 
 COMMANDS: dict[str, Command] = {
@@ -276,6 +292,7 @@ COMMANDS: dict[str, Command] = {
     "demo": demo_command,
     "run": run_command,
     "test-policies": test_policies_command,
+    "docs": docs_command,
 }
 
 

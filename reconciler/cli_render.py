@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .hazards.registry import human_bytes
+from .docs import DocsOutcome
 from .model import Plan, PlanStatus, Statement
 from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
@@ -239,3 +240,9 @@ def render_policy_report(report: PolicyReport) -> str:
     failed = len(report.failed)
     lines.append(f"{len(report.results) - failed} passed, {failed} failed")
     return _text(lines)
+
+
+def render_docs(d: DocsOutcome) -> str:
+    if not d.current:
+        return _text([f"{d.path} is out of date: run `reconciler docs` and commit it"])
+    return _text([f"wrote {d.path}" if d.written else f"{d.path} is current"])
