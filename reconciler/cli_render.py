@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from .hazards.registry import human_bytes
 from .docs import DocsOutcome
+from .hazards.registry import human_bytes
 from .model import Plan, PlanStatus, Statement
 from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
