@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -24,6 +25,7 @@ from .cli_render import (
     render_approval,
     render_audit,
     render_docs,
+    render_migration,
     render_plan,
     render_plans,
     render_policy_report,
@@ -34,6 +36,7 @@ from .config import Config, load_config
 from .db import redact
 from .docs import DocsOutcome, generate_docs, write_docs
 from .errors import BusyError, ReconcilerError
+from .migration import MigrationFile, source_statements, write_migration
 from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
 from .policytests import PolicyReport, run_policy_tests
@@ -177,7 +180,19 @@ def _add_docs(add_parser: AddParser) -> None:
     _add_format(p)
 
 
-WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies, _add_docs]
+def _add_migration(add_parser: AddParser) -> None:
+    p = add_parser("migration", help="write a timestamped SQL migration file from a source to the desired state")
+    p.add_argument("name", metavar="NAME", help="what the migration does, e.g. add_user_bio")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from", dest="from_env", metavar="ENV", help="from this environment's schema")
+    source.add_argument("--from-dir", metavar="DIR", help="from a folder of versioned migrations, replayed in scratch")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", default="migrations", help="folder to write to (default: migrations)"
+    )
+    _add_format(p)
+
+
+WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies, _add_docs, _add_migration]
 
 
 # -- the commands -----------------------------------------------------------------------------------------------
@@ -280,6 +295,15 @@ def docs_command(session: Session, args: argparse.Namespace) -> Outcome[DocsOutc
     return Outcome(done, _json_of, render_docs, EXIT_OK if done.current else EXIT_ERROR)
 
 
+def migration_command(session: Session, args: argparse.Namespace) -> Outcome[MigrationFile]:
+    rec = session.reconciler
+    target = rec.target(args.from_env) if args.from_env else None
+    desired = rec.load_desired()
+    source, statements = source_statements(rec.scratch, desired, target=target, from_dir=args.from_dir)
+    written = write_migration(args.name, args.output, source, desired, statements, datetime.now(UTC))
+    return Outcome(written, _json_of, render_migration)
+
+
 Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
 
 COMMANDS: dict[str, Command] = {
@@ -293,6 +317,7 @@ COMMANDS: dict[str, Command] = {
     "run": run_command,
     "test-policies": test_policies_command,
     "docs": docs_command,
+    "migration": migration_command,
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .docs import DocsOutcome
 from .hazards.registry import human_bytes
+from .migration import MigrationFile
 from .model import Plan, PlanStatus, Statement
 from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
@@ -246,3 +247,8 @@ def render_docs(d: DocsOutcome) -> str:
     if not d.current:
         return _text([f"{d.path} is out of date: run `reconciler docs` and commit it"])
     return _text([f"wrote {d.path}" if d.written else f"{d.path} is current"])
+
+
+def render_migration(m: MigrationFile) -> str:
+    concurrent = f", {m.concurrent_steps} concurrent step(s) outside a transaction" if m.concurrent_steps else ""
+    return _text([f"wrote {m.path}: {m.statements} statement(s) from {m.source}{concurrent}"])

@@ -136,7 +136,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reconciler.service",),
     ("reconciler.applier",),
     ("reconciler.approvals",),
-    ("reconciler.planning", "reconciler.vet", "reconciler.policytests", "reconciler.docs"),
+    ("reconciler.planning", "reconciler.vet", "reconciler.policytests", "reconciler.docs", "reconciler.migration"),
     (
         "reconciler.target",
         "reconciler.locks",
