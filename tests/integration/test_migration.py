@@ -82,7 +82,7 @@ def test_migration_from_a_folder_names_hazards(
     (path,) = out.iterdir()
     text = path.read_text()
     assert "from migrations folder" in text
-    assert "-- DS103 DESTRUCTIVE danger: drops column legacy of public.t" in text.replace('"', "")
+    assert "-- DS103 DESTRUCTIVE danger: drops column public.t.legacy and its data" in text
     assert text.count("BEGIN;") == 1 and text.rstrip().endswith("COMMIT;")
     # Replaying the folder and then the file gives the desired state.
     dsn = make_db((versions / "0001_t.sql").read_text() + (versions / "0002_note.sql").read_text())
