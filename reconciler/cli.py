@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from . import __version__
+from .check import CheckReport, run_check
 from .cli_render import (
     Outcome,
     one_line,
@@ -24,6 +25,8 @@ from .cli_render import (
     render_apply,
     render_approval,
     render_audit,
+    render_check,
+    render_check_markdown,
     render_docs,
     render_migration,
     render_plan,
@@ -192,7 +195,22 @@ def _add_migration(add_parser: AddParser) -> None:
     _add_format(p)
 
 
-WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies, _add_docs, _add_migration]
+def _add_check(add_parser: AddParser) -> None:
+    p = add_parser("check", help="CI: the desired state builds, hazards pass policy, policy tests pass, docs current")
+    p.add_argument(
+        "--env",
+        dest="environments",
+        action="append",
+        default=[],
+        metavar="ENV",
+        help="lint the plan against this environment (repeatable; default: an empty database)",
+    )
+    p.add_argument("--base", metavar="SOURCE", help="desired-state folder of the base revision, for query plans")
+    p.add_argument("--cost-factor", type=float, default=2.0, help="a query plan cost growth beyond this fails")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")
+
+
+WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies, _add_docs, _add_migration, _add_check]
 
 
 # -- the commands -----------------------------------------------------------------------------------------------
@@ -304,6 +322,12 @@ def migration_command(session: Session, args: argparse.Namespace) -> Outcome[Mig
     return Outcome(written, _json_of, render_migration)
 
 
+def check_command(session: Session, args: argparse.Namespace) -> Outcome[CheckReport]:
+    report = run_check(session.reconciler, args.environments, base=args.base, cost_factor=args.cost_factor)
+    text = render_check_markdown if args.format == "markdown" else render_check
+    return Outcome(report, _json_of, text, EXIT_OK if report.ok else EXIT_ERROR)
+
+
 Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
 
 COMMANDS: dict[str, Command] = {
@@ -318,6 +342,7 @@ COMMANDS: dict[str, Command] = {
     "test-policies": test_policies_command,
     "docs": docs_command,
     "migration": migration_command,
+    "check": check_command,
 }
 
 

@@ -300,3 +300,25 @@ def run_policy_tests(scratch: ScratchServer, desired: DesiredState, path: str | 
     suites = load_suites(path)
     results = [r for suite in suites for r in run_suite(scratch, desired, suite)]
     return PolicyReport(desired.revision, tuple(results))
+
+
+# -- query plans, for the performance check ---------------------------------------------------------------------
+def explain_cases(scratch: ScratchServer, desired: DesiredState, path: str | Path) -> dict[str, dict[str, Any]]:
+    """``EXPLAIN (FORMAT JSON)`` of every case expected to succeed, as its role, with the fixtures loaded.
+
+    Sequential scans are disabled for the comparison (``enable_seqscan = off``): on a few fixture rows the planner
+    would otherwise pick one everywhere, so a sequential scan that remains means no index can serve the query.
+    """
+    plans: dict[str, dict[str, Any]] = {}
+    for suite in load_suites(path):
+        with (
+            fixture_database(scratch, desired, suite) as (dsn, tester),
+            connect(dsn, what=f"explaining the policy test queries of {suite.path}") as conn,
+        ):
+            for case in suite.cases:
+                if case.error is None:
+                    with as_case(conn, case, tester), database_errors(f"explaining case {case.name!r}"):
+                        conn.execute("set local enable_seqscan = off")
+                        row = conn.execute(b"explain (format json) " + case.query.encode()).fetchone()
+                        plans[case.name] = row[0][0]["Plan"] if row else {}
+    return plans

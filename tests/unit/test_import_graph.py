@@ -133,6 +133,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reconciler.server",),
     ("reconciler.demo",),
     ("reconciler.cli_render",),
+    ("reconciler.check", "reconciler.promotion"),
     ("reconciler.service",),
     ("reconciler.applier",),
     ("reconciler.approvals",),
