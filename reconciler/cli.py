@@ -43,6 +43,7 @@ from .migration import MigrationFile, source_statements, write_migration
 from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
 from .policytests import PolicyReport, run_policy_tests
+from .promotion import promote
 
 # Every name the command line takes from the service layer, in this one place.
 from .service import ApplyResult, Reconciler, plan_to_json
@@ -210,7 +211,20 @@ def _add_check(add_parser: AddParser) -> None:
     p.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")
 
 
-WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [_add_test_policies, _add_docs, _add_migration, _add_check]
+def _add_promote(add_parser: AddParser) -> None:
+    p = add_parser("promote", help="apply REVISION to ENV once every earlier environment of `promotion` converged")
+    p.add_argument("revision", metavar="REVISION", help="the desired revision (at least its first 7 characters)")
+    p.add_argument("--to", required=True, metavar="ENV", help="the environment to apply it to")
+    _add_format(p)
+
+
+WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [
+    _add_test_policies,
+    _add_docs,
+    _add_migration,
+    _add_check,
+    _add_promote,
+]
 
 
 # -- the commands -----------------------------------------------------------------------------------------------
@@ -328,6 +342,10 @@ def check_command(session: Session, args: argparse.Namespace) -> Outcome[CheckRe
     return Outcome(report, _json_of, text, EXIT_OK if report.ok else EXIT_ERROR)
 
 
+def promote_command(session: Session, args: argparse.Namespace) -> Outcome[ApplyResult]:
+    return Outcome(promote(session.reconciler, args.revision, args.to), _json_of, render_apply)
+
+
 Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
 
 COMMANDS: dict[str, Command] = {
@@ -343,6 +361,7 @@ COMMANDS: dict[str, Command] = {
     "docs": docs_command,
     "migration": migration_command,
     "check": check_command,
+    "promote": promote_command,
 }
 
 

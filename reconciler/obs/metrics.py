@@ -115,6 +115,11 @@ class Metrics:
             "maintenance_window_open",
             "1 when the environment may be changed now (inside a maintenance window, or none configured)",
         )
+        self.promotion_waiting = _env_gauge(
+            r,
+            "promotion_waiting",
+            "1 while the desired revision waits for an earlier environment of the promotion order to converge on it",
+        )
         self.desired_revision = Info(
             f"{PREFIX}desired_revision",
             "The desired-state revision (sha256 of the files) the daemon reconciles towards",
@@ -180,6 +185,7 @@ class Metrics:
             self.stalled,
             self.suspended,
             self.window_open,
+            self.promotion_waiting,
             self.reconcile_duration,
         ):
             _remove(g, environment)
@@ -220,6 +226,9 @@ class Metrics:
 
     def set_window_open(self, environment: str, open_: bool) -> None:
         self.window_open.labels(environment).set(1 if open_ else 0)
+
+    def set_promotion_waiting(self, environment: str, waiting: bool) -> None:
+        self.promotion_waiting.labels(environment).set(1 if waiting else 0)
 
     def set_desired_revision(self, revision: str) -> None:
         self.desired_revision.info({"revision": revision})
