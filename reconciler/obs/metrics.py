@@ -168,6 +168,7 @@ class Metrics:
         self._oldest_pending.set(environment, None)
         self.stalled.labels(environment).set(0)
         self.suspended.labels(environment).set(1 if suspended else 0)
+        self.promotion_waiting.labels(environment).set(0)
 
     def remove_environment(self, environment: str) -> None:
         for outcome in OUTCOMES:
