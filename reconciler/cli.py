@@ -11,11 +11,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
 from . import __version__
+from .check import CheckReport, run_check
 from .cli_render import (
     Outcome,
     one_line,
@@ -23,16 +25,25 @@ from .cli_render import (
     render_apply,
     render_approval,
     render_audit,
+    render_check,
+    render_check_markdown,
+    render_docs,
+    render_migration,
     render_plan,
     render_plans,
+    render_policy_report,
     render_rejection,
     render_verification,
 )
 from .config import Config, load_config
 from .db import redact
+from .docs import DocsOutcome, generate_docs, write_docs
 from .errors import BusyError, PlanError, ReconcilerError
+from .migration import MigrationFile, source_statements, write_migration
 from .model import Plan, PlanStatus
 from .obs.logging import configure_logging
+from .policytests import PolicyReport, run_policy_tests
+from .promotion import promote
 
 # Every name the command line takes from the service layer, in this one place.
 from .service import ApplyResult, Reconciler, plan_to_json
@@ -60,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_plan, _add_apply, _add_plans, _add_approve, _add_reject, _add_audit, _add_demo, _add_run):
         add(sub.add_parser)
+    for add_workflow in WORKFLOW_PARSERS:
+        add_workflow(sub.add_parser)
     return ap
 
 
@@ -173,6 +186,63 @@ def _add_run(add_parser: AddParser) -> None:
     p.add_argument("--port", type=int, help="port to serve HTTP on, 0 for any free one (default: server.port)")
 
 
+# -- the schema workflow: parsers ------------------------------------------------------------------------------
+def _add_test_policies(add_parser: AddParser) -> None:
+    p = add_parser("test-policies", help="run the RLS policy tests against the desired state built in scratch")
+    p.add_argument("path", metavar="PATH", nargs="?", help="a test file or folder (default: policy_tests)")
+    _add_format(p)
+
+
+def _add_docs(add_parser: AddParser) -> None:
+    p = add_parser("docs", help="write Markdown documentation of the desired schema (tables, RLS, ER diagram)")
+    p.add_argument("-o", "--output", metavar="FILE", help="the file to write (default: docs)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is out of date")
+    _add_format(p)
+
+
+def _add_migration(add_parser: AddParser) -> None:
+    p = add_parser("migration", help="write a timestamped SQL migration file from a source to the desired state")
+    p.add_argument("name", metavar="NAME", help="what the migration does, e.g. add_user_bio")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from", dest="from_env", metavar="ENV", help="from this environment's schema")
+    source.add_argument("--from-dir", metavar="DIR", help="from a folder of versioned migrations, replayed in scratch")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", default="migrations", help="folder to write to (default: migrations)"
+    )
+    _add_format(p)
+
+
+def _add_check(add_parser: AddParser) -> None:
+    p = add_parser("check", help="CI: the desired state builds, hazards pass policy, policy tests pass, docs current")
+    p.add_argument(
+        "--env",
+        dest="environments",
+        action="append",
+        default=[],
+        metavar="ENV",
+        help="lint the plan against this environment (repeatable; default: an empty database)",
+    )
+    p.add_argument("--base", metavar="SOURCE", help="desired-state folder of the base revision, for query plans")
+    p.add_argument("--cost-factor", type=float, default=2.0, help="a query plan cost growth beyond this fails")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")
+
+
+def _add_promote(add_parser: AddParser) -> None:
+    p = add_parser("promote", help="apply REVISION to ENV once every earlier environment of `promotion` converged")
+    p.add_argument("revision", metavar="REVISION", help="the desired revision (at least its first 7 characters)")
+    p.add_argument("--to", required=True, metavar="ENV", help="the environment to apply it to")
+    _add_format(p)
+
+
+WORKFLOW_PARSERS: list[Callable[[AddParser], None]] = [
+    _add_test_policies,
+    _add_docs,
+    _add_migration,
+    _add_check,
+    _add_promote,
+]
+
+
 # -- the commands -----------------------------------------------------------------------------------------------
 class Session:
     """What a command works with: the configuration and, opened on first use, the library's Reconciler."""
@@ -275,6 +345,38 @@ def run_command(session: Session, args: argparse.Namespace) -> Outcome[None]:
     return Outcome(None, code=run(session.config, demo=args.demo, listen=args.listen, port=args.port))
 
 
+def test_policies_command(session: Session, args: argparse.Namespace) -> Outcome[PolicyReport]:
+    rec = session.reconciler
+    report = run_policy_tests(rec.scratch, rec.load_desired(), args.path or session.config.policy_tests)
+    return Outcome(report, _json_of, render_policy_report, EXIT_OK if report.ok else EXIT_ERROR)
+
+
+def docs_command(session: Session, args: argparse.Namespace) -> Outcome[DocsOutcome]:
+    rec = session.reconciler
+    text = generate_docs(rec.scratch, rec.load_desired())
+    done = write_docs(args.output or session.config.docs, text, check=args.check)
+    return Outcome(done, _json_of, render_docs, EXIT_OK if done.current else EXIT_ERROR)
+
+
+def migration_command(session: Session, args: argparse.Namespace) -> Outcome[MigrationFile]:
+    rec = session.reconciler
+    target = rec.target(args.from_env) if args.from_env else None
+    desired = rec.load_desired()
+    source, statements = source_statements(rec.scratch, desired, target=target, from_dir=args.from_dir)
+    written = write_migration(args.name, args.output, source, desired, statements, datetime.now(UTC))
+    return Outcome(written, _json_of, render_migration)
+
+
+def check_command(session: Session, args: argparse.Namespace) -> Outcome[CheckReport]:
+    report = run_check(session.reconciler, args.environments, base=args.base, cost_factor=args.cost_factor)
+    text = render_check_markdown if args.format == "markdown" else render_check
+    return Outcome(report, _json_of, text, EXIT_OK if report.ok else EXIT_ERROR)
+
+
+def promote_command(session: Session, args: argparse.Namespace) -> Outcome[ApplyResult]:
+    return Outcome(promote(session.reconciler, args.revision, args.to), _json_of, render_apply)
+
+
 Command = Callable[[Session, argparse.Namespace], Outcome[Any]]
 
 COMMANDS: dict[str, Command] = {
@@ -286,6 +388,11 @@ COMMANDS: dict[str, Command] = {
     "audit": audit_command,
     "demo": demo_command,
     "run": run_command,
+    "test-policies": test_policies_command,
+    "docs": docs_command,
+    "migration": migration_command,
+    "check": check_command,
+    "promote": promote_command,
 }
 
 

@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from .check import CheckReport
+from .docs import DocsOutcome, cell
 from .hazards.registry import human_bytes
+from .migration import MigrationFile
 from .model import Plan, PlanStatus, Statement
+from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
 
 T = TypeVar("T")
-Format = Literal["text", "json"]
+Format = Literal["text", "json", "markdown"]  # markdown: a command's text rendering in Markdown (check)
 
 # C0 controls except tab (\x09) and newline (\x0a), DEL, and C1 controls (CSI is \x9b).
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -224,3 +228,50 @@ def render_audit(records: Sequence[AuditRecord]) -> str:
             if v not in (None, "", [], {}):
                 lines.append(f"    {k}: {_short(v)}")
     return _text(lines)
+
+
+# -- the schema workflow ----------------------------------------------------------------------------------------
+def render_policy_report(report: PolicyReport) -> str:
+    lines = [f"policy tests on desired revision {report.revision[:12]}:"]
+    shown = ""
+    for r in report.results:
+        if r.file != shown:
+            shown = r.file
+            lines.append(f"{r.file}:")
+        lines.append(f"  {'PASS' if r.passed else 'FAIL'} {r.name}: {r.message}")
+    failed = len(report.failed)
+    lines.append(f"{len(report.results) - failed} passed, {failed} failed")
+    return _text(lines)
+
+
+def render_docs(d: DocsOutcome) -> str:
+    if not d.current:
+        return _text([f"{d.path} is out of date: run `reconciler docs` and commit it"])
+    return _text([f"wrote {d.path}" if d.written else f"{d.path} is current"])
+
+
+def render_migration(m: MigrationFile) -> str:
+    concurrent = f", {m.concurrent_steps} concurrent step(s) outside a transaction" if m.concurrent_steps else ""
+    return _text([f"wrote {m.path}: {m.statements} statement(s) from {m.source}{concurrent}"])
+
+
+def render_check(report: CheckReport) -> str:
+    lines = []
+    for item in report.items:
+        lines.append(f"{'ok  ' if item.ok else 'FAIL'} {item.name}: {item.summary}")
+        lines += [f"       {d}" for d in item.details]
+    lines.append("check passed" if report.ok else "check failed")
+    return _text(lines)
+
+
+def render_check_markdown(report: CheckReport) -> str:
+    """A summary for a pull-request comment (table cells escaped like the schema docs)."""
+    lines = [
+        f"### Schema check: {'passed' if report.ok else 'failed'}",
+        "",
+        "| check | result | summary |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {cell(i.name)} | {'✅' if i.ok else '❌'} | {cell(i.summary)} |" for i in report.items]
+    details = [f"- **{cell(i.name)}**: {cell(d)}" for i in report.items for d in i.details]
+    return _text(lines + (["", *details] if details else []))

@@ -300,10 +300,31 @@ class SecurityConfig(_Model):
     signing_key_file: str = ".reconciler/signing-key"
 
 
+class CommandSource(_Model):
+    """A desired state produced by a command: its standard output is the SQL (e.g. ``prisma migrate diff``).
+
+    ``command`` is an argument list run without a shell, in ``cwd`` (default: the config file's folder).
+    """
+
+    command: tuple[str, ...] = Field(min_length=1)
+    cwd: str | None = None
+    timeout: Duration = timedelta(minutes=5)
+
+
+class SqlAlchemySource(_Model):
+    """A desired state given as an SQLAlchemy ``MetaData``: ``module:attribute``, importable from ``path``."""
+
+    sqlalchemy: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    path: str | None = None
+
+
+DesiredSource = str | CommandSource | SqlAlchemySource
+
+
 class Config(_Model):
     """The whole configuration file."""
 
-    desired_state: str = "desired-state"
+    desired_state: DesiredSource = "desired-state"
     scratch: str | None = None
     state: str = "sqlite:///.reconciler/state.db"
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
@@ -311,6 +332,11 @@ class Config(_Model):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    # The order in which a desired revision reaches environments: each only after every earlier one converged on it.
+    promotion: tuple[str, ...] = ()
+    # The schema workflow: RLS policy test files (a folder or one file) and the generated schema documentation.
+    policy_tests: str = "policy-tests"
+    docs: str = "docs/DATABASE.md"
 
     # Set by the loader, not by the file.
     source: str = Field(default="", exclude=True)
@@ -324,6 +350,15 @@ class Config(_Model):
                     f"environment name {name!r} must be lower-case letters, digits, '-' or '_' (at most 63)"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _promotion_order(self) -> Config:
+        for name in self.promotion:
+            if name not in self.environments:
+                raise ValueError(f"promotion names {name!r}, which is not a configured environment")
+        if len(set(self.promotion)) != len(self.promotion):
+            raise ValueError("promotion names an environment twice")
+        return self
 
     def environment(self, name: str) -> EnvironmentConfig:
         try:
@@ -443,7 +478,9 @@ def _with_paths_resolved(cfg: Config, base: Path, shown: str) -> Config:
     return cfg.model_copy(
         update={
             "server": cfg.server.model_copy(update={"tokens": tokens}),
-            "desired_state": _resolve(base, cfg.desired_state),
+            "desired_state": _source_resolved(base, cfg.desired_state),
+            "policy_tests": _resolve(base, cfg.policy_tests),
+            "docs": _resolve(base, cfg.docs),
             "state": _resolve_sqlite(base, cfg.state),
             "embedded": embedded,
             "security": cfg.security.model_copy(
@@ -452,3 +489,12 @@ def _with_paths_resolved(cfg: Config, base: Path, shown: str) -> Config:
             "source": shown,
         }
     )
+
+
+def _source_resolved(base: Path, source: DesiredSource) -> DesiredSource:
+    """``source`` with its folder, working directory or import path taken relative to ``base``."""
+    if isinstance(source, str):
+        return _resolve(base, source)
+    if isinstance(source, CommandSource):
+        return source.model_copy(update={"cwd": _resolve(base, source.cwd or ".")})
+    return source.model_copy(update={"path": _resolve(base, source.path or ".")})

@@ -10,6 +10,8 @@ Every error the package raises on purpose derives from :class:`ReconcilerError`.
     |   +-- PlanError              a plan cannot be approved, rejected or applied as asked
     |   |   +-- StalePlanError     the plan no longer matches what a fresh diff yields
     |   +-- ApplyError             a statement failed while applying (carries the statement)
+    |   +-- PolicyTestFileError  a policy test file is malformed: names the file and the case
+    |   +-- PromotionError     a revision may not reach an environment before the earlier ones converged on it
     |   +-- StoreError             the state store is unusable (e.g. written by a newer version)
     |   +-- DatabaseError          the database (or its driver) refused a request: carries the SQLSTATE
     +-- RetryableError             transient: try again later with backoff
@@ -93,6 +95,14 @@ class _AtStatement(ReconcilerError):
 
 class ApplyError(_AtStatement, TerminalError):
     """A statement failed while being applied."""
+
+
+class PolicyTestFileError(TerminalError):
+    """A policy test file cannot be read or is malformed; the message names the file (and the case)."""
+
+
+class PromotionError(TerminalError):
+    """A desired revision may not be applied to an environment yet: an earlier environment has not converged on it."""
 
 
 class StoreError(TerminalError):

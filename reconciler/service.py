@@ -15,12 +15,12 @@ from . import approvals, planning, signing
 from .applier import Applier, ApplyResult, record_apply
 from .approvals import Approver
 from .config import Config
-from .desired import load_desired
 from .errors import PlanError, ReconcilerError
 from .locks import environment_lock
 from .model import DesiredState, Plan, PlanKey
 from .pgembedded import EmbeddedPostgres, find_bin_dir
 from .scratch import ScratchServer
+from .sources import load_source
 from .store import PlanRecord, Store, open_store
 from .target import EMBEDDED_SCHEME, Target, resolve
 from .windows import window_open
@@ -97,7 +97,7 @@ class Reconciler:
         return find_bin_dir(self.config.embedded.bin_dir) / "pg_dump"
 
     def load_desired(self) -> DesiredState:
-        return load_desired(self.config.desired_state)
+        return load_source(self.config.desired_state)
 
     # -- the work ---------------------------------------------------------------------------------
     def plan(self, name: str | Target, desired: DesiredState | None = None) -> Plan:

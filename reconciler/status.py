@@ -73,6 +73,7 @@ class Reason(StrEnum):
     AWAITING_APPROVAL = "AwaitingApproval"
     OUTSIDE_MAINTENANCE_WINDOW = "OutsideMaintenanceWindow"
     SUSPENDED = "Suspended"
+    AWAITING_PROMOTION = "AwaitingPromotion"
     DRIFT_NOT_RESOLVED = "DriftNotResolved"
     PLAN_PENDING = "PlanPending"
     NO_PENDING_PLAN = "NoPendingPlan"
@@ -298,6 +299,8 @@ def _ready(obs: Observation) -> tuple[bool, Reason, str]:
         return False, Reason.AWAITING_APPROVAL, f"plan {obs.pending_plan_id} awaits approval{why}"
     if obs.blocked is Reason.SUSPENDED:
         return False, Reason.SUSPENDED, "suspended: drift is measured, nothing is applied"
+    if obs.blocked is Reason.AWAITING_PROMOTION:
+        return False, Reason.AWAITING_PROMOTION, "; ".join(obs.notes) or "waiting for an earlier environment"
     if obs.blocked is Reason.OUTSIDE_MAINTENANCE_WINDOW:
         extra = f"; approved plan {obs.approved_plan_id} waits for it" if obs.approved_plan_id is not None else ""
         return False, Reason.OUTSIDE_MAINTENANCE_WINDOW, f"outside every maintenance window{extra}"

@@ -115,6 +115,11 @@ class Metrics:
             "maintenance_window_open",
             "1 when the environment may be changed now (inside a maintenance window, or none configured)",
         )
+        self.promotion_waiting = _env_gauge(
+            r,
+            "promotion_waiting",
+            "1 while the desired revision waits for an earlier environment of the promotion order to converge on it",
+        )
         self.desired_revision = Info(
             f"{PREFIX}desired_revision",
             "The desired-state revision (sha256 of the files) the daemon reconciles towards",
@@ -180,6 +185,7 @@ class Metrics:
         self.stalled.labels(environment).set(0)
         self.suspended.labels(environment).set(1 if suspended else 0)
         self.apply_lock_blocked.labels(environment).set(0)
+        self.promotion_waiting.labels(environment).set(0)
 
     def remove_environment(self, environment: str) -> None:
         for outcome in OUTCOMES:
@@ -197,6 +203,7 @@ class Metrics:
             self.stalled,
             self.suspended,
             self.window_open,
+            self.promotion_waiting,
             self.reconcile_duration,
             self.apply_lock_blocked,
         ):
@@ -245,6 +252,9 @@ class Metrics:
     def set_audit_head(self, records: int, head_id: int | None, head: str | None) -> None:
         self.audit_chain_records.set(records)
         self.audit_chain_head.info({"head_id": str(head_id or ""), "head": head or ""})
+
+    def set_promotion_waiting(self, environment: str, waiting: bool) -> None:
+        self.promotion_waiting.labels(environment).set(1 if waiting else 0)
 
     def set_desired_revision(self, revision: str) -> None:
         self.desired_revision.info({"revision": revision})

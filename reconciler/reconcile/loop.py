@@ -24,6 +24,7 @@ from ..errors import BusyError, ReconcilerError, TerminalError, UnreachableError
 from ..model import DesiredState, PlanStatus, Severity, Statement
 from ..obs.metrics import NO_HAZARD, Metrics
 from ..obs.phases import observing
+from ..promotion import waiting_for
 from ..service import Reconciler
 from ..target import Target
 from ..windows import next_window_start, window_open
@@ -188,6 +189,11 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.blocked = st.Reason.SUSPENDED
     elif not open_now:
         seen.blocked = st.Reason.OUTSIDE_MAINTENANCE_WINDOW
+    waiting = waiting_for(rec.config, rec.store, name, desired.revision)
+    ctx.metrics.set_promotion_waiting(name, waiting is not None)
+    if waiting is not None and seen.blocked is None:
+        seen.blocked = st.Reason.AWAITING_PROMOTION
+        seen.notes = (waiting,)
 
     remaining = _measure(target, ctx, desired, seen)
     seen.drifted = bool(remaining)
