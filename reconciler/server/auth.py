@@ -45,8 +45,11 @@ class TokenAuth:
         return f"TokenAuth({len(self._by_digest)} token(s), read_requires_token={self.read_requires_token})"
 
     @classmethod
-    def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> TokenAuth:
-        """Read every token of ``server.tokens``; a missing, empty, short or duplicate token is a ConfigError."""
+    def from_config(
+        cls, config: Config, environ: Mapping[str, str] | None = None, *, listen: str | None = None
+    ) -> TokenAuth:
+        """Read every token of ``server.tokens``; a missing, empty, short or duplicate token is a ConfigError.
+        Reads need a token as configured, else when the server listens (on ``listen``) beyond loopback."""
         env = os.environ if environ is None else environ
         tokens: dict[str, Principal] = {}
         for i, t in enumerate(config.server.tokens):
@@ -78,7 +81,7 @@ class TokenAuth:
                     key=key,
                 )
             tokens[value] = Principal(t.identity, frozenset(t.environments))
-        return cls(tokens, read_requires_token=config.server.read_requires_token)
+        return cls(tokens, read_requires_token=config.server.reads_need_token(listen))
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal of a ``Bearer`` header, or None when it is missing, malformed or unknown."""
