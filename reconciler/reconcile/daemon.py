@@ -32,8 +32,8 @@ from ..server.app import create_app
 from ..server.auth import TokenAuth
 from ..server.http import HttpServer
 from ..service import EMBEDDED_SCHEME, Reconciler
-from ..status import EnvironmentStatus
 from ..stats import row_counts
+from ..status import EnvironmentStatus
 from ..store import AuditRecord, PlanRecord
 from ..store.store import AuditVerification
 from ..windows import window_open

@@ -39,6 +39,7 @@ MAX_BODY = 64 * 1024
 JSON_TYPE = "application/json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_PLAN_ID = 10**18 - 1
+MAX_REASON = 4000
 SESSION_COOKIE = "reconciler_session"
 
 
@@ -312,4 +313,6 @@ def _write_routes(router: APIRouter, backend: Backend, access: Access) -> None:
             raise ApiError(
                 400, "bad_request", 'a rejection needs a JSON body {"reason": "..."} with a non-empty reason'
             )
-        return JsonResponse(decide(backend, principal, plan, "reject", reason[:4000]).to_json())
+        if len(reason) > MAX_REASON:
+            raise ApiError(400, "bad_request", f"the reason may have at most {MAX_REASON} characters")
+        return JsonResponse(decide(backend, principal, plan, "reject", reason).to_json())

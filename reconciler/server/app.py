@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -12,14 +12,14 @@ from .api import Access, Backend, build_router
 from .auth import TokenAuth
 from .errors import install_error_handlers
 from .guard import Guard, allowed_host_names
-from .http import Limits
+from .http import DEFAULT_LIMITS, Limits
 from .page import STATIC, _LoginFirst, build_page
 from .sessions import Sessions
 
 DESCRIPTION = (
     "Schema Reconciler's daemon: environments, plans and their approval. Writes need "
     "`Authorization: Bearer TOKEN`; reads too when server.read_requires_token is true (the default when the "
-    "server listens beyond loopback). Errors are JSON `{\"error\": {\"status\", \"code\", \"message\"}}`."
+    'server listens beyond loopback). Errors are JSON `{"error": {"status", "code", "message"}}`.'
 )
 
 
@@ -30,7 +30,7 @@ def create_app(
     listen: str = "127.0.0.1",
     allowed_hosts: tuple[str, ...] = (),
     tls: bool = False,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> FastAPI:
     """The whole HTTP side for ``backend``; the page is served when the backend can feed it."""
     app = FastAPI(
@@ -50,17 +50,18 @@ def create_app(
         app.add_exception_handler(_LoginFirst, login_first)
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(
-        Guard,  # type: ignore[arg-type]
+        Guard,
         hosts=allowed_host_names(listen, allowed_hosts),
         max_headers=limits.max_headers,
         max_body=limits.max_body,
+        max_head_bytes=limits.max_head_bytes,
     )
     return app
 
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document the daemon serves at ``/api/v1/openapi.json``, generated from the pydantic models."""
-    return create_app(_NoBackend(), TokenAuth({})).openapi()
+    return create_app(cast(Backend, _NoBackend()), TokenAuth({})).openapi()
 
 
 class _NoBackend:

@@ -2,7 +2,8 @@
 
 - ``Host`` must name this server (a configured name, the listen address, ``localhost`` or a loopback address):
   a page of another site that rebinds its DNS name to this address (DNS rebinding) gets a 421.
-- At most ``max_headers`` header fields (431): a client cannot make every request costly.
+- At most ``max_headers`` header fields of at most ``max_head_bytes`` in all (431): a client cannot make every
+  request costly (h11 bounds only a head that arrives in pieces).
 - A body of at most ``max_body`` bytes (413), sent with a Content-Length (411 otherwise): bodies are never
   buffered beyond the cap.
 - Every answer carries ``Cache-Control: no-store`` and a few browser hardening headers.
@@ -51,8 +52,11 @@ def _is_loopback(name: str) -> bool:
 class Guard:
     """ASGI middleware applying the checks above."""
 
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[str], max_headers: int, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, hosts: frozenset[str], max_headers: int, max_body: int, max_head_bytes: int
+    ) -> None:
         self.app = app
+        self.max_head_bytes = max_head_bytes
         self.hosts = hosts
         self.max_headers = max_headers
         self.max_body = max_body
@@ -79,6 +83,8 @@ class Guard:
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         if len(headers) > self.max_headers:
             return 431, f"at most {self.max_headers} header fields are accepted"
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_head_bytes:
+            return 431, f"the header fields may have at most {self.max_head_bytes} bytes"
         values: dict[bytes, bytes] = {}
         for k, v in headers:
             values.setdefault(k.lower(), v)

@@ -37,6 +37,9 @@ class Limits:
     max_body: int = 64 * 1024  # request body bytes
 
 
+DEFAULT_LIMITS = Limits()
+
+
 def _json_error(conn: h11.Connection, status: int, message: str) -> bytes:
     body = error_bytes(status, message)
     headers = [(b"content-type", b"application/json"), (b"connection", b"close"), (b"cache-control", b"no-store")]
@@ -104,7 +107,7 @@ class HttpServer:
         listen: str,
         port: int,
         *,
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
         tls_cert: str | None = None,
         tls_key: str | None = None,
     ) -> None:

@@ -154,4 +154,4 @@ class ApproveBody(BaseModel):
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=4000, pattern=r"\S")
+    reason: str = Field(min_length=1, max_length=4000, pattern=r"\S", description="why; at most 4000 characters")

@@ -246,7 +246,7 @@ def _overview_routes(router: APIRouter, page: Page) -> None:
 
 
 def _plan_view(page: Page, principal: Principal | None, plan: PlanRecord) -> dict[str, Any]:
-    figures = {}
+    figures: dict[str, Any] = {}
     for st in plan.statements:
         if st.destructive:
             figures.update(st.tables)
@@ -260,7 +260,9 @@ def _plan_view(page: Page, principal: Principal | None, plan: PlanRecord) -> dic
         "counts": counts,
         "required": required,
         "approved_by": approved_by,
-        "may_approve": plan.status is PlanStatus.PENDING and not already and page.may_decide(principal, plan, "approve"),
+        "may_approve": plan.status is PlanStatus.PENDING
+        and not already
+        and page.may_decide(principal, plan, "approve"),
         "may_reject": plan.status in (*_LIVE, PlanStatus.FAILED) and page.may_decide(principal, plan, "reject"),
         "already_approved": already,
     }

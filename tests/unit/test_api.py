@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from reconciler.config import Config, load_config
 from reconciler.errors import ConfigError, PlanError
 from reconciler.model import Hazard, HazardKind, PlanStatus, Severity, Statement
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-
 from reconciler.server.app import create_app
 from reconciler.server.auth import Principal, TokenAuth
 from reconciler.server.openapi import openapi_document
@@ -90,7 +89,9 @@ class Api:
     def __init__(self, app: FastAPI) -> None:
         self.client = TestClient(app, base_url="http://127.0.0.1")
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> Response:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Response:
         r = self.client.request(method, path, params=query, headers=headers, content=body or None)
         pairs = tuple((k.title().replace("Www-", "WWW-"), v) for k, v in r.headers.items())
         return Response(r.status_code, r.content, r.headers.get("content-type", ""), pairs)
