@@ -9,6 +9,7 @@ Reads are scoped: a token sees only the environments it lists (others are 404, a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 import structlog
@@ -40,7 +41,6 @@ JSON_TYPE = "application/json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_PLAN_ID = 10**18 - 1
 MAX_REASON = 4000
-SESSION_COOKIE = "reconciler_session"
 
 
 class Backend(Protocol):
@@ -72,9 +72,9 @@ _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="schema-reconciler"'}
 class Access:
     """Who is asking: a bearer token (API clients) or a page session; reads scoped to the principal."""
 
-    def __init__(self, auth: TokenAuth, session_principal: Any) -> None:
+    def __init__(self, auth: TokenAuth, session_principal: Callable[[Request], Principal | None]) -> None:
         self.auth = auth
-        self._session_principal = session_principal  # Callable[[Request], Principal | None]
+        self._session_principal = session_principal
 
     def principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
