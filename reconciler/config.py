@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -287,7 +288,34 @@ class ServerConfig(_Model):
     listen: str = "127.0.0.1"
     port: int = Field(default=9630, ge=0, le=65535)
     tokens: tuple[ApiToken, ...] = ()
-    read_requires_token: bool = False
+    read_requires_token: bool | None = None  # None: true when the server listens beyond loopback
+    allowed_hosts: tuple[str, ...] = ()  # Host header names accepted besides the listen address and loopback
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        return self
+
+    def reads_need_token(self, listen: str | None = None) -> bool:
+        """Whether reads need a token: as configured, else whenever ``listen`` (default: ``listen``) is not
+        loopback, so HTTP clients of other machines never read plans anonymously."""
+        if self.read_requires_token is not None:
+            return self.read_requires_token
+        return not is_loopback(self.listen if listen is None else listen)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    host = address.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SecurityConfig(_Model):
@@ -475,9 +503,10 @@ def _with_paths_resolved(cfg: Config, base: Path, shown: str) -> Config:
         t.model_copy(update={"token_file": _resolve(base, t.token_file)}) if t.token_file else t
         for t in cfg.server.tokens
     )
+    tls = {k: _resolve(base, v) for k in ("tls_cert", "tls_key") if (v := getattr(cfg.server, k))}
     return cfg.model_copy(
         update={
-            "server": cfg.server.model_copy(update={"tokens": tokens}),
+            "server": cfg.server.model_copy(update={"tokens": tokens, **tls}),
             "desired_state": _source_resolved(base, cfg.desired_state),
             "policy_tests": _resolve(base, cfg.policy_tests),
             "docs": _resolve(base, cfg.docs),

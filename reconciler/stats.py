@@ -14,10 +14,10 @@ environment's inspection must not count as existing.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
-from .db import Connection, connect, database_errors
+from .db import Connection, connect, database_errors, quote_ident
 from .inspect import Inspection
 from .model import TableStats
 
@@ -132,4 +132,34 @@ def without_indexes(inspection: Inspection, names: set[tuple[str, str]]) -> Insp
     out.indexes = type(inspection.indexes)(
         (k, v) for k, v in inspection.indexes.items() if (v.schema, v.name) not in names
     )
+    return out
+
+
+def row_counts(
+    dsn: str,
+    figures: Mapping[str, TableStats],
+    *,
+    what: str,
+    exact_below_bytes: int = 8 * 1024 * 1024,
+    connect_timeout: timedelta = timedelta(seconds=10),
+) -> dict[str, tuple[int | None, bool]]:
+    """Rows of each table of ``figures`` as ``(count, exact)``: counted with ``count(*)`` when the table is small
+    enough for that to be cheap (under ``exact_below_bytes``), else the planner's estimate (``exact`` False).
+    A table that is gone since the figures were read keeps its estimate."""
+    out: dict[str, tuple[int | None, bool]] = {name: (st.rows, False) for name, st in figures.items()}
+    cheap = [name for name, st in figures.items() if st.bytes < exact_below_bytes]
+    if not cheap:
+        return out
+    with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
+        for name in cheap:
+            schema, rel = _split(name)
+            sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(rel)}"
+            with conn.transaction():
+                conn.execute("set local statement_timeout = '5s'")
+                exists = conn.execute(
+                    b"select to_regclass(%s) is not null", (f"{quote_ident(schema)}.{quote_ident(rel)}",)
+                ).fetchone()
+                if exists and exists[0]:
+                    row = conn.execute(sql.encode()).fetchone()
+                    out[name] = (int(row[0]) if row else 0, True)
     return out

@@ -25,15 +25,17 @@ from typing import Any
 import structlog
 
 from ..config import Config, load_config
-from ..errors import ConfigError, DesiredStateError, PlanError
+from ..errors import ConfigError, DesiredStateError, PlanError, ReconcilerError
 from ..model import PlanStatus
 from ..obs.metrics import Metrics
-from ..server.api import Api
+from ..server.app import create_app
 from ..server.auth import TokenAuth
 from ..server.http import HttpServer
 from ..service import EMBEDDED_SCHEME, Approver, Reconciler
+from ..stats import row_counts
 from ..status import EnvironmentStatus
-from ..store import PlanRecord
+from ..store import AuditRecord, PlanRecord
+from ..store.store import AuditVerification
 from ..windows import window_open
 from .board import StatusBoard
 from .controller import Controller
@@ -70,7 +72,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self._config_path = Path(config.source) if (watch_config and config.source) else None
-        self.auth = TokenAuth.from_config(config, environ)
+        self._listen = listen if listen is not None else config.server.listen
+        self.auth = TokenAuth.from_config(config, environ, listen=self._listen)
         self.metrics = Metrics()
         self.reconciler = Reconciler(config)
         self.status = StatusBoard(save=self._persist_status)
@@ -78,8 +81,13 @@ class Daemon:
         self.controller = Controller(
             config.daemon, dict(config.environments), self._reconcile, self.status.get, watch=self._watch
         )
-        self.api = Api(self, self.auth)
-        self._listen = listen if listen is not None else config.server.listen
+        self.app = create_app(
+            self,
+            self.auth,
+            listen=self._listen,
+            allowed_hosts=config.server.allowed_hosts,
+            tls=config.server.tls_cert is not None,
+        )
         self._port = port if port is not None else config.server.port
         self.http: HttpServer | None = None
         self._desired_marker: str | None = None
@@ -100,7 +108,10 @@ class Daemon:
         try:
             self._warm_up()
             try:
-                self.http = HttpServer(self.api, self._listen, self._port)
+                server = self.config.server
+                self.http = HttpServer(
+                    self.app, self._listen, self._port, tls_cert=server.tls_cert, tls_key=server.tls_key
+                )
             except OSError as exc:
                 raise ConfigError(
                     f"cannot listen on {self._listen}:{self._port}: {exc.strerror or exc}",
@@ -325,3 +336,26 @@ class Daemon:
         except Exception:
             store_ok = False
         return {"config_loaded": True, "store_reachable": store_ok, "scheduler_running": self.controller.running}
+
+    # -- the page's backend -------------------------------------------------------------------------
+    def approvals_required(self, environment: str) -> int:
+        return self.config.environment(environment).approvals_required
+
+    def audit_records(self, environment: str | None, event: str | None, limit: int | None) -> list[AuditRecord]:
+        return self.reconciler.store.audit_records(environment, event=event, limit=limit)
+
+    def verify_audit(self) -> AuditVerification:
+        return self.reconciler.store.verify_audit()
+
+    def row_counts(self, plan: PlanRecord) -> dict[str, tuple[int | None, bool]]:
+        """Rows of the tables the plan's destructive statements touch: exact when cheap to count, else the
+        estimate. An environment that cannot be reached now keeps the plan's estimates."""
+        figures = {n: t for s in plan.statements if s.destructive for n, t in s.tables.items()}
+        try:
+            target = self.reconciler.target(plan.environment)
+            return row_counts(
+                target.dsn, figures, what=target.doing("counting rows in"), connect_timeout=target.env.connect_timeout
+            )
+        except ReconcilerError as exc:
+            log.warning("row_count_failed", environment=plan.environment, error=str(exc))
+            return {n: (t.rows, False) for n, t in figures.items()}

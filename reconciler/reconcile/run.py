@@ -42,6 +42,7 @@ def ensure_token_files(config: Config) -> list[Path]:
 def _print_urls(daemon: Daemon) -> None:
     url = daemon.url
     print("schema reconciler is running; Ctrl-C (or SIGTERM) stops it", flush=True)
+    print(f"  page:         {url}/")
     print(f"  metrics:      {url}/metrics")
     print(f"  environments: {url}/api/v1/environments")
     print(f"  plans:        {url}/api/v1/plans?status=pending")

@@ -1,36 +1,50 @@
-"""The HTTP API as a plain function of a request: routing, authentication, validation, JSON errors.
+"""The JSON API under ``/api/v1`` plus ``/healthz``, ``/readyz`` and ``/metrics``, as FastAPI routes.
 
-No sockets here (see :mod:`.http`), so every 4xx path is testable without a server. Errors are JSON
-``{"error": {"status", "code", "message"}}``; a bad request never gets a 5xx.
+Errors are JSON ``{"error": {"status", "code", "message"}}`` (see :mod:`.errors`). Bodies are parsed here, not by
+FastAPI, so that a body that is not JSON is 415, a malformed one 400, and a deeply nested document or a
+5000-digit number is a 400 too (the guards stop HTTP clients; the request size cap is in :mod:`.guard`).
+Reads are scoped: a token sees only the environments it lists (others are 404, as if they did not exist).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
 
 import structlog
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 
-from ..db import redact
-from ..errors import BusyError, PlanError, ReconcilerError
+from ..errors import BusyError, PlanError
 from ..model import PlanStatus
-from ..store import PlanRecord
+from ..store import AuditRecord, PlanRecord
+from ..store.store import AuditVerification
 from .auth import Principal, TokenAuth
-from .openapi import openapi_document
+from .errors import ApiError, JsonResponse, error_responses
+from .models import (
+    ApproveBody,
+    EnvironmentList,
+    Health,
+    Links,
+    Plan,
+    PlanList,
+    Readiness,
+    RejectBody,
+)
+from .models import Environment as EnvironmentModel
 
 log = structlog.get_logger("reconciler.api")
 
 MAX_BODY = 64 * 1024
 JSON_TYPE = "application/json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_PLAN_ID = re.compile(r"^[1-9][0-9]{0,17}$")
+MAX_PLAN_ID = 10**18 - 1
+MAX_REASON = 4000
 
 
 class Backend(Protocol):
-    """What the API needs from the daemon."""
+    """What the HTTP side needs from the daemon."""
 
     def environment_names(self) -> list[str]: ...
     def environment_json(self, name: str) -> dict[str, Any]: ...
@@ -43,263 +57,262 @@ class Backend(Protocol):
     def readiness(self) -> dict[str, bool]: ...
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: Mapping[str, list[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
-    body: bytes = b""
+class PageBackend(Backend, Protocol):
+    """What the operator's page needs besides the API's backend."""
+
+    def approvals_required(self, environment: str) -> int: ...
+    def audit_records(self, environment: str | None, event: str | None, limit: int | None) -> list[AuditRecord]: ...
+    def verify_audit(self) -> AuditVerification: ...
+    def row_counts(self, plan: PlanRecord) -> dict[str, tuple[int | None, bool]]: ...
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: tuple[tuple[str, str], ...] = ()
+_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="schema-reconciler"'}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
+class Access:
+    """Who is asking: a bearer token (API clients) or a page session; reads scoped to the principal."""
 
-
-def json_response(status: int, data: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(status, json.dumps(data, indent=2, default=str).encode("utf-8") + b"\n", JSON_TYPE, headers)
-
-
-def error_response(exc: ApiError) -> Response:
-    body = {"error": {"status": exc.status, "code": exc.code, "message": redact(exc.message)}}
-    return json_response(exc.status, body, exc.headers)
-
-
-_UNAUTHORIZED = (("WWW-Authenticate", 'Bearer realm="schema-reconciler"'),)
-
-Handler = Callable[["Api", Request, Mapping[str, str]], Response]
-
-
-class Api:
-    """Routes requests to handlers; wraps every failure into a JSON error."""
-
-    def __init__(self, backend: Backend, auth: TokenAuth) -> None:
-        self.backend = backend
+    def __init__(self, auth: TokenAuth, session_principal: Callable[[Request], Principal | None]) -> None:
         self.auth = auth
+        self._session_principal = session_principal
 
-    # -- entry point ------------------------------------------------------------------------------
-    def handle(self, req: Request) -> Response:
-        try:
-            handler, params = self._route(req)
-            return handler(self, req, params)
-        except ApiError as exc:
-            return error_response(exc)
-        except ReconcilerError as exc:
-            log.warning("api_backend_error", path=req.path, error=str(exc))
-            return error_response(ApiError(503, "unavailable", str(exc)))
-
-    def _route(self, req: Request) -> tuple[Handler, dict[str, str]]:
-        path = req.path.rstrip("/") or "/"
-        for pattern, methods in _ROUTES:
-            m = pattern.match(path)
-            if m is None:
-                continue
-            handler = methods.get(req.method)
-            if handler is None:
-                allowed = ", ".join(sorted(methods))
-                raise ApiError(
-                    405, "method_not_allowed", f"{req.method} is not allowed on {path}", headers=(("Allow", allowed),)
-                )
-            return handler, m.groupdict()
-        raise ApiError(404, "not_found", f"no such path: {path}")
-
-    # -- authentication -----------------------------------------------------------------------------
-    def _principal(self, req: Request) -> Principal:
-        if not req.headers.get("authorization"):
+    def principal(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        if not header:
             raise ApiError(401, "unauthorized", "a bearer token is required", headers=_UNAUTHORIZED)
-        principal = self.auth.authenticate(req.headers.get("authorization"))
+        principal = self.auth.authenticate(header)
         if principal is None:
             raise ApiError(401, "unauthorized", "the bearer token is not valid", headers=_UNAUTHORIZED)
         return principal
 
-    def _check_read(self, req: Request) -> None:
-        if self.auth.read_requires_token:
-            self._principal(req)
+    def reader(self, request: Request) -> Principal | None:
+        """The principal of a read: None means anonymous (allowed only while reads need no token)."""
+        if request.headers.get("authorization"):
+            return self.principal(request)
+        principal: Principal | None = self._session_principal(request)
+        if principal is None and self.auth.read_requires_token:
+            raise ApiError(401, "unauthorized", "a bearer token is required", headers=_UNAUTHORIZED)
+        return principal
 
-    # -- helpers ------------------------------------------------------------------------------------
-    @staticmethod
-    def _query(req: Request, allowed: tuple[str, ...]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for key, values in req.query.items():
-            if key not in allowed:
-                raise ApiError(400, "bad_request", f"unknown query parameter {key!r} (allowed: {', '.join(allowed)})")
-            if len(values) != 1:
-                raise ApiError(400, "bad_request", f"query parameter {key!r} must be given once")
-            out[key] = values[0]
-        return out
 
-    @staticmethod
-    def _body(req: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if not req.body.strip():
-            return {}
-        ctype = req.headers.get("content-type", JSON_TYPE).split(";")[0].strip().lower()
-        if ctype != JSON_TYPE:
-            raise ApiError(415, "unsupported_media_type", "the request body must be application/json")
-        try:
-            data = json.loads(req.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "bad_request", "the request body must be a JSON object")
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ApiError(400, "bad_request", f"unknown field(s) in the request body: {', '.join(unknown)}")
-        return data
+def visible(principal: Principal | None, environment: str) -> bool:
+    return principal is None or principal.may_decide(environment)
 
-    @staticmethod
-    def _plan_id(params: Mapping[str, str]) -> int:
-        raw = params["plan_id"]
-        if not _PLAN_ID.match(raw):
-            raise ApiError(400, "bad_request", f"plan id must be a positive integer, got {raw[:40]!r}")
-        return int(raw)
 
-    def _plan(self, plan_id: int) -> PlanRecord:
-        rec = self.backend.get_plan(plan_id)
-        if rec is None:
-            raise ApiError(404, "not_found", f"plan {plan_id} does not exist")
-        return rec
+def check_query(request: Request, allowed: tuple[str, ...]) -> None:
+    """Unknown or repeated query parameters are a 400 (a typo must not silently widen a filter)."""
+    seen: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key not in allowed:
+            raise ApiError(400, "bad_request", f"unknown query parameter {key[:40]!r} (allowed: {', '.join(allowed)})")
+        if key in seen:
+            raise ApiError(400, "bad_request", f"query parameter {key!r} must be given once")
+        seen.add(key)
 
-    def _environment(self, name: str) -> str:
-        if name not in self.backend.environment_names():
-            raise ApiError(404, "not_found", f"unknown environment {name[:63]!r}")
-        return name
 
-    # -- handlers -------------------------------------------------------------------------------------
-    def index(self, req: Request, params: Mapping[str, str]) -> Response:
-        return json_response(
-            200,
-            {
-                "name": "schema-reconciler",
-                "links": {
-                    "metrics": "/metrics",
-                    "healthz": "/healthz",
-                    "readyz": "/readyz",
-                    "environments": "/api/v1/environments",
-                    "plans": "/api/v1/plans",
-                    "openapi": "/api/v1/openapi.json",
-                },
-            },
-        )
+def parse_json_object(body: bytes, content_type: str | None, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON object body with only ``allowed`` fields; empty is ``{}``. Stops malformed bodies of HTTP clients."""
+    if not body.strip():
+        return {}
+    ctype = (content_type or JSON_TYPE).split(";")[0].strip().lower()
+    if ctype != JSON_TYPE:
+        raise ApiError(415, "unsupported_media_type", "the request body must be application/json")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the request body is not valid JSON: {exc}") from None
+    except (RecursionError, ValueError):  # nesting too deep, or an integer with more digits than Python converts
+        raise ApiError(400, "bad_request", "the request body is nested too deeply or holds a number too long") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the request body must be a JSON object")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s) in the request body: {', '.join(unknown)[:200]}")
+    return data
 
-    def healthz(self, req: Request, params: Mapping[str, str]) -> Response:
-        return json_response(200, {"status": "ok"})
 
-    def readyz(self, req: Request, params: Mapping[str, str]) -> Response:
-        checks = self.backend.readiness()
+PlanId = Annotated[int, Path(ge=1, le=MAX_PLAN_ID, description="a plan's id")]
+
+
+def _body_doc(model: type[ApproveBody] | type[RejectBody], required: bool) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def build_router(backend: Backend, access: Access) -> APIRouter:
+    """The API's routes, bound to ``backend``."""
+    router = APIRouter()
+    reader = Depends(access.reader)
+    _health_routes(router, backend, access)
+    _read_routes(router, backend, reader)
+    _write_routes(router, backend, access)
+    return router
+
+
+def _health_routes(router: APIRouter, backend: Backend, access: Access) -> None:
+    @router.get("/healthz", response_model=Health, tags=["health"], summary="200 while the process is alive")
+    def healthz() -> JsonResponse:
+        return JsonResponse({"status": "ok"})
+
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready"}},
+        tags=["health"],
+        summary="200 when the config is loaded, the store answers and the scheduler runs",
+    )
+    def readyz() -> JsonResponse:
+        checks = backend.readiness()
         ok = all(checks.values())
-        return json_response(200 if ok else 503, {"status": "ok" if ok else "unavailable", "checks": checks})
+        return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
-    def metrics(self, req: Request, params: Mapping[str, str]) -> Response:
-        self._check_read(req)
-        return Response(200, self.backend.metrics_text(), METRICS_TYPE)
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(401)},
+        tags=["health"],
+        summary="Prometheus text format",
+    )
+    def metrics(request: Request) -> Response:
+        access.reader(request)
+        return Response(backend.metrics_text(), media_type=METRICS_TYPE)
 
-    def openapi(self, req: Request, params: Mapping[str, str]) -> Response:
-        return json_response(200, openapi_document())
+    @router.get("/api/v1", response_model=Links, tags=["api"], summary="links to the API's parts")
+    def index() -> JsonResponse:
+        links = {
+            "page": "/",
+            "metrics": "/metrics",
+            "healthz": "/healthz",
+            "readyz": "/readyz",
+            "environments": "/api/v1/environments",
+            "plans": "/api/v1/plans",
+            "openapi": "/api/v1/openapi.json",
+        }
+        return JsonResponse({"name": "schema-reconciler", "links": links})
 
-    def list_environments(self, req: Request, params: Mapping[str, str]) -> Response:
-        self._check_read(req)
-        self._query(req, ())
-        return json_response(
-            200, {"environments": [self.backend.environment_json(n) for n in self.backend.environment_names()]}
+
+def _environment(backend: Backend, principal: Principal | None, name: str) -> str:
+    if name not in backend.environment_names() or not visible(principal, name):
+        raise ApiError(404, "not_found", f"unknown environment {name[:63]!r}")
+    return name
+
+
+def _plan(backend: Backend, principal: Principal | None, plan_id: int) -> PlanRecord:
+    rec = backend.get_plan(plan_id)
+    if rec is None or not visible(principal, rec.environment):
+        raise ApiError(404, "not_found", f"plan {plan_id} does not exist")
+    return rec
+
+
+def _read_routes(router: APIRouter, backend: Backend, reader: Any) -> None:
+    reads = error_responses(400, 401, 404)
+
+    @router.get("/api/v1/environments", response_model=EnvironmentList, responses=reads, tags=["api"])
+    def list_environments(request: Request, principal: Principal | None = reader) -> JsonResponse:
+        check_query(request, ())
+        names = [n for n in backend.environment_names() if visible(principal, n)]
+        return JsonResponse({"environments": [backend.environment_json(n) for n in names]})
+
+    @router.get("/api/v1/environments/{name}", response_model=EnvironmentModel, responses=reads, tags=["api"])
+    def get_environment(
+        request: Request, name: Annotated[str, Path(max_length=200)], principal: Principal | None = reader
+    ) -> JsonResponse:
+        check_query(request, ())
+        return JsonResponse(backend.environment_json(_environment(backend, principal, name)))
+
+    @router.get("/api/v1/plans", response_model=PlanList, responses=reads, tags=["api"])
+    def list_plans(
+        request: Request,
+        environment: Annotated[str | None, Query(max_length=200)] = None,
+        status: PlanStatus | None = None,
+        principal: Principal | None = reader,
+    ) -> JsonResponse:
+        check_query(request, ("environment", "status"))
+        env = _environment(backend, principal, environment) if environment is not None else None
+        plans = [p.to_json() for p in backend.list_plans(env, status) if visible(principal, p.environment)]
+        return JsonResponse({"plans": plans})
+
+    @router.get("/api/v1/plans/{plan_id}", response_model=Plan, responses=reads, tags=["api"])
+    def get_plan(request: Request, plan_id: PlanId, principal: Principal | None = reader) -> JsonResponse:
+        check_query(request, ())
+        return JsonResponse(_plan(backend, principal, plan_id).to_json())
+
+
+def authorize_decision(backend: Backend, principal: Principal, plan: PlanRecord, what: str) -> None:
+    """403 unless the principal may decide the plan's environment and is one of its approvers."""
+    if not principal.may_decide(plan.environment):
+        log.warning("api_forbidden", identity=principal.identity, action=what, plan_environment=plan.environment)
+        raise ApiError(
+            403, "forbidden", f"{principal.identity!r} may not {what} plans of environment {plan.environment!r}"
+        )
+    if not backend.is_approver(plan.environment, principal.identity):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{principal.identity!r} is not an approver of environment {plan.environment!r} (its approvers)",
         )
 
-    def get_environment(self, req: Request, params: Mapping[str, str]) -> Response:
-        self._check_read(req)
-        self._query(req, ())
-        return json_response(200, self.backend.environment_json(self._environment(params["name"])))
 
-    def list_plans(self, req: Request, params: Mapping[str, str]) -> Response:
-        self._check_read(req)
-        q = self._query(req, ("environment", "status"))
-        env = self._environment(q["environment"]) if "environment" in q else None
-        status = None
-        if "status" in q:
-            try:
-                status = PlanStatus(q["status"])
-            except ValueError:
-                allowed = ", ".join(s.value for s in PlanStatus)
-                raise ApiError(400, "bad_request", f"unknown status {q['status'][:40]!r} (one of: {allowed})") from None
-        return json_response(200, {"plans": [p.to_json() for p in self.backend.list_plans(env, status)]})
+def decide(backend: Backend, principal: Principal, plan: PlanRecord, what: str, reason: str = "") -> PlanRecord:
+    """Approve or reject through the daemon (which audits it and reconciles); conflicts are 409."""
+    authorize_decision(backend, principal, plan, what)
+    try:
+        if what == "approve":
+            rec = backend.approve(plan.id, principal.identity)
+        else:
+            rec = backend.reject(plan.id, principal.identity, reason)
+    except PlanError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except BusyError as exc:  # an apply holds the environment's lock: it may be running this plan
+        raise ApiError(409, "busy", str(exc)) from None
+    event = "api_plan_approved" if what == "approve" else "api_plan_rejected"
+    log.info(event, plan_environment=rec.environment, identity=principal.identity)
+    return rec
 
-    def get_plan(self, req: Request, params: Mapping[str, str]) -> Response:
-        self._check_read(req)
-        self._query(req, ())
-        return json_response(200, self._plan(self._plan_id(params)).to_json())
 
-    def _decide(
-        self, req: Request, params: Mapping[str, str], what: str
-    ) -> tuple[Principal, PlanRecord, dict[str, Any]]:
-        principal = self._principal(req)
-        plan_id = self._plan_id(params)
-        body = self._body(req, ("reason",) if what == "reject" else ())
-        plan = self._plan(plan_id)
-        if not principal.may_decide(plan.environment):
-            log.warning("api_forbidden", identity=principal.identity, action=what, plan_environment=plan.environment)
-            raise ApiError(
-                403,
-                "forbidden",
-                f"{principal.identity!r} may not {what} plans of environment {plan.environment!r}",
-            )
-        if not self.backend.is_approver(plan.environment, principal.identity):
-            raise ApiError(
-                403,
-                "forbidden",
-                f"{principal.identity!r} is not an approver of environment {plan.environment!r} (its approvers)",
-            )
-        return principal, plan, body
+async def raw_body(request: Request) -> bytes:
+    """The request body (capped by the guard), read before a synchronous route runs in a worker thread."""
+    return await request.body()
 
-    def approve(self, req: Request, params: Mapping[str, str]) -> Response:
-        principal, plan, _ = self._decide(req, params, "approve")
-        try:
-            rec = self.backend.approve(plan.id, principal.identity)
-        except PlanError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
-        log.info("api_plan_approved", plan_environment=rec.environment, identity=principal.identity)
-        return json_response(200, rec.to_json())
 
-    def reject(self, req: Request, params: Mapping[str, str]) -> Response:
-        principal, plan, body = self._decide(req, params, "reject")
+def _write_routes(router: APIRouter, backend: Backend, access: Access) -> None:
+    writes = error_responses(400, 401, 403, 404, 409, 413, 415)
+
+    @router.post(
+        "/api/v1/plans/{plan_id}/approve",
+        response_model=Plan,
+        responses=writes,
+        openapi_extra=_body_doc(ApproveBody, False),
+        tags=["api"],
+        summary="approve as the token's identity; the environment is reconciled at once",
+    )
+    def approve(request: Request, plan_id: PlanId, body: bytes = Depends(raw_body)) -> JsonResponse:
+        principal = access.principal(request)
+        parse_json_object(body, request.headers.get("content-type"), ())
+        plan = _plan(backend, None, plan_id)
+        return JsonResponse(decide(backend, principal, plan, "approve").to_json())
+
+    @router.post(
+        "/api/v1/plans/{plan_id}/reject",
+        response_model=Plan,
+        responses=writes,
+        openapi_extra=_body_doc(RejectBody, True),
+        tags=["api"],
+        summary='reject with {"reason": "..."}',
+    )
+    def reject(request: Request, plan_id: PlanId, raw: bytes = Depends(raw_body)) -> JsonResponse:
+        principal = access.principal(request)
+        body = parse_json_object(raw, request.headers.get("content-type"), ("reason",))
+        plan = _plan(backend, None, plan_id)
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise ApiError(
                 400, "bad_request", 'a rejection needs a JSON body {"reason": "..."} with a non-empty reason'
             )
-        try:
-            rec = self.backend.reject(plan.id, principal.identity, reason)
-        except PlanError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
-        except BusyError as exc:  # an apply holds the environment's lock: it may be running this plan
-            raise ApiError(409, "busy", str(exc)) from None
-        log.info("api_plan_rejected", plan_environment=rec.environment, identity=principal.identity)
-        return json_response(200, rec.to_json())
-
-
-_ENV = r"(?P<name>[^/]+)"
-_ID = r"(?P<plan_id>[^/]+)"
-_ROUTE_TABLE: tuple[tuple[str, dict[str, Handler]], ...] = (
-    ("/", {"GET": Api.index}),
-    ("/healthz", {"GET": Api.healthz}),
-    ("/readyz", {"GET": Api.readyz}),
-    ("/metrics", {"GET": Api.metrics}),
-    ("/api/v1/openapi.json", {"GET": Api.openapi}),
-    ("/api/v1/environments", {"GET": Api.list_environments}),
-    (f"/api/v1/environments/{_ENV}", {"GET": Api.get_environment}),
-    ("/api/v1/plans", {"GET": Api.list_plans}),
-    (f"/api/v1/plans/{_ID}", {"GET": Api.get_plan}),
-    (f"/api/v1/plans/{_ID}/approve", {"POST": Api.approve}),
-    (f"/api/v1/plans/{_ID}/reject", {"POST": Api.reject}),
-)
-_ROUTES = tuple((re.compile(f"^{p}$"), m) for p, m in _ROUTE_TABLE)
+        if len(reason) > MAX_REASON:
+            raise ApiError(400, "bad_request", f"the reason may have at most {MAX_REASON} characters")
+        return JsonResponse(decide(backend, principal, plan, "reject", reason).to_json())

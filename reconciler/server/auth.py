@@ -26,9 +26,12 @@ class TokenAuth:
         return f"TokenAuth({len(self._by_digest)} token(s), read_requires_token={self.read_requires_token})"
 
     @classmethod
-    def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> TokenAuth:
-        """Read every token of ``server.tokens``; a missing, empty, short or duplicate token is a ConfigError."""
-        return cls(load_tokens(config, environ), read_requires_token=config.server.read_requires_token)
+    def from_config(
+        cls, config: Config, environ: Mapping[str, str] | None = None, *, listen: str | None = None
+    ) -> TokenAuth:
+        """Read every token of ``server.tokens``; a missing, empty, short or duplicate token is a ConfigError.
+        Reads need a token as configured, else when the server listens (on ``listen``) beyond loopback."""
+        return cls(load_tokens(config, environ), read_requires_token=config.server.reads_need_token(listen))
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal of a ``Bearer`` header, or None when it is missing, malformed or unknown."""

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from reconciler.config import Config, load_config
 from reconciler.errors import ConfigError, PlanError
 from reconciler.model import Hazard, HazardKind, PlanStatus, Severity, Statement
-from reconciler.server.api import Api, Request, Response
+from reconciler.server.app import create_app
 from reconciler.server.auth import Principal, TokenAuth
 from reconciler.server.openapi import openapi_document
 from reconciler.store import PlanRecord
@@ -72,6 +75,28 @@ class FakeBackend:
         return {"config_loaded": True, "store_reachable": True, "scheduler_running": True}
 
 
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...]
+
+
+class Api:
+    """The ASGI app in-process (no socket), called as an HTTP client would."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.client = TestClient(app, base_url="http://127.0.0.1")
+
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> Response:
+        r = self.client.request(method, path, params=query, headers=headers, content=body or None)
+        pairs = tuple((k.title().replace("Www-", "WWW-"), v) for k, v in r.headers.items())
+        return Response(r.status_code, r.content, r.headers.get("content-type", ""), pairs)
+
+
 def make_api(read_requires_token: bool = False) -> tuple[Api, FakeBackend]:
     auth = TokenAuth(
         {
@@ -82,7 +107,7 @@ def make_api(read_requires_token: bool = False) -> tuple[Api, FakeBackend]:
         read_requires_token=read_requires_token,
     )
     backend = FakeBackend()
-    return Api(backend, auth), backend
+    return Api(create_app(backend, auth)), backend
 
 
 def call(
@@ -98,7 +123,7 @@ def call(
     h = dict(headers or {})
     if token is not None:
         h["authorization"] = f"Bearer {token}"
-    resp = api.handle(Request(method, path, query or {}, h, body))
+    resp = api.handle(method, path, query or {}, h, body)
     doc = json.loads(resp.body) if resp.content_type.startswith("application/json") else resp.body
     return resp, doc
 

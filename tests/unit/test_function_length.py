@@ -16,9 +16,7 @@ PACKAGE = Path(reconciler.__file__).resolve().parent
 ROOT = PACKAGE.parent
 MAX_LINES = 60
 
-PENDING_LONG = {
-    "reconciler/server/openapi.py::openapi_document",
-}
+PENDING_LONG: set[str] = set()
 
 
 def _functions(node: ast.AST, prefix: str) -> Iterator[tuple[str, int]]:
