@@ -27,6 +27,9 @@ class HazardKind(StrEnum):
     EXTENSION = "EXTENSION"
     RENAME = "RENAME"
     UNPARSEABLE = "UNPARSEABLE"
+    CODE = "CODE"
+    PROTECTION = "PROTECTION"
+    UNCLASSIFIED = "UNCLASSIFIED"
 
 
 class Severity(StrEnum):
@@ -118,6 +121,7 @@ class TableStats:
     invalid_indexes: tuple[str, ...] = ()
     dependants: tuple[str, ...] = ()
     has_grants: bool = False
+    unique_index: bool | None = None  # for an index: whether it is unique (None: not read)
 
     @property
     def empty(self) -> bool:

@@ -161,3 +161,13 @@ def owned_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterato
 @check("DS110", HazardKind.DESTRUCTIVE, Severity.DANGER, "extension dropped", nodes=["DropStmt"])
 def extension_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     yield from _drops(node, OT.OBJECT_EXTENSION)
+
+
+@check("DS114", HazardKind.DESTRUCTIVE, Severity.DANGER, "table made UNLOGGED", nodes=["AlterTableStmt"])
+def set_unlogged(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for cmd in node.cmds or ():
+        if cmd.subtype == enums.AlterTableType.AT_SetUnLogged:
+            yield (
+                f"makes {relname(node.relation)} UNLOGGED: every row is lost at the next crash or failover, and "
+                "replicas never see them"
+            )

@@ -14,11 +14,22 @@ from pglast import ast, enums, parser
 from pglast.visitors import Visitor
 
 from ..model import ExecStep, Hazard, HazardKind, Severity, TableStats
-from . import authz, data, destructive, extensions, locks, recreate, renames  # noqa: F401 - registers the checks
+from . import (  # noqa: F401 - registers the checks
+    authz,
+    code,
+    data,
+    destructive,
+    extensions,
+    locks,
+    protection,
+    recreate,
+    renames,
+)
 from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
 from .names import dropped_name, qualified, qualified_child
 from .online import online_pass
 from .registry import REGISTRY, Check, check
+from .shapes import unclassified
 
 OT = enums.ObjectType
 
@@ -26,6 +37,12 @@ OT = enums.ObjectType
 @check("UP001", HazardKind.UNPARSEABLE, Severity.DANGER, "statement could not be parsed", nodes=())
 def _unparseable(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     yield "statement could not be parsed; treated as needing approval"  # raised by examine(), never by a node
+
+
+@check("UC101", HazardKind.UNCLASSIFIED, Severity.DANGER, "statement type not classified", nodes=())
+def _unclassified(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for shape in unclassified(node):  # raised by hazards_of() for every node type, never through ``nodes``
+        yield f"no check understands {shape}: it never runs unattended"
 
 
 UNPARSEABLE = Hazard(
@@ -115,13 +132,14 @@ def affected_relations(parsed: Iterable[ParsedStatement]) -> list[str]:
 
 
 def hazards_of(stmt: ParsedStatement, ctx: PlanContext) -> tuple[Hazard, ...]:
-    """The hazards the registered checks find on one statement (UP001 when it did not parse)."""
+    """The hazards the registered checks find on one statement (UP001 when it did not parse; UC101 for each of
+    its shapes that no check understands and the allow-list does not hold: default deny)."""
     if stmt.node is None:
         return (UNPARSEABLE,)
     name = type(stmt.node).__name__
     found: list[Hazard] = []
     for chk in REGISTRY.values():
-        if name in chk.nodes:
+        if name in chk.nodes or chk.code == "UC101":
             found.extend(Hazard(chk.code, chk.kind, chk.severity, msg) for msg in chk.func(stmt.node, stmt, ctx))
     return tuple(found)
 
