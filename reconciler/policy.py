@@ -75,6 +75,11 @@ def _configured(h: Hazard, env: EnvironmentConfig) -> Decision:
     return Decision.AUTO
 
 
+def stricter(a: Decision, b: Decision) -> Decision:
+    """The stricter of two decisions (``denied`` > ``needs_approval`` > ``auto``)."""
+    return a if _RANK[a] >= _RANK[b] else b
+
+
 def decide(hazards: Iterable[Hazard], env: EnvironmentConfig) -> Decision:
     """The decision for one statement with ``hazards`` in environment ``env``: the strictest of its hazards."""
     out = Decision.AUTO

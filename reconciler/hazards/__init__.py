@@ -28,7 +28,15 @@ from __future__ import annotations
 
 from ..model import TableStats
 from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
-from .engine import Examined, affected_relations, examine, known_codes, parse_plan
+from .engine import (
+    Examined,
+    affected_relations,
+    changed_functions,
+    examine,
+    known_codes,
+    parse_plan,
+    recreate_pairs,
+)
 from .registry import REGISTRY, Check
 
 __all__ = [
@@ -41,7 +49,9 @@ __all__ = [
     "StepTimeouts",
     "TableStats",
     "affected_relations",
+    "changed_functions",
     "examine",
     "known_codes",
     "parse_plan",
+    "recreate_pairs",
 ]

@@ -145,7 +145,9 @@ def user_function_on_rows(node: Any, stmt: ParsedStatement, ctx: PlanContext) ->
     if node.relation is None:
         return
     table = qualified(node.relation)
-    exprs = _index_exprs(node) if isinstance(node, ast.IndexStmt) else (e for c in node.cmds or () for e in _cmd_exprs(c))
+    exprs = (
+        _index_exprs(node) if isinstance(node, ast.IndexStmt) else (e for c in node.cmds or () for e in _cmd_exprs(c))
+    )
     for what, expr in exprs:
         calls = user_calls(expr, ctx)
         if calls and ctx.has_rows(table, stmt.index):

@@ -119,6 +119,7 @@ class PlanContext:
     builtin_functions: frozenset[str] | None = None
     # (schema, function) -> what in the environment uses it: policies and triggers (read from pg_depend).
     function_users: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    production: bool = False  # the environment is marked production: index builds on tables with rows go online
 
     @classmethod
     def build(

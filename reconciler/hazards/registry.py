@@ -21,9 +21,9 @@ __all__ = [
     "CheckFunc",
     "DuplicateCheckError",
     "check",
+    "human_bytes",  # where it was imported from before it moved to .context
     "never_unattended",
     "never_unattended_selector",
-    "human_bytes",  # where it was imported from before it moved to .context
 ]
 
 _CODE = re.compile(r"^[A-Z]{2}\d{3}$")

@@ -135,9 +135,7 @@ def sql_statements(draw: Any) -> str:
 
 
 FIGURES = st.sampled_from([None, EMPTY, SMALL, LARGE, UNANALYZED])
-ENVS = st.builds(
-    lambda production: EnvironmentConfig(dsn="postgresql://x/y", production=production), st.booleans()
-)
+ENVS = st.builds(lambda production: EnvironmentConfig(dsn="postgresql://x/y", production=production), st.booleans())
 
 
 def _allowed(node: Any) -> bool:
@@ -170,9 +168,16 @@ def test_generated_sql_is_auto_only_when_allowed(sql: str, figures: Any, env: En
 def parse_trees(draw: Any) -> Any:
     kind = draw(st.sampled_from(["node", "alter", "drop"]))
     if kind == "alter":  # subcommands nobody classified (the SQL generator mixes them with checked ones)
-        unknown = [s for s in AT if f"AlterTableStmt.{s.name}" not in CHECKED and f"AlterTableStmt.{s.name}" not in HARMLESS]
-        cmds = tuple(ast.AlterTableCmd(subtype=s, name="c") for s in draw(st.lists(st.sampled_from(unknown), min_size=1, max_size=3)))
-        return ast.AlterTableStmt(relation=ast.RangeVar(schemaname="public", relname="t"), cmds=cmds, objtype=OT.OBJECT_TABLE)
+        unknown = [
+            s for s in AT if f"AlterTableStmt.{s.name}" not in CHECKED and f"AlterTableStmt.{s.name}" not in HARMLESS
+        ]
+        cmds = tuple(
+            ast.AlterTableCmd(subtype=s, name="c")
+            for s in draw(st.lists(st.sampled_from(unknown), min_size=1, max_size=3))
+        )
+        return ast.AlterTableStmt(
+            relation=ast.RangeVar(schemaname="public", relname="t"), cmds=cmds, objtype=OT.OBJECT_TABLE
+        )
     if kind == "drop":
         return ast.DropStmt(removeType=draw(st.sampled_from(list(OT))), objects=())
     names = [n for n in dir(ast) if isinstance(getattr(ast, n), type) and issubclass(getattr(ast, n), ast.Node)]

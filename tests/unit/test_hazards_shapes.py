@@ -27,7 +27,9 @@ ENV = EnvironmentConfig(dsn="postgresql://x/y")
 NODE_CLASSES = sorted(
     name
     for name in dir(ast)
-    if isinstance(getattr(ast, name), type) and issubclass(getattr(ast, name), ast.Node) and name not in ("Node", "Expr")
+    if isinstance(getattr(ast, name), type)
+    and issubclass(getattr(ast, name), ast.Node)
+    and name not in ("Node", "Expr")
 )
 REFINED_ROOTS = {s.split(".")[0] for s in (*CHECKED, *HARMLESS) if "." in s}
 
@@ -69,7 +71,9 @@ def test_every_node_type_is_classified_or_never_unattended(name: str) -> None:
 
 def _alter(subtype: Any) -> Any:
     cmd = ast.AlterTableCmd(subtype=subtype, name="c")
-    return ast.AlterTableStmt(relation=ast.RangeVar(schemaname="public", relname="t"), cmds=(cmd,), objtype=OT.OBJECT_TABLE)
+    return ast.AlterTableStmt(
+        relation=ast.RangeVar(schemaname="public", relname="t"), cmds=(cmd,), objtype=OT.OBJECT_TABLE
+    )
 
 
 @pytest.mark.parametrize("subtype", list(AT), ids=lambda m: m.name)
