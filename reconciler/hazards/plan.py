@@ -151,6 +151,8 @@ class PlanIndex:
             self._mark(self.created, "policy", f"{qualified(node.table)}.{node.policy_name}", i)
         elif isinstance(node, ast.CreateEnumStmt | ast.CreateRangeStmt):
             self._mark(self.created, "type", qualified_name(node.typeName), i)
+            if isinstance(node, ast.CreateEnumStmt):
+                self._mark(self.created, "enum", qualified_name(node.typeName), i)
         elif isinstance(node, ast.CompositeTypeStmt):
             self._mark(self.created, "type", qualified(node.typevar), i)
         elif isinstance(node, ast.CreateDomainStmt):
