@@ -28,7 +28,17 @@ from typing import Any
 import structlog
 
 from .config import EnvironmentConfig
-from .db import LOCK_NOT_GRANTED, Connection, DriverError, QueryCanceled, connect, error_text, is_broken
+from .db import (
+    LOCK_NOT_GRANTED,
+    Connection,
+    DriverError,
+    QueryCanceled,
+    check_session,
+    connect,
+    error_text,
+    execute_alone,
+    is_broken,
+)
 from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError
 from .model import ExecStep
 
@@ -183,7 +193,7 @@ def _set_timeouts(conn: Connection, timeouts: Timeouts, *, local: bool) -> None:
 def _run_one(conn: Connection, index: int, sql: str, timeouts: Timeouts) -> timedelta:
     started = time.monotonic()
     try:
-        conn.execute(sql.encode("utf-8"))
+        execute_alone(conn, sql)
     except LOCK_NOT_GRANTED as exc:
         raise _LockWaitExpired(index, sql, started, timeouts.lock, exc) from exc
     except QueryCanceled as exc:
@@ -345,6 +355,8 @@ def execute_steps(
     """Run ``items`` in order on ``conn`` (which must be in autocommit mode), except the indexes in ``skip``.
 
     ``before_attempt`` is called before every attempt of every unit; whatever it raises stops the run there.
+    Nothing runs unless the session's parse-relevant settings are the pinned ones (UnsafeSqlError), and each
+    statement is sent alone through the extended protocol, so one string never runs as two statements.
 
     Consecutive transactional steps share one transaction, each with its ``SET LOCAL`` timeouts, rolled back as a
     whole on failure; a non-transactional step runs alone with session-level timeouts. A step's own timeouts win
@@ -353,6 +365,7 @@ def execute_steps(
     LockTimeoutError or ApplyInterruptedError naming the failing statement; units committed before it stay applied
     (and were passed to ``on_commit``).
     """
+    check_session(conn, "applying")
     steps = as_steps(items)
     retrying = _Retry(retry or RetryPolicy.for_env(env), on_lock_wait, sleep, before_attempt)
     done: list[AppliedStatement] = []

@@ -19,7 +19,7 @@ from .check import CheckReport
 from .docs import DocsOutcome, cell
 from .hazards.registry import human_bytes
 from .migration import MigrationFile
-from .model import Plan, PlanStatus, Statement
+from .model import Plan, PlanStatus, Statement, transaction_units
 from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
 
@@ -106,6 +106,18 @@ class Verdict(Protocol):
     def message(self) -> str: ...
 
 
+def _units(statements: Sequence[Statement]) -> str:
+    """``1: statements 1-3; 2: statement 4 ...``: which statements each unit runs (plan JSON: ``units``)."""
+    members: dict[int, list[int]] = {}
+    for i, units in enumerate(transaction_units(statements), 1):
+        for u in units:
+            members.setdefault(u, []).append(i)
+    return "; ".join(
+        f"{u}: statement{'s' if len(m) > 1 else ''} {m[0]}{'-' + str(m[-1]) if len(m) > 1 else ''}"
+        for u, m in members.items()
+    )
+
+
 def render_plan(plan: Plan) -> str:
     if plan.in_sync:
         return _text([f"environment {plan.environment}: in sync with desired revision {plan.desired_revision[:12]}"])
@@ -114,6 +126,7 @@ def render_plan(plan: Plan) -> str:
         f"{plan.desired_revision[:12]}",
         "",
     ]
+    lines.insert(1, f"units, in plan order (each one transaction, or one step alone): {_units(plan.statements)}")
     for i, s in enumerate(plan.statements, 1):
         mark = "DESTRUCTIVE" if s.destructive else "safe"
         lines.append(f"{i:3}. [{mark}] [{s.decision.value}] {s.sql};")

@@ -148,11 +148,19 @@ class PolicyConfig(_Model):
     @field_validator("auto_apply")
     @classmethod
     def _never_unattended(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        # Data loss and statements nobody could classify always wait for an approval bound to the plan.
+        # Data loss, statements nobody could parse or classify, and security downgrades always wait for an
+        # approval bound to the plan.
+        from .hazards.registry import never_unattended_selector
+
         for item in v:
             if item in ("DESTRUCTIVE", "UNPARSEABLE") or item.startswith(("DS", "UP")):
                 raise ValueError(
                     f"{item} cannot run unattended: destructive and unparseable statements always need an approval"
+                )
+            if never_unattended_selector(item):
+                raise ValueError(
+                    f"{item} cannot run unattended: unclassified statements and security downgrades always need "
+                    "an approval"
                 )
         return v
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from psycopg import conninfo
 from sqlalchemy.pool import NullPool
 
-from .errors import DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
+from .errors import DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError, UnsafeSqlError
 
 Connection: TypeAlias = psycopg.Connection[Any]
 DriverError = psycopg.Error  # what the driver raises; the executor tells lock waits and lost sessions apart
@@ -225,3 +225,47 @@ def error_text(exc: DriverError) -> str:
 def is_broken(conn: Connection) -> bool:
     """Whether the session is gone (terminated, server restart, network): its transaction was rolled back."""
     return bool(conn.broken or conn.closed)
+
+
+# -- what runs is what was classified ---------------------------------------------------------------------
+
+
+def session_drift(conn: Connection) -> dict[str, tuple[str, str]]:
+    """The :data:`SESSION_SETTINGS` that the server reports otherwise on ``conn``: name -> (pinned, reported).
+
+    These settings change how PostgreSQL parses a statement (``standard_conforming_strings`` decides whether a
+    backslash ends a string literal), so a statement classified under one value can hide another under the other.
+    A proxy that drops libpq ``options``, or a server that refuses them, shows up here.
+    """
+    names = list(SESSION_SETTINGS)
+    row = conn.execute(
+        ("select " + ", ".join("current_setting(%s)" for _ in names)).encode(),
+        names,
+    ).fetchone()
+    reported = [str(v) for v in (row or ())]
+    return {n: (SESSION_SETTINGS[n], r) for n, r in zip(names, reported, strict=True) if r != SESSION_SETTINGS[n]}
+
+
+def check_session(conn: Connection, what: str) -> None:
+    """Refuse to go on (:class:`UnsafeSqlError`) if the session's parse-relevant settings are not the pinned ones.
+
+    Stops the contents of an environment (a database or role default, a pooler in between) from making a
+    classified statement parse as something else.
+    """
+    drift = session_drift(conn)
+    if not conn.autocommit and not conn.broken:
+        conn.rollback()
+    if drift:
+        shown = ", ".join(f"{n} is {got!r}, not {want!r}" for n, (want, got) in drift.items())
+        raise UnsafeSqlError(f"{what}: the session's settings differ from the pinned ones ({shown}); nothing was run")
+
+
+def execute_alone(conn: Connection, sql: str) -> None:
+    """Run ``sql`` as exactly one statement, through the extended query protocol.
+
+    The server refuses a string that holds several statements (``cannot insert multiple commands into a prepared
+    statement``), so a statement can never smuggle a second one past the classifier. (psycopg sends a query
+    without parameters through the simple protocol, which runs any number of statements; a binary cursor forces the
+    extended one.)
+    """
+    conn.cursor(binary=True).execute(sql.encode("utf-8"))

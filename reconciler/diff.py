@@ -1,26 +1,76 @@
-"""The only module that imports migra: turn two inspections into an ordered list of SQL statements."""
+"""The only module that imports migra: turn two inspections into an ordered list of SQL statements.
+
+What the classifier reads is what runs: each chunk migra emits is exactly one statement, never re-split. A chunk
+that parses as zero or several statements, and a name or literal that schemainspect writes into SQL without
+escaping it (enum labels, collation locales, extension versions), are refused before anything is classified. This
+stops a desired-state author (or the contents of an environment) from turning one diffed object into two statements,
+e.g. an enum label ``z'); select public.fix(); --``.
+"""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+
+from pglast import parser
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from migra import Migration
 
+from .errors import UnsafeSqlError
 from .inspect import Inspection
-from .sqltext import split_statements
+
+# Characters that end or escape a string literal: schemainspect writes some values between quotes unescaped.
+_LITERAL_BREAKERS = ("'", "\\")
+
+
+def _printed_unescaped(inspection: Inspection) -> Iterator[tuple[str, str]]:
+    """(what, value) for every value of ``inspection`` that schemainspect prints in quotes without escaping."""
+    for name, enum in (getattr(inspection, "enums", None) or {}).items():
+        for label in getattr(enum, "elements", None) or ():
+            yield f"a label of enum {name}", str(label)
+    for name, coll in (getattr(inspection, "collations", None) or {}).items():
+        for attr in ("provider", "locale"):
+            yield f"the {attr} of collation {name}", str(getattr(coll, attr, "") or "")
+    for name, ext in (getattr(inspection, "extensions", None) or {}).items():
+        yield f"the version of extension {name}", str(getattr(ext, "version", "") or "")
+
+
+def refuse_unescaped(inspection: Inspection, side: str) -> None:
+    """Raise UnsafeSqlError if ``inspection`` holds a value that migra would write into SQL unescaped."""
+    for what, value in _printed_unescaped(inspection):
+        if any(c in value for c in _LITERAL_BREAKERS):
+            raise UnsafeSqlError(
+                f"diffing: {what} in the {side} holds a quote or backslash ({value!r}); migra would write it into "
+                "SQL unescaped, so it is refused"
+            )
+
+
+def one_statement(chunk: str) -> str:
+    """The one statement of a migra chunk, without its trailing ``;``; UnsafeSqlError if it holds zero or several.
+
+    A chunk that PostgreSQL's grammar (pglast) cannot parse at all is returned as it is: the hazard engine marks it
+    unparseable (UP001) and it never runs unattended.
+    """
+    text = chunk.strip()
+    try:
+        raw = parser.parse_sql(text)
+    except parser.ParseError:
+        return text.rstrip(";").rstrip()
+    if len(raw) != 1:
+        raise UnsafeSqlError(
+            f"diffing: migra emitted one change as {len(raw)} statements, which is refused (a name or value in the "
+            f"schema probably breaks out of its quotes): {text[:200]!r}"
+        )
+    return text.rstrip().removesuffix(";").rstrip()
 
 
 def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) -> list[str]:
     """Statements that take ``current`` to ``desired``, one SQL statement per item, without trailing ``;``."""
+    refuse_unescaped(current, "environment")
+    refuse_unescaped(desired, "desired state")
     m = Migration(current, desired)
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)
-    out: list[str] = []
-    for chunk in m.statements:
-        text = chunk.strip()
-        if not text:
-            continue
-        out.extend(s.sql for s in split_statements(text))
-    return out
+    return [one_statement(chunk) for chunk in m.statements if chunk.strip()]

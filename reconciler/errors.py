@@ -14,6 +14,7 @@ Every error the package raises on purpose derives from :class:`ReconcilerError`.
     |   +-- PromotionError     a revision may not reach an environment before the earlier ones converged on it
     |   +-- StoreError             the state store is unusable (e.g. written by a newer version)
     |   +-- DatabaseError          the database (or its driver) refused a request: carries the SQLSTATE
+    |   +-- UnsafeSqlError         what would run may differ from what was classified: refused before it runs
     +-- RetryableError             transient: try again later with backoff
         +-- UnreachableError       an environment or server cannot be reached
         +-- BusyError              another applier holds the environment's lock
@@ -167,3 +168,9 @@ class ApplyInterruptedError(_AtStatement, RetryableError):
     The transaction in flight was rolled back by PostgreSQL; steps committed before it stay applied, and a later
     apply resumes after them.
     """
+
+
+class UnsafeSqlError(TerminalError):
+    """What would run may differ from what was classified, so nothing runs: a migra chunk that is not exactly one
+    statement, a name that schemainspect prints unescaped, or a session whose parse-relevant settings differ from the
+    pinned ones."""

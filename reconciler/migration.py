@@ -22,7 +22,7 @@ from .diff import diff
 from .errors import PlanError
 from .inspect import Inspection, inspect_database
 from .model import DesiredState, ExecStep, Statement
-from .planning import classify, inspect_target, table_stats
+from .planning import classify, inspect_target, read_plan_figures
 from .scratch import ScratchServer, run_sql_files
 from .target import Target
 
@@ -54,7 +54,7 @@ def source_statements(
     want = scratch.build_desired(desired).inspection
     if target is not None:
         sqls = diff(inspect_target(scratch, target), want)
-        return f"environment {target.name}", classify(sqls, target.env, table_stats(target, sqls))
+        return f"environment {target.name}", classify(sqls, target.env, figures=read_plan_figures(target, sqls))
     label = f"migrations folder {from_dir}" if from_dir else "an empty database"
     sqls = diff(_replayed(scratch, from_dir), want)
     return label, classify(sqls, EnvironmentConfig(dsn="-"))  # figures unknown: every table counts as large

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -27,6 +27,9 @@ class HazardKind(StrEnum):
     EXTENSION = "EXTENSION"
     RENAME = "RENAME"
     UNPARSEABLE = "UNPARSEABLE"
+    CODE = "CODE"
+    PROTECTION = "PROTECTION"
+    UNCLASSIFIED = "UNCLASSIFIED"
 
 
 class Severity(StrEnum):
@@ -118,6 +121,7 @@ class TableStats:
     invalid_indexes: tuple[str, ...] = ()
     dependants: tuple[str, ...] = ()
     has_grants: bool = False
+    unique_index: bool | None = None  # for an index: whether it is unique (None: not read)
 
     @property
     def empty(self) -> bool:
@@ -261,6 +265,24 @@ class Statement:
         }
 
 
+def transaction_units(statements: Sequence[Statement]) -> list[tuple[int, ...]]:
+    """For each statement, the numbers (from 1) of the units its steps run in when the statements run in this
+    order: consecutive transactional steps share one unit (one transaction), a step outside a transaction is a unit
+    of its own. What the executor does (``reconciler.apply.units``), shown to approvers."""
+    out: list[tuple[int, ...]] = []
+    unit, open_tx = 0, False
+    for stmt in statements:
+        mine: list[int] = []
+        for step in stmt.execution():
+            if not (step.transactional and open_tx):
+                unit += 1
+            open_tx = step.transactional
+            if unit not in mine:
+                mine.append(unit)
+        out.append(tuple(mine))
+    return out
+
+
 def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
     """A stable hash of an ordered list of SQL statements (what an approval binds to)."""
     payload = json.dumps(list(sqls), ensure_ascii=False, separators=(",", ":"))
@@ -348,7 +370,10 @@ class Plan:
             "desired_revision": self.desired_revision,
             "in_sync": self.in_sync,
             "statements_hash": self.hash,
-            "statements": [s.to_json() for s in self.statements],
+            "statements": [
+                {**s.to_json(), "units": list(u)}
+                for s, u in zip(self.statements, transaction_units(self.statements), strict=True)
+            ],
         }
 
 

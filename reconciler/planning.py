@@ -20,7 +20,7 @@ from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import DatabaseIdentity, DesiredState, Plan, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
-from .stats import invalid_indexes, read_table_stats, without_indexes
+from .stats import Figures, invalid_indexes, read_figures, without_indexes
 from .target import Target, read_identity
 
 log = structlog.get_logger("reconciler")
@@ -36,7 +36,7 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     with phase("diff"):
         sqls = diff(current, want, privileges=env.privileges)
     with phase("classify"):
-        statements = tuple(classify(sqls, env, table_stats(target, sqls)))
+        statements = tuple(classify(sqls, env, figures=read_plan_figures(target, sqls)))
     found = Plan(target.name, desired.revision, statements, fingerprint=fingerprint, database=str(identity))
     log.info(
         "plan_computed",
@@ -86,27 +86,45 @@ def read_fingerprint(target: Target, conn: Any = None) -> str:
     )
 
 
-def table_stats(target: Target, sqls: Sequence[str]) -> dict[str, TableStats]:
-    """Figures of the tables that ``sqls`` touch in the target (one catalog query; none for an empty plan)."""
+def read_plan_figures(target: Target, sqls: Sequence[str]) -> Figures:
+    """Figures of the tables that ``sqls`` touch and facts about the functions they change (one connection; none
+    for an empty plan)."""
     if not sqls:
-        return {}
-    return read_table_stats(
+        return Figures({})
+    parsed = hazards.parse_plan(sqls)
+    return read_figures(
         target.dsn,
-        hazards.affected_relations(hazards.parse_plan(sqls)),
+        hazards.affected_relations(parsed),
+        hazards.changed_functions(parsed),
         what=target.doing("reading table figures of"),
         connect_timeout=target.env.connect_timeout,
     )
 
 
 def classify(
-    sqls: Sequence[str], env: EnvironmentConfig, table_stats: Mapping[str, TableStats] | None = None
+    sqls: Sequence[str],
+    env: EnvironmentConfig,
+    table_stats: Mapping[str, TableStats] | None = None,
+    *,
+    figures: Figures | None = None,
 ) -> list[Statement]:
-    """Hazards (data-aware when ``table_stats`` are given), online-safe steps and the policy's decision."""
+    """Hazards (data-aware when ``table_stats`` or ``figures`` are given), online-safe steps and the policy's
+    decision. The two halves of a drop/re-create pair get the stricter of their decisions, so neither runs
+    unattended without the other."""
+    tables = figures.tables if figures is not None else table_stats
     found = hazards.examine(
         sqls,
-        dict(table_stats) if table_stats is not None else None,
+        dict(tables) if tables is not None else None,
         timeouts=hazards.StepTimeouts.for_env(env),
         large=hazards.LargeTable(env.large_table.bytes, env.large_table.rows),
         online_rewrites=env.online_rewrites,
+        production=env.production,
+        builtin_functions=figures.builtin_functions if figures is not None else None,
+        function_users=figures.function_users if figures is not None else None,
     )
-    return [Statement(e.sql, e.hazards, policy.decide(e.hazards, env), steps=e.steps, tables=e.tables) for e in found]
+    decisions = [policy.decide(e.hazards, env) for e in found]
+    for drop, again in hazards.recreate_pairs(sqls):
+        decisions[drop] = decisions[again] = policy.stricter(decisions[drop], decisions[again])
+    return [
+        Statement(e.sql, e.hazards, d, steps=e.steps, tables=e.tables) for e, d in zip(found, decisions, strict=True)
+    ]

@@ -4,10 +4,13 @@ For each hazard of a statement, the first rule that names it decides, most speci
 
 1. its code in ``policy.deny`` / ``policy.require_approval`` / ``policy.auto_apply`` (in that order);
 2. its kind in ``policy.deny`` / ``policy.require_approval`` / ``policy.auto_apply`` (in that order);
-3. the defaults: DESTRUCTIVE, DATA_DEPENDENT and UNPARSEABLE need approval everywhere, and so do the security
-   downgrades AZ102 (RLS disabled), AZ104 (RLS no longer forced) and AZ107 (policy dropped); in an environment marked
-   ``production: true`` so do LOCK and REWRITE (which the checks only report on tables above ``large_table``);
-   every other kind runs unattended.
+3. the defaults: DESTRUCTIVE, DATA_DEPENDENT, UNPARSEABLE, UNCLASSIFIED, CODE, PROTECTION and AUTHORIZATION
+   need approval everywhere; in an environment marked ``production: true`` so do LOCK and REWRITE (which the checks
+   only report on tables above ``large_table``); every other kind runs unattended.
+
+Default deny: DESTRUCTIVE, UNPARSEABLE and UNCLASSIFIED hazards, and every AUTHORIZATION code except those that
+tighten security (RLS enabled or forced, privileges revoked), never run unattended, whatever the configuration says
+(``auto_apply`` naming one is a configuration error, and this module asks for approval should one slip through).
 
 A statement's decision is the strictest of its hazards' (``denied`` > ``needs_approval`` > ``auto``); a statement
 without hazards is ``auto``. ``denied`` means never, even with approval: a plan holding a denied statement can be
@@ -20,10 +23,21 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .config import EnvironmentConfig
+from .hazards.registry import NEVER_UNATTENDED_KINDS, never_unattended
 from .model import Decision, Hazard, HazardKind, Statement
 
 # Without configuration, these never run unattended anywhere.
-NEEDS_APPROVAL_BY_DEFAULT = frozenset({HazardKind.DESTRUCTIVE, HazardKind.DATA_DEPENDENT, HazardKind.UNPARSEABLE})
+NEEDS_APPROVAL_BY_DEFAULT = frozenset(
+    {
+        HazardKind.DESTRUCTIVE,
+        HazardKind.DATA_DEPENDENT,
+        HazardKind.UNPARSEABLE,
+        HazardKind.UNCLASSIFIED,
+        HazardKind.CODE,
+        HazardKind.PROTECTION,
+        HazardKind.AUTHORIZATION,
+    }
+)
 # ... nor these security downgrades: row-level security disabled (AZ102) or no longer forced (AZ104), and a
 # policy dropped without being recreated (AZ107).
 NEEDS_APPROVAL_BY_DEFAULT_CODES = frozenset({"AZ102", "AZ104", "AZ107"})
@@ -34,13 +48,13 @@ _RANK = {Decision.AUTO: 0, Decision.NEEDS_APPROVAL: 1, Decision.DENIED: 2}
 
 
 # Whatever the configuration says, these never run without an approval bound to the plan.
-NEVER_UNATTENDED = frozenset({HazardKind.DESTRUCTIVE, HazardKind.UNPARSEABLE})
+NEVER_UNATTENDED = NEVER_UNATTENDED_KINDS
 
 
 def decide_hazard(h: Hazard, env: EnvironmentConfig) -> Decision:
     """The decision for one hazard in environment ``env``."""
     d = _configured(h, env)
-    if d is Decision.AUTO and h.kind in NEVER_UNATTENDED:
+    if d is Decision.AUTO and never_unattended(h.kind, h.code):
         return Decision.NEEDS_APPROVAL
     return d
 
@@ -59,6 +73,11 @@ def _configured(h: Hazard, env: EnvironmentConfig) -> Decision:
     if env.production and h.kind in NEEDS_APPROVAL_IN_PRODUCTION:
         return Decision.NEEDS_APPROVAL
     return Decision.AUTO
+
+
+def stricter(a: Decision, b: Decision) -> Decision:
+    """The stricter of two decisions (``denied`` > ``needs_approval`` > ``auto``)."""
+    return a if _RANK[a] >= _RANK[b] else b
 
 
 def decide(hazards: Iterable[Hazard], env: EnvironmentConfig) -> Decision:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .db import Connection, connect, database_errors, quote_ident
@@ -39,7 +40,8 @@ select q.nsp, q.rel, c.relkind::text,
              join pg_namespace vn on vn.oid = v.relnamespace
              where d.classid = 'pg_rewrite'::regclass and d.refclassid = 'pg_class'::regclass
                and d.refobjid = t.oid and v.oid <> t.oid) as dependants,
-       t.relacl is not null as has_grants
+       t.relacl is not null as has_grants,
+       ix.indisunique as unique_index
 from q
 join pg_namespace n on n.nspname = q.nsp
 join pg_class c on c.relnamespace = n.oid and c.relname = q.rel
@@ -85,7 +87,7 @@ def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, Table
             _STATS_SQL.encode(), {"nsp": [p[0] for p in pairs], "rel": [p[1] for p in pairs]}
         ).fetchall()
     out: dict[str, TableStats] = {}
-    for nsp, rel, kind, rows_known, nrows, total, heap, columns, indexes, invalid, dependants, grants in rows:
+    for nsp, rel, kind, rows_known, nrows, total, heap, columns, indexes, invalid, dependants, grants, unique in rows:
         out[f"{nsp}.{rel}"] = TableStats(
             rows=int(nrows) if rows_known else None,
             bytes=int(total),
@@ -96,6 +98,7 @@ def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, Table
             invalid_indexes=tuple(invalid or ()),
             dependants=tuple(sorted(dependants or ())),
             has_grants=bool(grants),
+            unique_index=None if unique is None else bool(unique),
         )
     return out
 
@@ -163,3 +166,72 @@ def row_counts(
                     row = conn.execute(sql.encode()).fetchone()
                     out[name] = (int(row[0]) if row else 0, True)
     return out
+
+
+_BUILTINS_SQL = "select distinct proname::text from pg_catalog.pg_proc where pronamespace = 'pg_catalog'::regnamespace"
+
+_FUNCTION_USERS_SQL = """
+with q(nsp, fn) as (select * from unnest(%(nsp)s::text[], %(fn)s::text[]))
+select q.nsp, q.fn, u.what
+from q
+join pg_namespace n on n.nspname = q.nsp
+join pg_proc p on p.pronamespace = n.oid and p.proname = q.fn
+cross join lateral (
+    select 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text as what
+    from pg_depend d join pg_policy pol on pol.oid = d.objid
+    where d.classid = 'pg_policy'::regclass and d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
+    union
+    select 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text
+    from pg_trigger t where t.tgfoid = p.oid and not t.tgisinternal
+    union
+    select 'SECURITY DEFINER function ' || s.oid::regprocedure::text
+    from pg_proc s where s.prosecdef and s.oid <> p.oid and position(q.fn in s.prosrc) > 0
+) u
+"""
+
+
+def query_code_facts(
+    conn: Connection, functions: Iterable[tuple[str, str]]
+) -> tuple[frozenset[str], dict[tuple[str, str], tuple[str, ...]]]:
+    """The names of pg_catalog's functions (an unqualified call of one is built-in), and for each of
+    ``functions`` ((schema, name) that a plan changes) what in the environment uses it: policies (``pg_depend``),
+    triggers, and SECURITY DEFINER functions whose body mentions its name."""
+    wanted = list(dict.fromkeys(functions))
+    with conn.transaction():
+        conn.execute("set local search_path = pg_catalog")
+        builtins = frozenset(str(r[0]) for r in conn.execute(_BUILTINS_SQL.encode()).fetchall())
+        rows = (
+            conn.execute(
+                _FUNCTION_USERS_SQL.encode(), {"nsp": [f[0] for f in wanted], "fn": [f[1] for f in wanted]}
+            ).fetchall()
+            if wanted
+            else []
+        )
+    users: dict[tuple[str, str], list[str]] = {}
+    for nsp, fn, what in rows:
+        users.setdefault((str(nsp), str(fn)), []).append(str(what))
+    return builtins, {k: tuple(sorted(v)) for k, v in users.items()}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the hazard checks read from an environment's catalog for one plan (one connection)."""
+
+    tables: dict[str, TableStats]
+    builtin_functions: frozenset[str] | None = None
+    function_users: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+
+
+def read_figures(
+    dsn: str,
+    relations: Iterable[str],
+    functions: Iterable[tuple[str, str]],
+    *,
+    what: str,
+    connect_timeout: timedelta = timedelta(seconds=10),
+) -> Figures:
+    """Table figures of ``relations`` and the code facts of ``functions``, on one connection."""
+    with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
+        tables = query_table_stats(conn, list(relations))
+        builtins, users = query_code_facts(conn, functions)
+    return Figures(tables, builtins, users)

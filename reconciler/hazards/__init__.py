@@ -12,7 +12,10 @@ AZ1xx      authz              row-level security, policies, privileges, ownershi
 RC1xx      recreate           objects dropped and recreated (no data lost; dependants named)
 EX1xx      extensions         extensions installed, updated, moved
 RN1xx      renames            a drop plus an add that look like a rename
+CX1xx      code               code executed or changed: functions, triggers, queries, user functions on rows
+PR1xx      protection         protections removed: constraints, unique indexes, triggers, NOT NULL ...
 UP001      engine             a statement that does not parse
+UC101      engine, shapes     a statement shape no check judges and the allow-list does not hold (default deny)
 =========  =================  ===========================================================================
 
 Modules, each importing only those above it: ``names`` and ``types`` (pglast helpers), ``plan`` (plan-wide
@@ -28,7 +31,15 @@ from __future__ import annotations
 
 from ..model import TableStats
 from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
-from .engine import Examined, affected_relations, examine, known_codes, parse_plan
+from .engine import (
+    Examined,
+    affected_relations,
+    changed_functions,
+    examine,
+    known_codes,
+    parse_plan,
+    recreate_pairs,
+)
 from .registry import REGISTRY, Check
 
 __all__ = [
@@ -41,7 +52,9 @@ __all__ = [
     "StepTimeouts",
     "TableStats",
     "affected_relations",
+    "changed_functions",
     "examine",
     "known_codes",
     "parse_plan",
+    "recreate_pairs",
 ]

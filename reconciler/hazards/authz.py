@@ -10,6 +10,7 @@ from pglast import ast, enums
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
 from .names import qualified, qualified_name, relname
+from .plan import references
 from .registry import check
 
 AT = enums.AlterTableType
@@ -180,3 +181,66 @@ def security_definer(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
 )
 def default_privileges(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     yield "changes default privileges: objects created from now on get other grants"
+
+
+def _function_users(name: str, stmt: ParsedStatement, ctx: PlanContext) -> list[str]:
+    """What uses function ``name``: policies and triggers of the plan, and those the environment records."""
+    users: list[str] = []
+    for other in ctx.statements:
+        node = other.node
+        if isinstance(node, ast.CreatePolicyStmt | ast.AlterPolicyStmt):
+            used = {f for e in (node.qual, node.with_check) if e is not None for f in references(e)[1]}
+            if name in used:
+                users.append(f"policy {node.policy_name} on {relname(node.table)}")
+        elif isinstance(node, ast.CreateTrigStmt) and qualified_name(node.funcname) == name:
+            users.append(f"trigger {node.trigname} on {relname(node.relation)}")
+    schema, _, fname = name.partition(".")
+    users += [u for u in ctx.function_users.get((schema, fname), ()) if u not in users]
+    return users
+
+
+@check(
+    "AZ113",
+    HazardKind.AUTHORIZATION,
+    Severity.DANGER,
+    "function used by a policy or trigger changed",
+    nodes=["CreateFunctionStmt"],
+)
+def guarding_function_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = qualified_name(node.funcname)
+    users = _function_users(name, stmt, ctx)
+    if users:
+        yield (
+            f"changes function {name}, which {', '.join(users)} use(s): a new body changes who may see or change "
+            "which rows"
+        )
+
+
+def _literally_true(expr: Any) -> bool:
+    return isinstance(expr, ast.A_Const) and isinstance(expr.val, ast.Boolean) and bool(expr.val.boolval)
+
+
+@check(
+    "AZ114",
+    HazardKind.AUTHORIZATION,
+    Severity.DANGER,
+    "permissive policy that allows every row",
+    nodes=["CreatePolicyStmt", "AlterPolicyStmt"],
+)
+def policy_allows_all(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if isinstance(node, ast.CreatePolicyStmt) and not node.permissive:
+        return
+    for clause, expr in (("USING", node.qual), ("WITH CHECK", node.with_check)):
+        if _literally_true(expr):
+            yield (
+                f"policy {node.policy_name} on {relname(node.table)} is permissive with {clause} (true): for its "
+                "roles it is as if row-level security were disabled"
+            )
+
+
+@check("AZ115", HazardKind.AUTHORIZATION, Severity.WARNING, "extension created", nodes=["CreateExtensionStmt"])
+def extension_installed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    yield (
+        f"installs extension {node.extname}: its script runs with the installing role's (often a superuser's) "
+        "rights and may create functions, casts and grants"
+    )

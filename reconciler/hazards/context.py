@@ -16,6 +16,7 @@ from ..model import TableStats
 from .plan import PlanIndex
 
 __all__ = [
+    "KNOWN_BUILTINS",
     "LargeTable",
     "ParsedStatement",
     "PlanContext",
@@ -25,6 +26,20 @@ __all__ = [
 ]
 
 Size = Literal["empty", "small", "large", "unknown"]
+
+# Functions of pg_catalog that defaults and checks commonly call; without a catalog lookup, an unqualified call of any
+# other function counts as user code.
+KNOWN_BUILTINS = frozenset(
+    {
+        "now", "current_timestamp", "statement_timestamp", "transaction_timestamp", "clock_timestamp",
+        "current_date", "localtimestamp", "timezone", "date_trunc", "lower", "upper", "length", "char_length",
+        "btrim", "trim", "substring", "coalesce", "nullif", "concat", "abs", "round", "floor", "ceil", "to_jsonb",
+        "jsonb_build_object", "json_build_object", "jsonb_build_array", "array_fill", "array_length",
+        "cardinality", "make_interval", "make_date", "to_timestamp", "to_char", "md5", "int4range", "int8range",
+        "tstzrange", "daterange", "numrange", "nextval", "gen_random_uuid", "random",
+        "greatest", "least", "regexp_replace", "position", "starts_with", "left", "right", "replace",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,12 @@ class PlanContext:
     online_rewrites: bool = True
     plan: PlanIndex = field(default_factory=PlanIndex)
     online_indexes: frozenset[int] = frozenset()
+    # Names of the functions in pg_catalog (unqualified calls of these are built-in); None: only the well-known
+    # ones in :data:`KNOWN_BUILTINS` count.
+    builtin_functions: frozenset[str] | None = None
+    # (schema, function) -> what in the environment uses it: policies and triggers (read from pg_depend).
+    function_users: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    production: bool = False  # the environment is marked production: index builds on tables with rows go online
 
     @classmethod
     def build(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pglast import enums
+from pglast import ast, enums
 
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
 from .names import dropped_name, object_name, qualified, relname
 from .registry import check
-from .types import compare, from_type_name, parse_type
+from .types import compare, from_type_name, parse_type, same_type
 
 OT = enums.ObjectType
 
@@ -89,6 +89,13 @@ def matview_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Itera
     )
 
 
+def _type_cmds(node: Any) -> Iterator[Any]:
+    """The column type changes of an ALTER TABLE, in the order of :func:`_type_changes`."""
+    for cmd in node.cmds or ():
+        if cmd.subtype == enums.AlterTableType.AT_AlterColumnType and cmd.def_ is not None:
+            yield cmd
+
+
 def _type_changes(node: Any, ctx: PlanContext) -> Iterator[tuple[str, str, Any]]:
     """(table.column, old type text or "", new TypeName) for each column type change of an ALTER TABLE."""
     table = qualified(node.relation)
@@ -101,25 +108,82 @@ def _type_changes(node: Any, ctx: PlanContext) -> Iterator[tuple[str, str, Any]]
 
 @check("DS107", HazardKind.DESTRUCTIVE, Severity.DANGER, "column type changed", nodes=["AlterTableStmt"])
 def column_type_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for column, old_text, type_name in _type_changes(node, ctx):
+    for (column, old_text, type_name), cmd in zip(_type_changes(node, ctx), _type_cmds(node), strict=True):
         new = from_type_name(type_name)
         old = parse_type(old_text) if old_text else None
         shown = str(new) if new is not None else "?"
         if old is None or new is None:
             yield f"changes the type of {column} to {shown}: values may be cast or lost (old type unknown)"
             continue
+        if enum_swap(cmd, new, stmt, ctx):
+            continue  # migra's enum change: MF107 and RC105 describe it
         change = compare(old, new)
-        if change.verdict == "changed" and not recast_to_recreated(new, stmt, ctx):
+        if change.verdict == "changed":
             yield f"changes the type of {column} from {old} to {new}: {change.reason}"
+        elif change.verdict in ("same", "wider") and not _plain_cast(cmd, new):
+            yield (
+                f"changes the type of {column} from {old} to {new} USING an expression: the values it computes may "
+                "differ from the old ones"
+            )
 
 
 def recast_to_recreated(new: Any, stmt: ParsedStatement, ctx: PlanContext) -> bool:
-    """Whether ``new`` is a user type that this plan creates anew before ``stmt`` (an enum changed by migra)."""
+    """Whether ``new`` is a user type that this plan creates anew before ``stmt`` (an enum changed by migra, a new
+    domain ...): rows whose values the new type lacks make the recast fail (MF107)."""
     if new.builtin:
         return False
-    name = f"{new.schema}.{new.name}" if new.schema else f"public.{new.name}"
-    at = ctx.plan.created.get(("type", name))
+    at = ctx.plan.created.get(("type", _type_key(new)))
     return at is not None and at < stmt.index
+
+
+def _type_key(new: Any) -> str:
+    return f"{new.schema}.{new.name}" if new.schema else f"public.{new.name}"
+
+
+def enum_swap(cmd: Any, new: Any, stmt: ParsedStatement, ctx: PlanContext) -> bool:
+    """Whether ``cmd`` is migra's exact enum change: the old enum renamed away, a new enum of the same name created
+    before ``stmt``, and the column recast ``USING column::text::new_enum``. Only this may suppress DS107: a recast
+    to a new domain or to any other new type may cut or change values."""
+    if new.builtin:
+        return False
+    name = _type_key(new)
+    at = ctx.plan.created.get(("enum", name))
+    if at is None or at >= stmt.index:
+        return False
+    renamed_away = any(old == name and i < at for old, i in ctx.plan.type_renames.values())
+    return renamed_away and _enum_swap_using(cmd, new)
+
+
+def _enum_swap_using(cmd: Any, new: Any) -> bool:
+    """Whether the USING of ``cmd`` is migra's exact enum recast: ``USING column::text::new_type``."""
+    using = cmd.def_.raw_default if isinstance(cmd.def_, ast.ColumnDef) else None
+    if not isinstance(using, ast.TypeCast) or not isinstance(using.arg, ast.TypeCast):
+        return False
+    inner, col = using.arg, using.arg.arg
+    outer = from_type_name(using.typeName)
+    text = from_type_name(inner.typeName)
+    return (
+        isinstance(col, ast.ColumnRef)
+        and [str(getattr(f, "sval", "")) for f in col.fields or ()] == [str(cmd.name)]
+        and text is not None
+        and text.name == "text"
+        and outer is not None
+        and outer.name == new.name
+        and outer.schema == new.schema
+    )
+
+
+def _plain_cast(cmd: Any, new: Any) -> bool:
+    """Whether ``cmd`` has no USING, or USING is the column cast to the new type (``USING col::new``): PostgreSQL's
+    own conversion, which :func:`~.types.compare` judged. Any other expression may compute other values."""
+    using = cmd.def_.raw_default if isinstance(cmd.def_, ast.ColumnDef) else None
+    if using is None:
+        return True
+    if not isinstance(using, ast.TypeCast) or not isinstance(using.arg, ast.ColumnRef):
+        return False
+    target = from_type_name(using.typeName)
+    fields = [str(getattr(f, "sval", "")) for f in using.arg.fields or ()]
+    return fields == [str(cmd.name)] and target is not None and same_type(target, new)
 
 
 @check("DS111", HazardKind.DESTRUCTIVE, Severity.DANGER, "column type narrowed or lossy", nodes=["AlterTableStmt"])
@@ -161,3 +225,13 @@ def owned_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterato
 @check("DS110", HazardKind.DESTRUCTIVE, Severity.DANGER, "extension dropped", nodes=["DropStmt"])
 def extension_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     yield from _drops(node, OT.OBJECT_EXTENSION)
+
+
+@check("DS114", HazardKind.DESTRUCTIVE, Severity.DANGER, "table made UNLOGGED", nodes=["AlterTableStmt"])
+def set_unlogged(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for cmd in node.cmds or ():
+        if cmd.subtype == enums.AlterTableType.AT_SetUnLogged:
+            yield (
+                f"makes {relname(node.relation)} UNLOGGED: every row is lost at the next crash or failover, and "
+                "replicas never see them"
+            )

@@ -14,11 +14,23 @@ from pglast import ast, enums, parser
 from pglast.visitors import Visitor
 
 from ..model import ExecStep, Hazard, HazardKind, Severity, TableStats
-from . import authz, data, destructive, extensions, locks, recreate, renames  # noqa: F401 - registers the checks
+from . import (  # noqa: F401 - registers the checks
+    authz,
+    code,
+    data,
+    destructive,
+    extensions,
+    locks,
+    protection,
+    recreate,
+    renames,
+)
 from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
-from .names import dropped_name, qualified, qualified_child
+from .names import dropped_name, qualified, qualified_child, strings
 from .online import online_pass
+from .plan import PlanIndex
 from .registry import REGISTRY, Check, check
+from .shapes import unclassified
 
 OT = enums.ObjectType
 
@@ -26,6 +38,12 @@ OT = enums.ObjectType
 @check("UP001", HazardKind.UNPARSEABLE, Severity.DANGER, "statement could not be parsed", nodes=())
 def _unparseable(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     yield "statement could not be parsed; treated as needing approval"  # raised by examine(), never by a node
+
+
+@check("UC101", HazardKind.UNCLASSIFIED, Severity.DANGER, "statement type not classified", nodes=())
+def _unclassified(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for shape in unclassified(node):  # raised by hazards_of() for every node type, never through ``nodes``
+        yield f"no check understands {shape}: it never runs unattended"
 
 
 UNPARSEABLE = Hazard(
@@ -106,6 +124,24 @@ def statement_relations(stmt: ParsedStatement) -> list[str]:
     return list(dict.fromkeys(n for n in names if n != "?"))
 
 
+def recreate_pairs(sqls: Sequence[str]) -> list[tuple[int, int]]:
+    """(drop, re-create) positions of the objects a plan drops and creates again; each pair runs in one
+    transaction and under one decision."""
+    parsed = parse_plan(sqls)
+    return PlanIndex.build((s.index, s.node) for s in parsed).pairs()
+
+
+def changed_functions(parsed: Iterable[ParsedStatement]) -> list[tuple[str, str]]:
+    """(schema, name) of every function or procedure the plan creates or replaces: what to look up users of."""
+    out: dict[tuple[str, str], None] = {}
+    for stmt in parsed:
+        if isinstance(stmt.node, ast.CreateFunctionStmt):
+            parts = strings(stmt.node.funcname)
+            if parts:
+                out[(parts[-2] if len(parts) > 1 else "public", parts[-1])] = None
+    return list(out)
+
+
 def affected_relations(parsed: Iterable[ParsedStatement]) -> list[str]:
     """Every relation a plan refers to: what to read figures for, with one catalog query."""
     out: dict[str, None] = {}
@@ -115,13 +151,14 @@ def affected_relations(parsed: Iterable[ParsedStatement]) -> list[str]:
 
 
 def hazards_of(stmt: ParsedStatement, ctx: PlanContext) -> tuple[Hazard, ...]:
-    """The hazards the registered checks find on one statement (UP001 when it did not parse)."""
+    """The hazards the registered checks find on one statement (UP001 when it did not parse; UC101 for each of
+    its shapes that no check understands and the allow-list does not hold: default deny)."""
     if stmt.node is None:
         return (UNPARSEABLE,)
     name = type(stmt.node).__name__
     found: list[Hazard] = []
     for chk in REGISTRY.values():
-        if name in chk.nodes:
+        if name in chk.nodes or chk.code == "UC101":
             found.extend(Hazard(chk.code, chk.kind, chk.severity, msg) for msg in chk.func(stmt.node, stmt, ctx))
     return tuple(found)
 
@@ -133,15 +170,25 @@ def examine(
     timeouts: StepTimeouts,
     large: LargeTable | None = None,
     online_rewrites: bool = True,
+    production: bool = False,
+    builtin_functions: frozenset[str] | None = None,
+    function_users: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
 ) -> list[Examined]:
     """Hazards, figures and steps of each statement of a plan, in plan order.
 
-    Every statement gets its steps, each carrying explicit ``timeouts`` (a concurrent index build, drop or
+    ``production`` builds indexes on tables with rows CONCURRENTLY; ``builtin_functions`` (the names in the
+    environment's ``pg_catalog``) and ``function_users`` (policies and triggers using each function) come from the
+    environment's catalog. Every statement gets its steps, each carrying explicit ``timeouts`` (a concurrent index build, drop or
     reindex the larger of ``statement`` and ``concurrent_statement``); the executor runs them as given.
     """
     parsed = parse_plan(sqls)
     stats = dict(table_stats or {})
-    ctx = PlanContext.build(parsed, stats, large or LargeTable(), online_rewrites=online_rewrites)
+    ctx = dataclasses.replace(
+        PlanContext.build(parsed, stats, large or LargeTable(), online_rewrites=online_rewrites),
+        production=production,
+        builtin_functions=builtin_functions,
+        function_users=dict(function_users or {}),
+    )
     executions = online_pass(ctx, timeouts)
     ctx = dataclasses.replace(ctx, online_indexes=frozenset(i for i, e in executions.items() if e.online))
     return [

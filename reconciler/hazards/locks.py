@@ -320,3 +320,13 @@ def validate_in_same_transaction(node: Any, stmt: ParsedStatement, ctx: PlanCont
                     f"validates {cmd.name} in the same transaction as statement {added + 1} that added it: the lock "
                     f"taken there is held while {ctx.figures(table)} is scanned"
                 )
+
+
+@check("LK110", HazardKind.REWRITE, Severity.WARNING, "SET LOGGED rewrites a large table", nodes=["AlterTableStmt"])
+def set_logged(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    for table, cmd in _on_large(node, stmt, ctx):
+        if cmd.subtype == AT.AT_SetLogged:
+            yield (
+                f"makes {ctx.figures(table)} LOGGED: rewrites it into the WAL under an ACCESS EXCLUSIVE lock; reads "
+                "and writes wait for the whole rewrite"
+            )

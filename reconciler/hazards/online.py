@@ -8,6 +8,10 @@ On a table above the ``large_table`` threshold (not a partitioned one, where Pos
 
 * ``CREATE INDEX`` runs ``CONCURRENTLY``, outside a transaction; writes continue during the build.
 * ``DROP INDEX`` runs ``CONCURRENTLY``, outside a transaction.
+
+In an environment marked ``production``, ``CREATE INDEX`` on an existing table that holds rows runs
+``CONCURRENTLY`` whatever its size. A statement between a drop and the re-create of the same object (a policy, a
+trigger, a view, a grant ...) never gets an online form: it stays in their transaction.
 * ``ADD CONSTRAINT ... CHECK / FOREIGN KEY`` is added ``NOT VALID`` (brief lock) and then validated in a
   transaction of its own (``VALIDATE CONSTRAINT`` takes a lock that lets reads and writes continue).
 * ``VALIDATE CONSTRAINT`` (migra writes ``NOT VALID`` + ``VALIDATE``) runs in a transaction of its own, so the
@@ -72,11 +76,22 @@ def online_pass(ctx: PlanContext, timeouts: StepTimeouts) -> dict[int, Execution
     return {s.index: _execution(s, ctx, make) for s in ctx.statements}
 
 
+def inside_pair(ctx: PlanContext, index: int) -> bool:
+    """Whether statement ``index`` runs between a drop and the re-create of the same object (see
+    :meth:`~.plan.PlanIndex.pairs`): it must then stay in their transaction, so it gets no online form."""
+    return any(drop < index < again for drop, again in ctx.plan.pairs())
+
+
 def _execution(stmt: ParsedStatement, ctx: PlanContext, make: _StepBuilder) -> Execution:
-    """The steps that execute ``stmt``: an online-safe form where one applies, else the statement as written."""
+    """The steps that execute ``stmt``: an online-safe form where one applies, else the statement as written.
+
+    A statement between a drop and the re-create of the same object gets no online form: a step outside the
+    transaction there would commit the drop, and a failure after it would leave the object missing."""
     node = stmt.node
     found: Execution | None = None
-    if isinstance(node, ast.IndexStmt):
+    if inside_pair(ctx, stmt.index):
+        pass
+    elif isinstance(node, ast.IndexStmt):
         found = _create_index(node, stmt, ctx, make)
     elif isinstance(node, ast.DropStmt):
         found = _drop_index(node, stmt, ctx, make)
@@ -116,6 +131,15 @@ def _online(ctx: PlanContext, table: str, index: int) -> bool:
     return st is not None and st.kind in _ONLINE_KINDS
 
 
+def _production_index(ctx: PlanContext, table: str, index: int) -> bool:
+    """In an environment marked ``production``, an index on an existing table that holds rows is built
+    CONCURRENTLY whatever its size."""
+    if not (ctx.production and ctx.online_rewrites) or ctx.size(table, index) not in ("small", "large"):
+        return False
+    st = ctx.stats(table)
+    return st is not None and st.kind in _ONLINE_KINDS
+
+
 def _single_cmd(node: Any) -> Any | None:
     cmds: tuple[Any, ...] = tuple(node.cmds or ())
     return cmds[0] if len(cmds) == 1 else None
@@ -145,7 +169,7 @@ def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Ste
         schema = table.rsplit(".", 1)[0]
         leftover = f"{quote_ident(schema)}.{quote_ident(node.idxname)}"
         steps.append(make.concurrently(f"DROP INDEX CONCURRENTLY IF EXISTS {leftover}"))
-    if _online(ctx, table, stmt.index):
+    if _online(ctx, table, stmt.index) or _production_index(ctx, table, stmt.index):
         online = copy.deepcopy(node)
         online.concurrent = True
         steps.append(make.concurrently(_deparse(online), _index_name(online)))

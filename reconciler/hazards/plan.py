@@ -20,6 +20,16 @@ from .names import dropped_name, qualified, qualified_child, qualified_name
 OT = enums.ObjectType
 AT = enums.AlterTableType
 
+# Kinds whose drop and re-create in one plan must run together (see PlanIndex.pairs).
+_PAIRED = ("policy", "trigger", "view", "matview", "function", "grant")
+
+
+def _grant_keys(node: Any) -> list[str]:
+    """One key per (object, grantee) of a GRANT or REVOKE on relations, as written (privileges left out)."""
+    objects = [qualified(o) if isinstance(o, ast.RangeVar) else repr(o) for o in node.objects or ()]
+    grantees = [str(getattr(r, "rolename", None) or getattr(r, "roletype", "?")) for r in node.grantees or ()]
+    return [f"{node.objtype}:{o}:{g}" for o in objects for g in grantees]
+
 
 @dataclass(frozen=True)
 class AddedColumn:
@@ -93,6 +103,18 @@ class PlanIndex:
             table, name = qualified_child(obj)
             yield table, name, self.recreated_after(kind, f"{table}.{name}", at)
 
+    def pairs(self) -> list[tuple[int, int]]:
+        """(drop, re-create) positions of every object the plan drops and then creates again: policies, triggers,
+        views, materialized views, functions and grants (a REVOKE followed by a GRANT to the same role on the same
+        object). Each pair must run in one transaction, under one decision."""
+        out = []
+        for (kind, name), at in self.dropped.items():
+            if kind in _PAIRED:
+                again = self.recreated_after(kind, name, at)
+                if again is not None:
+                    out.append((at, again))
+        return sorted(out)
+
     def dropped_before(self, kind: str, name: str, before: int) -> int | None:
         at = self.dropped.get((kind, name))
         return at if at is not None and at < before else None
@@ -129,6 +151,8 @@ class PlanIndex:
             self._mark(self.created, "policy", f"{qualified(node.table)}.{node.policy_name}", i)
         elif isinstance(node, ast.CreateEnumStmt | ast.CreateRangeStmt):
             self._mark(self.created, "type", qualified_name(node.typeName), i)
+            if isinstance(node, ast.CreateEnumStmt):
+                self._mark(self.created, "enum", qualified_name(node.typeName), i)
         elif isinstance(node, ast.CompositeTypeStmt):
             self._mark(self.created, "type", qualified(node.typevar), i)
         elif isinstance(node, ast.CreateDomainStmt):
@@ -142,6 +166,9 @@ class PlanIndex:
             self.type_renames[f"{schema}.{node.newname}"] = (old, i)
         elif isinstance(node, ast.DropStmt):
             self._add_drop(i, node)
+        elif isinstance(node, ast.GrantStmt):
+            for key in _grant_keys(node):
+                self._mark(self.created if node.is_grant else self.dropped, "grant", key, i)
         elif isinstance(node, ast.AlterTableStmt):
             table = qualified(node.relation)
             for cmd in node.cmds or ():

@@ -22,6 +22,8 @@ __all__ = [
     "DuplicateCheckError",
     "check",
     "human_bytes",  # where it was imported from before it moved to .context
+    "never_unattended",
+    "never_unattended_selector",
 ]
 
 _CODE = re.compile(r"^[A-Z]{2}\d{3}$")
@@ -61,3 +63,26 @@ def check(
         return func
 
     return register
+
+
+# No configuration may run these unattended: data loss, statements that nobody could parse or classify.
+NEVER_UNATTENDED_KINDS = frozenset({HazardKind.DESTRUCTIVE, HazardKind.UNPARSEABLE, HazardKind.UNCLASSIFIED})
+# The AUTHORIZATION codes a policy may relax: they tighten security (RLS enabled or forced, privileges revoked).
+# Every other AUTHORIZATION code is a downgrade or may be one, and always waits for a person.
+RELAXABLE_AUTHORIZATION = frozenset({"AZ101", "AZ103", "AZ109"})
+
+
+def never_unattended(kind: HazardKind, code: str) -> bool:
+    """Whether a hazard needs an approval whatever the configuration says."""
+    if kind in NEVER_UNATTENDED_KINDS:
+        return True
+    return kind is HazardKind.AUTHORIZATION and code not in RELAXABLE_AUTHORIZATION
+
+
+def never_unattended_selector(selector: str) -> bool:
+    """Whether ``selector`` (a kind or a code, as in ``policy.auto_apply``) names hazards that can never run
+    unattended. The kind AUTHORIZATION may be named: it then relaxes only the codes that tighten security."""
+    if selector in NEVER_UNATTENDED_KINDS:
+        return True
+    chk = REGISTRY.get(selector)
+    return chk is not None and never_unattended(chk.kind, chk.code)

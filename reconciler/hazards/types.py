@@ -123,9 +123,11 @@ def _numeric(old: TypeRef, new: TypeRef) -> TypeChange:
 def _texts(old: TypeRef, new: TypeRef) -> TypeChange:
     n1, n2 = _mod(old, 0), _mod(new, 0)
     if new.name == "bpchar":
+        if n2 is None and old.name == "bpchar":
+            return TypeChange("wider", False)  # unbounded bpchar keeps every value of char(n)
         if old.name != "bpchar":
             return TypeChange("narrower", True, f"values are cut or padded to {n2 or 1} characters")
-        if (n2 or 1) < (n1 or 1):
+        if n2 is not None and n2 < (n1 or 1):
             return TypeChange("narrower", True, f"values longer than {n2} characters are cut")
         return TypeChange("wider", True)
     if old.name == "bpchar":

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import PlanStatus
+from reconciler.policy import NEEDS_APPROVAL_BY_DEFAULT
 from reconciler.service import Reconciler
 
 
@@ -101,14 +102,20 @@ def test_case(
     assert got == case.destructive
 
     first = rec.apply("dev")
-    if not case.destructive:
+    if all(s.decision == "auto" for s in plan.statements):
+        assert not case.destructive
         assert first.queued_plan_id is None
         assert first.in_sync is case.converged
     else:
         assert first.queued_plan_id is not None
         queued = rec.store.get_plan(first.queued_plan_id)
         assert queued.status is PlanStatus.PENDING
-        assert all(s.destructive for s in queued.statements if s.decision != "auto")
+        # what waits carries a hazard that needs a person by default (data loss, code execution, ...)
+        assert all(
+            any(h.kind in NEEDS_APPROVAL_BY_DEFAULT for h in s.hazards)
+            for s in queued.statements
+            if s.decision != "auto"
+        )
         rec.approve(first.queued_plan_id, "alice")
         second = rec.apply("dev")
         assert second.in_sync is case.converged

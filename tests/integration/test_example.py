@@ -45,16 +45,21 @@ def test_example_plan_apply_approve(make_db: Callable[..., str], pg_server: Embe
 
         result = rec.apply("demo")
         assert result.queued_plan_id is not None
-        assert len(result.applied) == len(plan.statements) - 2
-        # Safe changes are in; the data the destructive ones would remove is still there.
+        # Policies, functions, triggers and the materialized view need a person by default, and the unattended
+        # statements depend on them: nothing runs until the plan is approved.
+        waiting = {h.kind for s in plan.statements if s.decision != "auto" for h in s.hazards}
+        assert {"DESTRUCTIVE", "AUTHORIZATION", "CODE"} <= waiting
+        assert result.applied == []
+        # Nothing ran: the data the destructive statements would remove is still there.
         assert run_sql(dsn, "select count(*) from users where legacy_score is not null") == [(3,)]
         assert run_sql(dsn, "select count(*) from legacy_sessions") == [(3,)]
-        assert run_sql(dsn, "select count(*) from pg_matviews where matviewname = 'leaderboard'") == [(1,)]
-        assert run_sql(dsn, "select count(*) from users where is_public = false") == [(4,)]
+        assert run_sql(dsn, "select count(*) from pg_matviews where matviewname = 'leaderboard'") == [(0,)]
 
         rec.approve(result.queued_plan_id, "alice")
         final = rec.apply("demo")
         assert final.in_sync
+        assert run_sql(dsn, "select count(*) from pg_matviews where matviewname = 'leaderboard'") == [(1,)]
+        assert run_sql(dsn, "select count(*) from users where is_public = false") == [(4,)]
         assert rec.store.get_plan(result.queued_plan_id).status is PlanStatus.APPLIED
         assert run_sql(dsn, "select count(*) from information_schema.tables where table_name = 'legacy_sessions'") == [
             (0,)

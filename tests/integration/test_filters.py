@@ -62,6 +62,9 @@ def test_privileges(
     assert plan.in_sync is (not privileges)
     if privileges:
         assert plan.sqls == ('grant select on table "public"."t" to "reconciler_test_reader"',)
+        queued = rec.apply("dev").queued_plan_id  # a grant (AZ108) waits for a person by default
+        assert queued is not None
+        rec.approve(queued, "alice")
         assert rec.apply("dev").in_sync
         assert run_sql(dsn, "select has_table_privilege('reconciler_test_reader', 't', 'select')") == [(True,)]
 

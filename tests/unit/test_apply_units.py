@@ -11,7 +11,7 @@ import pytest
 from reconciler.apply import RetryPolicy, Timeouts, units
 from reconciler.config import EnvironmentConfig, load_config
 from reconciler.errors import ConfigError
-from reconciler.model import ExecStep
+from reconciler.model import ExecStep, Statement, transaction_units
 
 CIC = 'create index concurrently "i" on "public"."t" using btree ("a")'
 
@@ -94,3 +94,27 @@ def test_config_errors(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(ConfigError, match=r"environments\.prod") as err:
         load_config(path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        ([Statement("a"), Statement("b")], [(1,), (1,)]),
+        ([Statement("a"), Statement("i", steps=(ExecStep("ic", False),)), Statement("b")], [(1,), (2,), (3,)]),
+        (
+            [Statement("a", steps=(ExecStep("a1"), ExecStep("a2", False), ExecStep("a3"))), Statement("b")],
+            [(1, 2, 3), (3,)],
+        ),
+    ],
+)
+def test_the_units_shown_to_approvers_are_the_executors(
+    statements: list[Statement], expected: list[tuple[int, ...]]
+) -> None:
+    assert transaction_units(statements) == expected
+    steps = [step for s in statements for step in s.execution()]
+    owners = [i for i, s in enumerate(statements) for _ in s.execution()]
+    executed: dict[int, set[int]] = {}
+    for n, unit in enumerate(units(steps), 1):
+        for j, _ in unit:
+            executed.setdefault(owners[j], set()).add(n)
+    assert [tuple(sorted(executed[i])) for i in range(len(statements))] == expected

@@ -1,0 +1,217 @@
+"""Red team: each attack on the classifier, replayed on a real PostgreSQL, is refused, waits for a person, or leaves
+the environment untouched. Cases are data.
+
+Attackers: the authors of desired-state files (a pull request) and the contents of an environment. Each case names
+what must hold afterwards with a probe query whose answer must not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import run_sql
+
+from reconciler.apply import apply_statements, execute_steps
+from reconciler.config import EnvironmentConfig
+from reconciler.db import connect
+from reconciler.errors import ApplyError, ReconcilerError, UnsafeSqlError
+from reconciler.model import Decision, ExecStep, TableStats
+from reconciler.planning import classify
+from reconciler.service import Reconciler
+
+SEED = """
+create table public.audit (id int primary key, note text);
+insert into public.audit select g, 'kept' from generate_series(1, 5) g;
+create table public.t (id int primary key, v int);
+insert into public.t select g, g from generate_series(1, 5) g;
+analyze public.audit; analyze public.t;
+"""
+WIPE = (
+    "create function public.wipe() returns int language plpgsql as $$ begin delete from public.audit; return 1; end $$;"
+)
+AUDIT_ROWS = "select count(*) from public.audit"
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    current: str  # the environment before (seeded with SEED)
+    desired: str  # the whole desired state, as the attacker wrote it
+    outcome: str  # "refused" | "needs_approval"
+    codes: tuple[str, ...]  # hazards that must stop it (needs_approval)
+    probe: str = AUDIT_ROWS  # its answer must be the same after the unattended apply
+
+
+# The desired state always keeps the seeded tables; each attack adds or removes its part.
+KEEP = """
+create table public.audit (id int primary key, note text);
+create table public.t (id int primary key, v int);
+"""
+WIPE_X = WIPE.replace("plpgsql", "plpgsql immutable").replace("wipe()", "wipe(x int)").replace("return 1", "return x")
+DISCARD = "create function public.discard() returns trigger language plpgsql as $$ begin return null; end $$;"
+RLS = "alter table public.t enable row level security;"
+ADMIN = "create schema auth; create function auth.is_admin() returns boolean language sql as 'select {}';"
+ADMINS_POLICY = "create policy admins on public.t using (auth.is_admin());"
+
+ATTACKS = [
+    Attack(
+        "materialized view WITH DATA calling a function that deletes",
+        "",
+        KEEP + WIPE + " create materialized view public.m as select public.wipe() as w;",
+        "needs_approval",
+        ("CX103",),
+    ),
+    Attack(
+        "column default calling a user function on a table with rows",
+        WIPE,
+        KEEP + WIPE + " alter table public.t add column w int default public.wipe();",
+        "needs_approval",
+        ("CX104",),
+    ),
+    Attack(
+        "expression index calling a user function",
+        WIPE_X,
+        KEEP + WIPE_X + " create index t_w on public.t (public.wipe(v));",
+        "needs_approval",
+        ("CX104",),
+    ),
+    Attack(
+        "trigger that discards writes",
+        DISCARD,
+        KEEP
+        + DISCARD
+        + " create trigger t_discard before insert on public.t for each row execute function public.discard();",
+        "needs_approval",
+        ("CX102",),
+        "select count(*) from pg_trigger where tgname = 't_discard'",
+    ),
+    Attack(
+        "function body changed",
+        "create function public.f() returns int language sql as 'select 1';",
+        KEEP + "create function public.f() returns int language sql as 'select 2';",
+        "needs_approval",
+        ("CX101",),
+        "select public.f()",
+    ),
+    Attack(
+        "function a policy uses changed to return true",
+        ADMIN.format("false") + RLS + ADMINS_POLICY,
+        KEEP + ADMIN.format("true") + RLS + ADMINS_POLICY,
+        "needs_approval",
+        ("AZ113",),
+        "select auth.is_admin()",
+    ),
+    Attack(
+        "permissive policy USING (true)",
+        RLS,
+        KEEP + RLS + "create policy everyone on public.t using (true);",
+        "needs_approval",
+        ("AZ114",),
+        "select count(*) from pg_policies where policyname = 'everyone'",
+    ),
+    Attack(
+        "constraint dropped",
+        "alter table public.t add constraint v_positive check (v > 0);",
+        KEEP,
+        "needs_approval",
+        ("PR101",),
+        "select count(*) from pg_constraint where conname = 'v_positive'",
+    ),
+    Attack(
+        "NOT NULL dropped",
+        "alter table public.t alter column v set not null;",
+        KEEP,
+        "needs_approval",
+        ("PR106",),
+        "select attnotnull from pg_attribute where attrelid = 'public.t'::regclass and attname = 'v'",
+    ),
+    Attack(
+        "enum label breaking out of its quotes",
+        "create type public.mood as enum ('a');" + RLS,
+        KEEP
+        + RLS
+        + "create type public.mood as enum ('a', 'z''); alter table public.t disable row level security; --');",
+        "refused",
+        (),
+        "select relrowsecurity from pg_class where oid = 'public.t'::regclass",
+    ),
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_is_stopped(
+    attack: Attack,
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    dsn = make_db(SEED + attack.current)
+    before = run_sql(dsn, attack.probe), run_sql(dsn, AUDIT_ROWS)
+    rec = reconciler_for(project({"010_schema.sql": attack.desired}, {"dev": {"dsn": dsn}}))
+    if attack.outcome == "refused":
+        with pytest.raises(UnsafeSqlError, match="unescaped"):
+            rec.apply("dev")
+    else:
+        plan = rec.plan("dev")
+        stopped = {h.code for s in plan.statements if s.decision is not Decision.AUTO for h in s.hazards}
+        assert set(attack.codes) <= stopped, [(s.sql, s.hazard_codes, s.decision) for s in plan.statements]
+        result = rec.apply("dev")
+        assert result.queued_plan_id is not None
+    assert (run_sql(dsn, attack.probe), run_sql(dsn, AUDIT_ROWS)) == before
+
+
+def test_the_executor_never_sends_two_statements_in_one_string(make_db: Callable[..., str]) -> None:
+    dsn = make_db("create table public.t (id int)")
+    env = EnvironmentConfig(dsn=dsn)
+    with pytest.raises(ApplyError, match="cannot insert multiple commands"):
+        apply_statements(dsn, ["select 1; drop table public.t"], env, what="applying")
+    assert run_sql(dsn, "select to_regclass('public.t') is not null") == [(True,)]
+
+
+def test_a_session_whose_parse_settings_differ_is_refused(make_db: Callable[..., str]) -> None:
+    dsn = make_db("create table public.t (id int)")
+    env = EnvironmentConfig(dsn=dsn)
+    with connect(dsn, what="test", autocommit=True) as conn:
+        conn.execute(b"set standard_conforming_strings = off")
+        with pytest.raises(UnsafeSqlError, match="standard_conforming_strings"):
+            execute_steps(conn, [ExecStep("drop table public.t")], env)
+    assert run_sql(dsn, "select to_regclass('public.t') is not null") == [(True,)]
+
+
+RESTRICTED = """
+create table public.secrets (id int primary key, owner text);
+insert into public.secrets values (1, 'a'), (2, 'b'), (3, 'c'), (4, 'x');
+alter table public.secrets enable row level security;
+create policy readable on public.secrets as permissive for select using (true);
+create policy only_own on public.secrets as restrictive for select using (owner <> 'x');
+"""
+
+
+def test_a_failure_between_a_policy_drop_and_its_re_create_keeps_the_policy(make_db: Callable[..., str]) -> None:
+    dsn = make_db(RESTRICTED)
+    env = EnvironmentConfig(dsn=dsn, production=True, lock_retries=0, statement_timeout=timedelta(seconds=30))
+    sqls = [
+        'drop policy "only_own" on "public"."secrets"',
+        'create index "secrets_missing" on "public"."secrets" using btree ("no_such_column")',  # fails
+        'create policy "only_own" on "public"."secrets" as restrictive for select using ((owner <> \'y\'))',
+    ]
+    large = TableStats(rows=50_000_000, bytes=20 * 1024**3, heap_bytes=19 * 1024**3)
+    statements = classify(sqls, env, {"public.secrets": large})
+    assert all(step.transactional for s in statements for step in s.execution())
+    with pytest.raises(ReconcilerError):
+        apply_statements(dsn, [step for s in statements for step in s.execution()], env, what="applying")
+    assert run_sql(dsn, "select count(*) from pg_policies where policyname = 'only_own'") == [(1,)]
+
+
+def test_a_pair_runs_under_one_decision() -> None:
+    env = EnvironmentConfig(dsn="postgresql://x/y")
+    sqls = [
+        'drop trigger if exists "tr" on "public"."t"',
+        'create trigger "tr" before insert on "public"."t" for each row execute function public.f()',
+    ]
+    decisions = [s.decision for s in classify(sqls, env, {})]
+    assert decisions == [Decision.NEEDS_APPROVAL, Decision.NEEDS_APPROVAL]
