@@ -6,6 +6,7 @@ unprivileged user when the tests run as root). Tests that do not touch a databas
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,13 @@ from reconciler.service import Reconciler
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data").start()
+    folder = tmp_path_factory.mktemp("pg")
+    if os.geteuid() == 0:
+        # As root the server runs as its own system user, which must reach its data folder; pytest makes its temp
+        # folders 0700 and the reconciler never opens up the folders above a data folder, so the test does it.
+        for f in (tmp_path_factory.getbasetemp(), folder):
+            f.chmod(0o711)
+    server = EmbeddedPostgres(folder / "data").start()
     try:
         yield server
     finally:
@@ -74,6 +81,8 @@ def project(tmp_path: Path, pg_server: EmbeddedPostgres) -> Callable[..., Path]:
             "scratch": pg_server.dsn("postgres"),
             "state": "sqlite:///state.db",
             "embedded": {"data_dir": str(pg_server.data_dir)},
+            # The environments of the tests live on the scratch server: one server per test session.
+            "sandbox": {"share_cluster_with_environments": True},
             "environments": environments,
             **extra,
         }
