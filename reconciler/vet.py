@@ -139,6 +139,8 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
 
 
 LEFT_OUT_OF_CLONES = (
+    ast.CreateFdwStmt,  # superuser only, and only there for the servers below
+    ast.AlterFdwStmt,
     ast.CreateForeignServerStmt,  # its OPTIONS may hold credentials
     ast.AlterForeignServerStmt,
     ast.CreateUserMappingStmt,  # holds a remote password
