@@ -165,7 +165,7 @@ def _check_scratch_apart(config: Config, admin_dsn: str) -> None:
     if not shared:
         return
     if config.sandbox.share_cluster_with_environments:
-        log.warning("scratch_shares_cluster", environments=shared)
+        log.info("scratch_shares_cluster", environments=shared)  # accepted in the configuration
         return
     raise ConfigError(
         f"environment(s) {', '.join(shared)} are on the scratch server (same host and port): desired-state builds "
