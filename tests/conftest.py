@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,18 @@ from reconciler.service import Reconciler
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     folder = tmp_path_factory.mktemp("pg")
     if os.geteuid() == 0:
-        # As root the server runs as its own system user, which must reach its data folder; pytest makes its temp
-        # folders 0700 and the reconciler never opens up the folders above a data folder, so the test does it.
-        for f in (tmp_path_factory.getbasetemp(), folder):
-            f.chmod(0o711)
+        # As root the server runs as its own system user, which must reach its data folder. pytest's temp folders
+        # (and /tmp/pytest-of-root above them) are 0700, and the reconciler never opens up the folders above a data
+        # folder: the session uses a folder of its own in the system's temp folder, reachable by that user.
+        folder = Path(tempfile.mkdtemp(prefix="reconciler-test-pg-"))
+        folder.chmod(0o711)
     server = EmbeddedPostgres(folder / "data").start()
     try:
         yield server
     finally:
         server.stop()
+        if os.geteuid() == 0:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture()

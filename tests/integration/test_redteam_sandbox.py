@@ -8,8 +8,10 @@ was written, and the environment's rows and schema are what they were.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +143,12 @@ def _roles(pg: EmbeddedPostgres) -> set[str]:
 
 
 @pytest.fixture()
-def marker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("marker")
-    d.chmod(0o777)  # the server's user could write here: a file appearing would be the attack's
-    return d
+def marker_dir() -> Iterator[Path]:
+    """A folder the server's user could write to (pytest's own are 0700): a file appearing there is the attack's."""
+    d = Path(tempfile.mkdtemp(prefix="reconciler-redteam-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
