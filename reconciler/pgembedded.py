@@ -105,8 +105,11 @@ class EmbeddedPostgres:
         if self._user_lock is not None:
             return self
         bin_dir = find_bin_dir(self._bin_dir_hint)
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._run_as = self._unprivileged_user()
+        if not self.data_dir.parent.exists():
+            # A folder made here is private; as root the server's own user needs to pass through it (x, not r).
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.data_dir.parent.chmod(0o700 if self._run_as is None else 0o711)
         if self._run_as is not None:
             _check_reachable(self.data_dir.parent, *self._run_as)
         # Announce ourselves as a user first, so that a leaving process never stops the server under us.
