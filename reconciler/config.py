@@ -12,11 +12,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
 import yaml
 from pydantic import (
     AfterValidator,
@@ -30,7 +32,10 @@ from pydantic import (
 )
 
 from .cron import CronError, parse_cron
+from .db import SECRET_KEYS, dsn_problem, parse_dsn
 from .errors import ConfigError
+
+log = structlog.get_logger("reconciler.config")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -357,6 +362,27 @@ class SqlAlchemySource(_Model):
 DesiredSource = str | CommandSource | SqlAlchemySource
 
 
+class SandboxConfig(_Model):
+    """How desired-state builds and vetting clones are confined on the scratch server (desired files are untrusted)."""
+
+    # Extensions a desired file may create (CREATE EXTENSION of any other is refused before the build runs).
+    extensions_allowed: tuple[str, ...] = ("pgcrypto", "citext", "uuid-ossp", "pg_trgm", "btree_gist")
+    # Every scratch connection (build, inspection, vetting clone) runs with these.
+    statement_timeout: Duration = timedelta(minutes=2)
+    lock_timeout: Duration = timedelta(seconds=10)
+    idle_in_transaction_timeout: Duration = timedelta(minutes=1)
+    # true: environments may live on the same server as `scratch` (outside the demo). Desired builds then run on the
+    # cluster that hosts them, confined only by the build role; say so here rather than by accident.
+    share_cluster_with_environments: bool = False
+
+    @field_validator("statement_timeout", "lock_timeout", "idle_in_transaction_timeout")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v < timedelta(milliseconds=100):
+            raise ValueError("must be at least 100ms")
+        return v
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -373,6 +399,7 @@ class Config(_Model):
     # The schema workflow: RLS policy test files (a folder or one file) and the generated schema documentation.
     policy_tests: str = "policy-tests"
     docs: str = "docs/DATABASE.md"
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     # Set by the loader, not by the file.
     source: str = Field(default="", exclude=True)
@@ -485,7 +512,45 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{msg}{more}", path=shown, key=_keypath(tuple(first["loc"]))) from exc
     _check_token_environments(cfg, shown)
-    return _with_paths_resolved(cfg, p.resolve().parent, shown)
+    _check_dsns(cfg, shown)
+    resolved = _with_paths_resolved(cfg, p.resolve().parent, shown)
+    holds_secrets = [p] if _holds_password(cfg) else []
+    _warn_if_readable_by_others(*holds_secrets, *(t.token_file for t in resolved.server.tokens if t.token_file))
+    return resolved
+
+
+def _holds_password(cfg: Config) -> bool:
+    dsns = [e.dsn for e in cfg.environments.values() if not e.dsn.startswith("embedded:")]
+    dsns += [d for d in (cfg.scratch, cfg.state) if d]
+    return any(k in parse_dsn(d) for d in dsns if not dsn_problem(d) for k in SECRET_KEYS) or any(
+        "://" in d and "@" in d.split("://", 1)[1] and ":" in d.split("://", 1)[1].split("@", 1)[0] for d in dsns
+    )
+
+
+def _check_dsns(cfg: Config, shown: str) -> None:
+    """Every DSN must be one libpq reads; the error never quotes the DSN (a fragment of it may be a password)."""
+    dsns = {f"environments.{n}.dsn": e.dsn for n, e in cfg.environments.items() if not e.dsn.startswith("embedded:")}
+    if cfg.scratch is not None:
+        dsns["scratch"] = cfg.scratch
+    for key, dsn in dsns.items():
+        if problem := dsn_problem(dsn):
+            raise ConfigError(problem, path=shown, key=key)
+
+
+def _warn_if_readable_by_others(*paths: str | os.PathLike[str]) -> None:
+    """Log a warning for each file (the config, token files) that users other than its owner may read."""
+    for path in paths:
+        try:
+            mode = Path(path).stat().st_mode
+        except OSError:
+            continue  # a missing token file is reported where it is read
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning(
+                "file_readable_by_others",
+                path=str(path),
+                mode=stat.filemode(mode),
+                hint="it may hold or lead to secrets: chmod go-rwx it",
+            )
 
 
 def _check_token_environments(cfg: Config, shown: str) -> None:

@@ -11,7 +11,9 @@ No other module of the package imports psycopg; a unit test keeps it so.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -44,13 +46,17 @@ SESSION_SETTINGS: Mapping[str, str] = {
 }
 """Settings every session starts with, whatever the server, database or role defaults are."""
 
+SECRET_KEYS = ("password", "sslpassword")
+"""Connection parameters that hold secrets (the password, the passphrase of the client key ``sslkey``)."""
+
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:ssl)?password=)(?P<pw>[^&#]*)", re.IGNORECASE)
+_QUOTED = re.compile(r'"[^"]*"')
 
 
 def redact(text: str) -> str:
-    """Hide passwords in DSNs (URL and key=value forms) found anywhere in ``text``."""
+    """Hide passwords and key passphrases in DSNs (URL and key=value forms) found anywhere in ``text``."""
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
     text = _QUERY_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
     return _KV_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
@@ -67,6 +73,40 @@ def parse_dsn(dsn: str) -> dict[str, str]:
 def make_dsn(params: Mapping[str, str]) -> str:
     """A key=value connection string holding ``params`` (quoted as libpq needs)."""
     return conninfo.make_conninfo("", **params)
+
+
+def dsn_problem(dsn: str) -> str | None:
+    """Why libpq cannot read ``dsn``, without quoting any part of it (a fragment may be a password), or None."""
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or ["malformed"])[0]
+        return "not a valid connection string: " + _QUOTED.sub('"..."', first).replace(dsn, "...")
+    return None
+
+
+@contextlib.contextmanager
+def service_file(dsn: str, folder: str) -> Iterator[dict[str, str]]:
+    """Environment variables that make a libpq client (``pg_dump``) connect as ``dsn`` with ``dbname=service=...``.
+
+    Every parameter, secrets included, goes into a service file readable by this user only (in ``folder``) and
+    removed afterwards, so no password or key passphrase is on a command line that other local users can read.
+    Yields ``{"PGSERVICEFILE": path, "PGSERVICE": name}``.
+    """
+    fd, path = tempfile.mkstemp(prefix=".reconciler-", suffix=".pgservice", dir=folder)
+    try:
+        lines = ["[reconciler]", *(f"{k}={v}" for k, v in parse_dsn(dsn).items())]
+        os.write(fd, ("\n".join(lines) + "\n").encode())
+        os.close(fd)
+        yield {"PGSERVICEFILE": path, "PGSERVICE": "reconciler"}
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def quote_literal(value: str) -> str:
+    """``value`` as an SQL string literal (standard_conforming_strings is always on: see SESSION_SETTINGS)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
@@ -99,6 +139,24 @@ def with_session_timeouts(dsn: str, *, lock_timeout: timedelta, statement_timeou
         {
             "lock_timeout": str(max(1, int(lock_timeout.total_seconds() * 1000))),
             "statement_timeout": str(max(1, int(statement_timeout.total_seconds() * 1000))),
+        },
+    )
+
+
+def with_scratch_settings(
+    dsn: str, *, statement_timeout: timedelta, lock_timeout: timedelta, idle_in_transaction_timeout: timedelta
+) -> str:
+    """``dsn`` with the three timeouts every scratch session runs with (libpq ``options``)."""
+
+    def ms(d: timedelta) -> str:
+        return str(max(1, int(d.total_seconds() * 1000)))
+
+    return _with_options(
+        dsn,
+        {
+            "statement_timeout": ms(statement_timeout),
+            "lock_timeout": ms(lock_timeout),
+            "idle_in_transaction_session_timeout": ms(idle_in_transaction_timeout),
         },
     )
 

@@ -23,7 +23,8 @@ from .errors import PlanError
 from .inspect import Inspection, inspect_database
 from .model import DesiredState, ExecStep, Statement
 from .planning import classify, inspect_target, read_plan_figures
-from .scratch import ScratchServer, run_sql_files
+from .sandbox import check_desired
+from .scratch import ScratchServer, run_checked
 from .target import Target
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
@@ -63,8 +64,9 @@ def source_statements(
 def _replayed(scratch: ScratchServer, from_dir: str | None) -> Inspection:
     """The schema an empty scratch database holds after the folder's migrations ran in order."""
     with scratch.temporary_database() as (_, dsn):
-        if from_dir:
-            run_sql_files(dsn, load_desired(from_dir))
+        if from_dir:  # migration files are untrusted like desired-state files: the same allow-list and build role
+            statements = check_desired(load_desired(from_dir), scratch.sandbox.extensions_allowed)
+            run_checked(dsn, statements, scratch.sandbox, connect_timeout=scratch.connect_timeout)
         return inspect_database(dsn, what="inspecting the replayed migrations")
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from .db import Connection, connect, database_errors, quote_ident
+from .db import Connection, connect, database_errors, quote_ident, with_dbname
 from .errors import DatabaseError, PolicyTestFileError
 from .model import DesiredState
 from .scratch import ScratchServer
@@ -174,7 +174,9 @@ def _case(path: Path, index: int, doc: Any) -> PolicyCase:
 def fixture_database(scratch: ScratchServer, desired: DesiredState, suite: PolicySuite) -> Iterator[tuple[str, str]]:
     """A copy of the desired build with the suite's fixture rows and a tester role; yields (DSN, tester role)."""
     built = scratch.build_desired(desired)
-    name, dsn = scratch.create_database(template=built.dbname)
+    name, _ = scratch.create_database(template=built.dbname)
+    # Fixtures are inserted by the owner, bypassing row-level security: the scratch admin on the copy.
+    dsn = with_dbname(scratch.admin_dsn, name)
     tester = f"reconciler_policy_{secrets.token_hex(5)}"
     try:
         with (

@@ -1,42 +1,59 @@
 """Throwaway databases on a scratch server: build the desired state, clone environments, always clean up.
 
-The scratch server is either a configured DSN on which the reconciler may create and drop databases, or the
-embedded PostgreSQL the reconciler starts itself. Every database made here is named
-``reconciler_scratch_<host>_<pid>_<random>`` and dropped when its user is done, also on errors. A process that
-was killed cannot drop its own: the next scratch server opened on the same host drops the databases of processes
-of this host that are no longer alive.
+The scratch server is either a configured DSN on which the reconciler may create and drop databases and roles,
+or the embedded PostgreSQL the reconciler starts itself. Desired-state files are untrusted (``plan`` runs on
+pull-request branches), so nothing in a scratch database runs as the admin role: each database is created by the
+admin together with a *build role* of the same name (``NOSUPERUSER NOCREATEROLE NOCREATEDB``, a member of
+:data:`BUILD_GROUP`, a random password) that owns it and only it; CONNECT on it is revoked from PUBLIC. The
+desired build, its inspection and vetting (restore and replay) connect as that role, with the scratch timeouts
+(``statement_timeout``, ``lock_timeout``, ``idle_in_transaction_session_timeout``) set both on the role and on
+every connection. The embedded server's ``pg_hba.conf`` lets members of :data:`BUILD_GROUP` into the database of
+their own name only.
+
+Names are ``reconciler_scratch_<token>_<random>``: ``token`` is this process's, and the process holds an advisory
+lock keyed by it on the scratch server while it lives. A later process drops the databases and roles whose token
+lock nobody holds (their process died); one it cannot drop is logged and skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
+import re
 import secrets
-import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .db import Connection, connect, database_errors, quote_ident, server_major, with_dbname
-from .errors import DatabaseError, DesiredStateError, VersionMismatchError
+import structlog
+
+from .config import SandboxConfig
+from .db import (
+    Connection,
+    connect,
+    database_errors,
+    make_dsn,
+    parse_dsn,
+    quote_ident,
+    quote_literal,
+    server_major,
+    with_scratch_settings,
+)
+from .errors import DatabaseError, DesiredStateError, LockTimeoutError, ReconcilerError, VersionMismatchError
 from .inspect import Inspection, inspect_database
 from .model import DesiredState
-from .sqltext import line_of, split_statements
+from .sandbox import CheckedStatement, check_desired
+from .sqltext import line_of
+
+log = structlog.get_logger("reconciler.scratch")
 
 PREFIX = "reconciler_scratch_"
-HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # exists (another user's), or not a pid we can judge: keep its databases
-    return True
+BUILD_GROUP = "reconciler_scratch_builders"
+"""The role every build role is a member of (the embedded server's pg_hba confines its members)."""
+LOCK_CLASS = 0x5C7A7C4  # first key of the advisory lock that says "the process of this token is alive"
+TOKEN = f"{secrets.randbelow(2**31):08x}"
+"""This process's token: part of every scratch database's name, and the key of its liveness lock."""
+_NAME = re.compile(rf"^{PREFIX}(?P<token>[0-9a-f]{{8}})_[0-9a-f]{{8}}$")
 
 
 @dataclass(frozen=True)
@@ -50,15 +67,22 @@ class BuiltDesired:
 
 
 class ScratchServer:
-    """Creates and drops throwaway databases on one server; builds and caches the desired state."""
+    """Creates and drops throwaway databases (each with its build role) on one server; builds the desired state."""
 
-    def __init__(self, admin_dsn: str, *, connect_timeout: timedelta = timedelta(seconds=10)) -> None:
+    def __init__(
+        self,
+        admin_dsn: str,
+        *,
+        connect_timeout: timedelta = timedelta(seconds=10),
+        sandbox: SandboxConfig | None = None,
+    ) -> None:
         self.admin_dsn = admin_dsn
         self.connect_timeout = connect_timeout
+        self.sandbox = sandbox or SandboxConfig()
         self._major: int | None = None
         self._built: BuiltDesired | None = None
         self._lock = threading.RLock()
-        self._swept = False
+        self._keeper: Connection | None = None
 
     # -- databases --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -86,36 +110,104 @@ class ScratchServer:
                 "(point `scratch` at a server of the same major version)"
             )
 
+    def _announce(self) -> None:
+        """Hold this process's liveness lock on the scratch server (once); sweep the leftovers of dead ones."""
+        if self._keeper is not None and not self._keeper.closed:
+            return
+        what = "announcing this process on the scratch server"
+        with database_errors(what):
+            keeper = connect(self.admin_dsn, what=what, connect_timeout=self.connect_timeout, autocommit=True)
+            keeper.execute("select pg_advisory_lock_shared(%s::int4, %s::int4)", (LOCK_CLASS, int(TOKEN, 16)))
+        self._keeper = keeper
+        self.drop_leftovers()
+
     def drop_leftovers(self) -> list[str]:
-        """Drop the scratch databases that dead processes of this host left behind; return their names."""
-        mine = f"{PREFIX}{HOST_TAG}_"
+        """Drop the scratch databases and build roles of processes that are gone; return the databases dropped.
+
+        A process is gone when nobody holds the advisory lock of its token. A leftover that cannot be dropped
+        (e.g. it holds a logical replication subscription) is logged and skipped.
+        """
         dropped: list[str] = []
-        with self._admin("dropping leftover scratch databases") as conn:
+        with self._admin("finding leftover scratch databases") as conn:
+            live = {
+                f"{int(r[0]):08x}"
+                for r in conn.execute(
+                    "select objid from pg_locks where locktype = 'advisory' and classid = %s and objsubid = 2",
+                    (LOCK_CLASS,),
+                )
+            }
             names = [
-                r[0] for r in conn.execute("select datname from pg_database where starts_with(datname, %s)", (mine,))
+                r[0] for r in conn.execute("select datname from pg_database where starts_with(datname, %s)", (PREFIX,))
             ]
-            for name in names:
-                pid_text = name[len(mine) :].split("_", 1)[0]
-                if pid_text.isdigit() and int(pid_text) != os.getpid() and not _alive(int(pid_text)):
-                    conn.execute(f"drop database if exists {quote_ident(name)} with (force)".encode())
-                    dropped.append(name)
+            roles = [
+                r[0] for r in conn.execute("select rolname from pg_roles where starts_with(rolname, %s)", (PREFIX,))
+            ]
+        for name in names:
+            m = _NAME.match(name)
+            if m and m.group("token") not in live and self._drop_quietly(name, role=False):
+                dropped.append(name)
+        for role in roles:
+            m = _NAME.match(role)
+            if m and m.group("token") not in live:
+                self._drop_quietly(role, role=True)
         return dropped
 
+    def _drop_quietly(self, name: str, *, role: bool) -> bool:
+        what = "role" if role else "database"
+        sql = f"drop {what} if exists {quote_ident(name)}" + ("" if role else " with (force)")
+        try:
+            with self._admin(f"dropping leftover scratch {what} {name!r}") as conn:
+                conn.execute(sql.encode())
+        except ReconcilerError as exc:
+            log.warning("scratch_leftover_not_dropped", kind=what, name=name, error=str(exc))
+            return False
+        return True
+
     def create_database(self, template: str | None = None) -> tuple[str, str]:
-        if not self._swept:
-            self._swept = True
-            self.drop_leftovers()
-        name = f"{PREFIX}{HOST_TAG}_{os.getpid()}_{secrets.token_hex(4)}"
+        """A fresh database and its build role; returns (name, DSN of the build role in it)."""
+        self._announce()
+        name = f"{PREFIX}{TOKEN}_{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(24)
+        box = self.sandbox
         with self._admin("creating a scratch database") as conn:
-            sql = f"create database {quote_ident(name)}"
+            conn.execute(
+                f"do $$ begin if not exists (select from pg_roles where rolname = {quote_literal(BUILD_GROUP)}) "
+                f"then create role {quote_ident(BUILD_GROUP)} nologin; end if; end $$".encode()
+            )
+            conn.execute(
+                f"create role {quote_ident(name)} login nosuperuser nocreatedb nocreaterole noreplication "
+                f"nobypassrls connection limit 16 in role {quote_ident(BUILD_GROUP)} "
+                f"password {quote_literal(password)}".encode()
+            )
+            sql = f"create database {quote_ident(name)} owner {quote_ident(name)}"
             if template:
                 sql += f" template {quote_ident(template)}"
-            conn.execute(sql)
-        return name, with_dbname(self.admin_dsn, name)
+            conn.execute(sql.encode())
+            conn.execute(f"revoke all on database {quote_ident(name)} from public".encode())
+            for setting, value in (
+                ("statement_timeout", box.statement_timeout),
+                ("lock_timeout", box.lock_timeout),
+                ("idle_in_transaction_session_timeout", box.idle_in_transaction_timeout),
+            ):
+                ms = max(1, int(value.total_seconds() * 1000))
+                conn.execute(f"alter role {quote_ident(name)} set {setting} = {ms}".encode())
+        return name, self._build_dsn(name, password)
+
+    def _build_dsn(self, name: str, password: str) -> str:
+        params = {k: v for k, v in parse_dsn(self.admin_dsn).items() if k not in ("passfile", "options")}
+        params.update(user=name, password=password, dbname=name)
+        box = self.sandbox
+        return with_scratch_settings(
+            make_dsn(params),
+            statement_timeout=box.statement_timeout,
+            lock_timeout=box.lock_timeout,
+            idle_in_transaction_timeout=box.idle_in_transaction_timeout,
+        )
 
     def drop_database(self, name: str) -> None:
         with self._admin(f"dropping scratch database {name!r}") as conn:
-            conn.execute(f"drop database if exists {quote_ident(name)} with (force)")
+            conn.execute(f"drop database if exists {quote_ident(name)} with (force)".encode())
+            conn.execute(f"drop role if exists {quote_ident(name)}".encode())
 
     @contextlib.contextmanager
     def temporary_database(self) -> Iterator[tuple[str, str]]:
@@ -127,16 +219,19 @@ class ScratchServer:
 
     # -- desired state ----------------------------------------------------------------------------
     def build_desired(self, desired: DesiredState) -> BuiltDesired:
-        """Build ``desired`` in a scratch database (once per revision) and inspect it.
+        """Build ``desired`` in a scratch database (once per revision), as its build role, and inspect it.
 
-        A failing statement raises DesiredStateError naming the file and line; the database is dropped.
+        Every statement is checked against the allow-list first (:mod:`.sandbox`): a refused one raises
+        DesiredStateError naming the file and line before anything runs. A failing or timed-out statement raises
+        DesiredStateError naming the file and line; the database is dropped.
         """
+        statements = check_desired(desired, self.sandbox.extensions_allowed)
         with self._lock:
             if self._built is not None and self._built.revision == desired.revision:
                 return self._built
             name, dsn = self.create_database()
             try:
-                run_sql_files(dsn, desired, connect_timeout=self.connect_timeout)
+                run_checked(dsn, statements, self.sandbox, connect_timeout=self.connect_timeout)
                 inspection = inspect_database(
                     dsn, what="inspecting the desired state", connect_timeout=self.connect_timeout
                 )
@@ -154,19 +249,53 @@ class ScratchServer:
                 with contextlib.suppress(Exception):
                     self.drop_database(self._built.dbname)
                 self._built = None
+            if self._keeper is not None:
+                with contextlib.suppress(Exception):
+                    self._keeper.close()
+                self._keeper = None
 
 
-def run_sql_files(dsn: str, desired: DesiredState, *, connect_timeout: timedelta = timedelta(seconds=10)) -> None:
-    """Execute every statement of every desired-state file in order; errors name the file and the line."""
+def run_checked(
+    dsn: str,
+    statements: Sequence[CheckedStatement],
+    sandbox: SandboxConfig,
+    *,
+    connect_timeout: timedelta = timedelta(seconds=10),
+) -> None:
+    """Execute desired-state statements that passed the allow-list, in order; errors name the file and the line."""
     what = "building desired state in scratch database"
     with connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
-        for f in desired.files:
-            for stmt in split_statements(f.text):
-                try:
-                    with database_errors(what):
-                        conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
-                except DatabaseError as exc:  # retryable errors are the scratch server's, not the SQL's
-                    line = stmt.line
-                    if exc.position:
-                        line += line_of(stmt.sql, exc.position - 1) - 1
-                    raise DesiredStateError(f"{exc} at {f.path}:{line}", file=f.path, line=line) from exc
+        for stmt in statements:
+            try:
+                with database_errors(what):
+                    conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
+            except DatabaseError as exc:  # retryable errors are the scratch server's, not the SQL's
+                line = stmt.line
+                if exc.position:
+                    line += line_of(stmt.sql, exc.position - 1) - 1
+                raise DesiredStateError(f"{exc} at {stmt.file}:{line}", file=stmt.file, line=line) from exc
+            except LockTimeoutError as exc:  # the statement ran out of time: the desired file's doing
+                raise DesiredStateError(
+                    f"{exc} at {stmt.file}:{stmt.line} (scratch statements run with sandbox.statement_timeout "
+                    f"{_human(sandbox.statement_timeout)} and sandbox.lock_timeout {_human(sandbox.lock_timeout)})",
+                    file=stmt.file,
+                    line=stmt.line,
+                ) from exc
+
+
+def _human(d: timedelta) -> str:
+    seconds = d.total_seconds()
+    return f"{seconds:g}s" if seconds < 120 else f"{seconds / 60:g}m"
+
+
+def shared_servers(scratch_dsn: str, environments: Mapping[str, str]) -> list[str]:
+    """The environments (name -> resolved DSN) whose server is the scratch server (same host and port)."""
+
+    def where(dsn: str) -> tuple[str, str]:
+        params = parse_dsn(dsn)
+        host = params.get("host") or params.get("hostaddr") or "local"
+        host = "local" if host in ("localhost", "127.0.0.1", "::1") or host.startswith("/") else host
+        return host, params.get("port") or "5432"
+
+    mine = where(scratch_dsn)
+    return sorted(name for name, dsn in environments.items() if where(dsn) == mine)

@@ -11,19 +11,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
+
 from . import approvals, planning, signing
 from .applier import Applier, ApplyResult, record_apply
 from .approvals import Approver
 from .config import Config
-from .errors import PlanError, ReconcilerError
+from .errors import ConfigError, PlanError, ReconcilerError
 from .locks import environment_lock
 from .model import DesiredState, Plan, PlanKey
 from .pgembedded import EmbeddedPostgres, find_bin_dir
-from .scratch import ScratchServer
+from .scratch import ScratchServer, shared_servers
 from .sources import load_source
 from .store import PlanRecord, Store, open_store
 from .target import EMBEDDED_SCHEME, Target, resolve
 from .windows import window_open
+
+log = structlog.get_logger("reconciler.service")
 
 __all__ = ["EMBEDDED_SCHEME", "ApplyResult", "Approver", "Reconciler", "plan_to_json"]
 
@@ -86,7 +90,9 @@ class Reconciler:
     @property
     def scratch(self) -> ScratchServer:
         if self._scratch is None:
-            self._scratch = ScratchServer(self.config.scratch or self.embedded.dsn("postgres"))
+            admin = self.config.scratch or self.embedded.dsn("postgres")
+            _check_scratch_apart(self.config, admin)
+            self._scratch = ScratchServer(admin, sandbox=self.config.sandbox)
         return self._scratch
 
     def target(self, name: str) -> Target:
@@ -177,6 +183,37 @@ class Reconciler:
                 raise
             record_apply(self.store, target, result, None, conn, status=record_status)
         return result
+
+
+def _check_scratch_apart(config: Config, admin_dsn: str) -> None:
+    """Refuse (ConfigError) a scratch server that hosts an environment, unless the configuration accepts it.
+
+    Desired-state builds run untrusted SQL on the scratch server; the cluster that hosts an environment is the
+    wrong place for that. The demo (``scratch`` unset, ``embedded:`` environments) is the exception, and says so.
+    """
+    plain = {n: e.dsn for n, e in config.environments.items() if not e.dsn.startswith(EMBEDDED_SCHEME)}
+    demo = sorted(n for n, e in config.environments.items() if e.dsn.startswith(EMBEDDED_SCHEME))
+    if demo and config.scratch is None:
+        log.info(
+            "scratch_shares_embedded_server",
+            environments=demo,
+            message="desired-state builds run on the embedded PostgreSQL that also holds these embedded: "
+            "environments (the demo); build roles reach only their own database there. Set `scratch` to a "
+            "server of its own for anything but the demo",
+        )
+    shared = shared_servers(admin_dsn, plain)
+    if not shared:
+        return
+    if config.sandbox.share_cluster_with_environments:
+        log.info("scratch_shares_cluster", environments=shared)  # accepted in the configuration
+        return
+    raise ConfigError(
+        f"environment(s) {', '.join(shared)} are on the scratch server (same host and port): desired-state builds "
+        "would run untrusted SQL on the cluster that hosts them. Point `scratch` at a server of its own, or set "
+        "sandbox.share_cluster_with_environments: true to accept it",
+        path=config.source,
+        key="scratch",
+    )
 
 
 def _refuse_blocked(target: Target) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,13 @@ from pglast import ast, parser
 
 from .apply import execute_steps
 from .config import EnvironmentConfig
-from .db import connect, database_errors, make_dsn, parse_dsn, quote_ident, redact, translate
+from .db import connect, database_errors, quote_ident, redact, service_file, translate
 from .diff import diff
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
 from .model import ExecStep, Statement
 from .scratch import ScratchServer
+from .sqltext import SqlSyntaxError, split_statements
 
 Phase = Literal["unattended", "remainder", "plan"]
 
@@ -99,21 +101,16 @@ def _sqls(items: Sequence[Vettable]) -> list[str]:
 
 def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
     """The environment's schema as SQL, without owners (and without grants unless privileges are managed)."""
-    # The password goes through the environment, not the command line that other local users can read.
-    params = parse_dsn(env_dsn)
-    password = params.pop("password", None)
-    run_env = {**os.environ, "PGCONNECT_TIMEOUT": str(max(1, int(env.connect_timeout.total_seconds())))}
-    if password is not None:
-        run_env["PGPASSWORD"] = password
     lock_wait_ms = max(1, int(env.lock_timeout.total_seconds() * 1000))
     args = [
         str(pg_dump),
         "--schema-only",
         "--no-owner",
         "--no-comments",
+        "--no-publications",
+        "--no-subscriptions",
         # pg_dump takes ACCESS SHARE locks: never queue behind a long lock holder (or make others queue behind us).
         f"--lock-wait-timeout={lock_wait_ms}",
-        f"--dbname={make_dsn(params)}",
     ]
     if not env.privileges:
         args.append("--no-privileges")
@@ -121,7 +118,12 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
         args += ["--schema", s]
     for s in env.exclude_schemas:
         args += ["--exclude-schema", s]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=600, env=run_env)
+    # Every connection parameter, the password and sslpassword included, goes through a private service file: the
+    # command line, which other local users can read, holds none of them.
+    with service_file(env_dsn, tempfile.gettempdir()) as service:
+        run_env = {**os.environ, **service, "PGCONNECT_TIMEOUT": str(max(1, int(env.connect_timeout.total_seconds())))}
+        run_env.pop("PGPASSWORD", None)
+        res = subprocess.run(args, capture_output=True, text=True, timeout=600, env=run_env)
     if res.returncode != 0:
         detail = redact(res.stderr.strip())
         if "canceling statement due to" in detail and "LOCK TABLE" in detail:  # --lock-wait-timeout expired
@@ -136,23 +138,54 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
     return "\n".join(line for line in res.stdout.splitlines() if not line.startswith("\\"))
 
 
-def _schemas_created(script: str) -> list[str]:
-    return [
-        str(raw.stmt.schemaname)
-        for raw in parser.parse_sql(script)
-        if isinstance(raw.stmt, ast.CreateSchemaStmt) and raw.stmt.schemaname
-    ]
+LEFT_OUT_OF_CLONES = (
+    ast.CreateFdwStmt,  # superuser only, and only there for the servers below
+    ast.AlterFdwStmt,
+    ast.CreateForeignServerStmt,  # its OPTIONS may hold credentials
+    ast.AlterForeignServerStmt,
+    ast.CreateUserMappingStmt,  # holds a remote password
+    ast.AlterUserMappingStmt,
+    ast.CreateEventTrigStmt,  # environment code that would fire on every later DDL in the clone
+    ast.AlterEventTrigStmt,
+)
+"""Statements of an environment's dump that a clone leaves out: environment contents are untrusted."""
+
+_DUMP_SETTINGS_LEFT_OUT = frozenset({"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"})
+
+
+def clone_script(script: str) -> tuple[str, list[str]]:
+    """The dump ``script`` without :data:`LEFT_OUT_OF_CLONES` and without its timeout resets (the scratch
+    timeouts stay); and the schemas it creates."""
+    kept: list[str] = []
+    schemas: list[str] = []
+    for stmt in split_statements(script):
+        node = parser.parse_sql(stmt.sql)[0].stmt
+        if isinstance(node, LEFT_OUT_OF_CLONES):
+            continue
+        if isinstance(node, ast.VariableSetStmt) and node.name in _DUMP_SETTINGS_LEFT_OUT:
+            continue
+        if isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
+            schemas.append(str(node.schemaname))
+        kept.append(stmt.sql)
+    return "".join(f"{sql};\n" for sql in kept), schemas
 
 
 def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
-    """A scratch database holding the environment's schema; returns (name, dsn). Caller drops it."""
+    """A scratch database holding the environment's schema; returns (name, build role's dsn). Caller drops it.
+
+    The dump is restored as the scratch database's build role (never as the scratch admin), without what
+    :func:`clone_script` leaves out.
+    """
     what = "cloning the environment's schema into scratch"
-    script = dump_schema(env_dsn, env, pg_dump)
+    try:
+        script, schemas = clone_script(dump_schema(env_dsn, env, pg_dump))
+    except SqlSyntaxError as exc:
+        raise DatabaseError(f"{what}: the dump does not parse: {exc.message}") from exc
     name, dsn = scratch.create_database()
     try:
         with database_errors(what), connect(dsn, what=what, autocommit=True) as conn:
             # A dump filtered by --schema creates even the schemas a new database already has (public).
-            for schema in _schemas_created(script):
+            for schema in schemas:
                 conn.execute(f"drop schema if exists {quote_ident(schema)} cascade".encode())
             conn.execute(script.encode("utf-8"))
     except BaseException as exc:

@@ -6,7 +6,10 @@ unprivileged user when the tests run as root). Tests that do not touch a databas
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,20 @@ from reconciler.service import Reconciler
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data").start()
+    folder = tmp_path_factory.mktemp("pg")
+    if os.geteuid() == 0:
+        # As root the server runs as its own system user, which must reach its data folder. pytest's temp folders
+        # (and /tmp/pytest-of-root above them) are 0700, and the reconciler never opens up the folders above a data
+        # folder: the session uses a folder of its own in the system's temp folder, reachable by that user.
+        folder = Path(tempfile.mkdtemp(prefix="reconciler-test-pg-"))
+        folder.chmod(0o711)
+    server = EmbeddedPostgres(folder / "data").start()
     try:
         yield server
     finally:
         server.stop()
+        if os.geteuid() == 0:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -74,6 +86,8 @@ def project(tmp_path: Path, pg_server: EmbeddedPostgres) -> Callable[..., Path]:
             "scratch": pg_server.dsn("postgres"),
             "state": "sqlite:///state.db",
             "embedded": {"data_dir": str(pg_server.data_dir)},
+            # The environments of the tests live on the scratch server: one server per test session.
+            "sandbox": {"share_cluster_with_environments": True},
             "environments": environments,
             **extra,
         }

@@ -15,14 +15,29 @@ from typing import Any, TextIO
 
 import structlog
 
-from ..db import redact
+from ..db import SECRET_KEYS, redact
+
+_SECRET_NAMES = frozenset({*SECRET_KEYS, "token", "secret"})
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """``value`` with passwords redacted from every string in it, however deeply nested in dicts, lists, tuples and
+    sets; the value of a key named like a secret (``password``, ``sslpassword``, ``token``) is hidden whole."""
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 20:
+        return "<nested too deep>"
+    if isinstance(value, dict):
+        return {k: "***" if str(k).lower() in _SECRET_NAMES else _redacted(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(v, depth + 1) for v in value]
+    return value
 
 
 def _redact_values(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Never let a password inside a DSN reach a log line."""
+    """Never let a password inside a DSN reach a log line, at any depth of any value."""
     for k, v in list(event_dict.items()):
-        if isinstance(v, str):
-            event_dict[k] = redact(v)
+        event_dict[k] = "***" if k.lower() in _SECRET_NAMES else _redacted(v)
     return event_dict
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -1166,15 +1167,29 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _create_private(db_file: Path) -> None:
+    """Create the SQLite store's folder (0700) and file (0600) if they are missing: plans and the audit trail are
+    the reconciler's alone. Existing ones keep their modes."""
+    folder = db_file.parent
+    try:
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.chmod(0o700)  # mkdir's mode is masked by the umask
+    except OSError as exc:
+        raise StoreError(f"opening the state store: cannot create folder {folder}: {exc.strerror}") from exc
+    try:
+        os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # it exists: its mode is the operator's
+    except OSError as exc:
+        raise StoreError(f"opening the state store: cannot create {db_file}: {exc.strerror}") from exc
+
+
 def open_store(url: str, *, key: bytes) -> Store:
     """Open (and create or upgrade) the store at an SQLAlchemy URL; ``postgresql://`` uses psycopg 3. ``key`` is
     the installation's secret (:func:`reconciler.signing.load_key`), held by the process, never by the store."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        folder = Path(url[len("sqlite:///") :]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"opening the state store: cannot create folder {folder}: {exc.strerror}") from exc
+        _create_private(Path(url[len("sqlite:///") :]))
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:

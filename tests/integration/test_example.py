@@ -33,6 +33,7 @@ def test_example_plan_apply_approve(make_db: Callable[..., str], pg_server: Embe
                 "desired_state": str(ROOT / "desired-state"),
                 "scratch": pg_server.dsn(),
                 "state": "sqlite:///state.db",
+                "sandbox": {"share_cluster_with_environments": True},
                 "environments": {"demo": {"dsn": dsn}},
             }
         )

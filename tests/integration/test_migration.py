@@ -29,6 +29,7 @@ def config_for(tmp_path: Path, pg_server: EmbeddedPostgres, dsn: str) -> Path:
             {
                 "desired_state": "desired",
                 "scratch": pg_server.dsn("postgres"),
+                "sandbox": {"share_cluster_with_environments": True},  # tests share one server
                 "state": "sqlite:///state.db",
                 "environments": {"dev": env},
             }

@@ -20,6 +20,7 @@ def write_config(tmp_path: Path, pg_server: EmbeddedPostgres, desired: Path, **e
     cfg = {
         "desired_state": str(desired),
         "scratch": pg_server.dsn("postgres"),
+        "sandbox": {"share_cluster_with_environments": True},  # tests share one server
         "state": "sqlite:///state.db",
         "policy_tests": str(ROOT / "policy-tests"),
         "docs": str(ROOT / "docs" / "DATABASE.md"),

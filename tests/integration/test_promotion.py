@@ -31,6 +31,7 @@ def write(tmp_path: Path, pg_server: EmbeddedPostgres, dsns: dict[str, str]) -> 
             {
                 "desired_state": "desired",
                 "scratch": pg_server.dsn("postgres"),
+                "sandbox": {"share_cluster_with_environments": True},  # tests share one server
                 "state": "sqlite:///state.db",
                 "environments": {name: {"dsn": dsn} for name, dsn in dsns.items()},
                 "promotion": ["dev", "staging", "prod"],

@@ -26,6 +26,7 @@ def open_with(tmp_path: Path, pg_server: EmbeddedPostgres, source: Any, dsn: str
             {
                 "desired_state": source,
                 "scratch": pg_server.dsn("postgres"),
+                "sandbox": {"share_cluster_with_environments": True},  # tests share one server
                 "state": "sqlite:///state.db",
                 "environments": {"dev": {"dsn": dsn}},
             }

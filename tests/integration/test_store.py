@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler import status as st
+from reconciler.db import parse_dsn
 from reconciler.errors import PlanError, StoreError
 from reconciler.model import (
     Decision,
@@ -76,7 +77,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     else:
         make_db: Callable[..., str] = request.getfixturevalue("make_db")
         url = make_db()
-        dbname = url.rsplit("/", 1)[1]
+        dbname = parse_dsn(url)["dbname"]
         # A session time zone other than UTC must not change hashes or timestamps.
         run(url, f"alter database \"{dbname}\" set timezone to 'America/Los_Angeles'")
     store = open_store(url, key=KEY)

@@ -16,7 +16,7 @@ from reconciler.errors import BusyError, PlanError, UnreachableError
 @pytest.fixture()
 def config(tmp_path: Path) -> str:
     p = tmp_path / "reconciler.yaml"
-    p.write_text("environments:\n  dev: {dsn: x}\n")
+    p.write_text("environments:\n  dev: {dsn: 'postgresql://db/app'}\n")
     return str(p)
 
 

@@ -97,7 +97,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_unknown_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    p = write(tmp_path, "environments:\n  dev: {dsn: x}\n")
+    p = write(tmp_path, "environments:\n  dev: {dsn: 'postgresql://db/app'}\n")
     assert main(["-c", str(p), "plan", "prod"]) == 1
     assert "unknown environment 'prod' (configured: dev)" in capsys.readouterr().err
 

@@ -154,6 +154,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("reconciler.store", "reconciler.inspect", "reconciler.obs"),
     ("reconciler.config", "reconciler.signing", "reconciler.principals"),
+    ("reconciler.sandbox",),
     ("reconciler.hazards", "reconciler.cron"),
     ("reconciler.db", "reconciler.status"),
     ("reconciler.model", "reconciler.errors", "reconciler.sqltext", "reconciler"),

@@ -1,0 +1,204 @@
+"""Red team: desired-state files written by an attacker (``plan`` runs on pull-request branches in CI).
+
+Each case is data: a desired-state file and the text of its refusal. Every one is refused with a
+DesiredStateError naming the file and line, either by the allow-list before anything runs, or by PostgreSQL
+because the build runs as an unprivileged role with timeouts. Afterwards the cluster has no new role, no file
+was written, and the environment's rows and schema are what they were.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reconciler.db import parse_dsn
+from reconciler.errors import DesiredStateError
+from reconciler.pgembedded import EmbeddedPostgres
+from reconciler.scratch import PREFIX
+from reconciler.service import Reconciler
+from tests.conftest import run_sql
+
+ENV = "create table users (id int primary key, name text); insert into users values (1, 'ann'), (2, 'bob');"
+MARKER = "{marker}"  # replaced by a file path in a folder anyone may write to
+ENV_DB = "{env_db}"  # replaced by the environment's database name
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    sql: str
+    refusal: str  # a regular expression the error must match
+    line: int
+
+
+ATTACKS = [
+    # -- refused by the allow-list, before anything runs --------------------------------------------------------
+    Attack(
+        "copy to program", f"create table t (id int);\ncopy t to program 'touch {MARKER}';", r"COPY is not allowed", 2
+    ),
+    Attack(
+        "copy from program",
+        f"create table t (id int);\ncopy t from program 'touch {MARKER}';",
+        r"COPY is not allowed",
+        2,
+    ),
+    Attack("create a superuser", "create role evil superuser login password 'x';", r"CREATE ROLE is not allowed", 1),
+    Attack("grant a role", "grant pg_execute_server_program to public;", r"GRANT role is not allowed", 1),
+    Attack("alter a role", "alter role current_user superuser;", r"ALTER ROLE is not allowed", 1),
+    Attack(
+        "dblink into the environment",
+        "create extension dblink;\n"
+        f"create materialized view m as select dblink_exec('dbname={ENV_DB}', 'delete from users') as r;",
+        r"extension 'dblink' is not on the allow-list",
+        1,
+    ),
+    Attack("postgres_fdw", "create extension postgres_fdw;", r"extension 'postgres_fdw' is not on the allow-list", 1),
+    Attack("alter system", f"alter system set archive_command = 'touch {MARKER}';", r"ALTER SYSTEM is not allowed", 1),
+    Attack("do block", "do $$ begin execute 'create role evil superuser'; end $$;", r"DO is not allowed", 1),
+    Attack("call", "call public.p();", r"CALL is not allowed", 1),
+    Attack("load a library", "load '/tmp/evil.so';", r"LOAD is not allowed", 1),
+    Attack(
+        "event trigger",
+        "create function f() returns event_trigger language plpgsql as $$ begin end $$;\n"
+        "create event trigger e on ddl_command_start execute function f();",
+        r"CREATE EVENT TRIGGER is not allowed",
+        2,
+    ),
+    Attack(
+        "untrusted language",
+        f"create function f() returns int language plpython3u as $$ import os; os.system('touch {MARKER}') $$;",
+        r"functions in language 'plpython3u' are not allowed",
+        1,
+    ),
+    Attack("untrusted language (C)", "create function f() returns int language c as 'libc', 'abort';", r"'c'", 1),
+    Attack("create language", "create language plperlu;", r"'plperlu' is not on the allow-list", 1),
+    Attack("select pg_sleep", "create table t (id int);\n\nselect pg_sleep(3600);", r"SELECT is not allowed", 3),
+    Attack("select set_config", "select set_config('statement_timeout', '0', false);", r"SELECT is not allowed", 1),
+    Attack("insert", "create table users (id int);\ninsert into users values (99);", r"INSERT is not allowed", 2),
+    Attack("update", "update users set name = 'x';", r"UPDATE is not allowed", 1),
+    Attack("delete", "delete from users;", r"DELETE is not allowed", 1),
+    Attack("truncate", "truncate users;", r"TRUNCATE is not allowed", 1),
+    Attack("create table as", "create table t as select 1 as x;", r"CREATE TABLE \.\.\. AS", 1),
+    Attack("set role", "set role postgres;", r"changing setting 'role' is not allowed", 1),
+    Attack("set session authorization", "set session authorization postgres;", r"'session_authorization'", 1),
+    Attack("lift the timeout", "set statement_timeout = 0;", r"changing setting 'statement_timeout'", 1),
+    Attack(
+        "lift the timeout in a function",
+        "create function f() returns int language sql set statement_timeout = 0 as 'select 1';",
+        r"changing setting 'statement_timeout'",
+        1,
+    ),
+    Attack("create database", "create database evil;", r"CREATE DATABASE is not allowed", 1),
+    Attack("foreign server", "create server s foreign data wrapper x;", r"CreateForeignServer is not allowed", 1),
+    # -- allowed statement types, refused by PostgreSQL: the build role is unprivileged ------------------------
+    Attack(
+        "copy to program from a function a materialized view runs",
+        "create function f() returns int language plpgsql as $$ begin\n"
+        f"  execute 'copy (select 1) to program ''touch {MARKER}''';\n  return 1;\nend $$;\n"
+        "create materialized view m as select f() as x;",
+        r"pg_execute_server_program|permission denied",
+        5,
+    ),
+    Attack(
+        "create a superuser from a function",
+        "create function f() returns int language plpgsql as $$ begin\n"
+        "  execute 'create role evil superuser'; return 1;\nend $$;\n"
+        "create materialized view m as select f() as x;",
+        r"must be superuser to create superusers|permission denied to create role",
+        4,
+    ),
+    Attack(
+        "write a file from a function",
+        "create function f() returns int language plpgsql as $$ begin\n"
+        f"  execute 'copy (select 1) to ''{MARKER}'''; return 1;\nend $$;\n"
+        "create materialized view m as select f() as x;",
+        r"pg_write_server_files|permission denied",
+        4,
+    ),
+    Attack(
+        "change a setting of the cluster from a function",
+        "create function f() returns int language plpgsql as $$ begin\n"
+        "  execute 'alter system set work_mem = ''1GB'''; return 1;\nend $$;\n"
+        "create materialized view m as select f() as x;",
+        r"ALTER SYSTEM cannot be executed from a function|permission denied",
+        4,
+    ),
+    Attack(
+        "read the environment through the catalog of another database",
+        f"create materialized view m as select * from {ENV_DB}.public.users;",
+        r"cross-database references are not implemented",
+        1,
+    ),
+]
+
+
+def _roles(pg: EmbeddedPostgres) -> set[str]:
+    return {r[0] for r in run_sql(pg.dsn(), "select rolname from pg_roles") if not str(r[0]).startswith(PREFIX)}
+
+
+@pytest.fixture()
+def marker_dir() -> Iterator[Path]:
+    """A folder the server's user could write to (pytest's own are 0700): a file appearing there is the attack's."""
+    d = Path(tempfile.mkdtemp(prefix="reconciler-redteam-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_an_attacking_desired_file_is_refused_and_harms_nothing(
+    attack: Attack,
+    marker_dir: Path,
+    pg_server: EmbeddedPostgres,
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    dsn = make_db(ENV)
+    env_db = parse_dsn(dsn)["dbname"]
+    marker = marker_dir / "pwned"
+    sql = attack.sql.replace(MARKER, str(marker)).replace(ENV_DB, env_db)
+    roles = _roles(pg_server)
+    rec = reconciler_for(project({"010_attack.sql": sql}, {"dev": {"dsn": dsn}}))
+    with pytest.raises(DesiredStateError, match=attack.refusal) as caught:
+        rec.plan("dev")
+    assert f"010_attack.sql:{attack.line}" in str(caught.value)
+    assert (caught.value.file, caught.value.line) == ("010_attack.sql", attack.line)
+    assert _roles(pg_server) == roles
+    assert not marker.exists()
+    assert run_sql(dsn, "select id, name from users order by id") == [(1, "ann"), (2, "bob")]
+    assert run_sql(pg_server.dsn(), "select count(*) from pg_database where datname = 'evil'") == [(0,)]
+    assert run_sql(pg_server.dsn(), "select current_setting('work_mem')") != [("1GB",)]
+    tables = "select table_name from information_schema.tables where table_schema = 'public'"
+    assert run_sql(dsn, tables) == [("users",)]
+
+
+def test_a_hanging_desired_file_times_out_naming_its_line(
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    dsn = make_db(ENV)
+    desired = "create table t (id int);\ncreate materialized view m as select 1 as x from pg_sleep(3600);\n"
+    rec = reconciler_for(
+        project(
+            {"010_slow.sql": desired},
+            {"dev": {"dsn": dsn}},
+            sandbox={"share_cluster_with_environments": True, "statement_timeout": "1s"},
+        )
+    )
+    started = time.monotonic()
+    with pytest.raises(DesiredStateError, match=r"statement timeout at 010_slow\.sql:2 .*statement_timeout 1s"):
+        rec.plan("dev")
+    assert time.monotonic() - started < 15
+    # The scratch lock is free again: the next build (of a fixed file) runs at once.
+    fixed = project({"010_slow.sql": "create table users (id int primary key, name text);\n"}, {"dev": {"dsn": dsn}})
+    started = time.monotonic()
+    assert reconciler_for(fixed).plan("dev").in_sync
+    assert time.monotonic() - started < 15
