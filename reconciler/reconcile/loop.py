@@ -127,8 +127,9 @@ def reconcile(request: Request, ctx: ReconcileContext) -> Result:
             log.exception("reconcile_crashed", error=result.error, retry_in=_secs(result))
         finally:
             done = ctx.clock()
-            _save_status(ctx, st.finish(ctx.status.get(name) or prev, _observation(result, seen, reason, done)))
+            # Metrics first: whoever sees the new status (the API) then also sees the metrics of the same pass.
             _record_metrics(ctx.metrics, name, result, seen, done, time.perf_counter() - started)
+            _save_status(ctx, st.finish(ctx.status.get(name) or prev, _observation(result, seen, reason, done)))
             _export_audit_head(ctx)
     return result
 
