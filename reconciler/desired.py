@@ -10,8 +10,14 @@ from .model import DesiredState, SqlFile
 from .sqltext import SqlSyntaxError, split_statements
 
 
+def _hidden(rel: Path) -> bool:
+    """A path below a folder or file whose name starts with a dot: skipped. A Kubernetes ConfigMap volume keeps
+    each file a second and third time under ``..data/`` and a timestamped ``..2024_...`` folder."""
+    return any(part.startswith(".") for part in rel.parts)
+
+
 def load_desired(root: str | Path) -> DesiredState:
-    """Read every ``*.sql`` file below ``root`` (subfolders included) and check its syntax.
+    """Read every ``*.sql`` file below ``root`` (subfolders included, hidden ones not) and check its syntax.
 
     The revision is a sha256 over each file's relative path and content, so renaming a file or changing a
     byte gives a new revision. A syntax error names the file and the line.
@@ -20,7 +26,10 @@ def load_desired(root: str | Path) -> DesiredState:
     if not base.is_dir():
         what = "is not a folder" if base.exists() else "does not exist"
         raise DesiredStateError(f"reading desired state: {base} {what}")
-    paths = sorted((p for p in base.rglob("*.sql") if p.is_file()), key=lambda p: p.relative_to(base).as_posix())
+    paths = sorted(
+        (p for p in base.rglob("*.sql") if p.is_file() and not _hidden(p.relative_to(base))),
+        key=lambda p: p.relative_to(base).as_posix(),
+    )
     if not paths:
         raise DesiredStateError(f"reading desired state: no *.sql files in {base}")
     digest = hashlib.sha256()
