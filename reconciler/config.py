@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from pydantic import (
 )
 
 from .cron import CronError, parse_cron
-from .errors import ConfigError
+from .errors import ConfigError, ReconcilerError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -288,6 +289,41 @@ class ServerConfig(_Model):
     read_requires_token: bool = False
 
 
+class FleetDiscovery(_Model):
+    """A query whose first column lists a fleet's names, run on ``dsn`` when the configuration is loaded."""
+
+    dsn: str
+    query: str = Field(min_length=1)
+    connect_timeout: Duration = timedelta(seconds=10)
+
+
+class FleetConfig(_Model):
+    """Environments generated from a template: one per name, for teams with a database per tenant.
+
+    The names come from ``names`` or from ``discover``; each name's DSN is ``dsn`` with ``{name}`` replaced by the
+    name; its settings are ``template`` (any environment key but ``dsn``) with ``overrides[name]`` on top. Each
+    generated environment is named after its tenant: that name is its ``environment`` label in metrics.
+    """
+
+    names: tuple[str, ...] = ()
+    discover: FleetDiscovery | None = None
+    dsn: str
+    template: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FleetConfig:
+        if bool(self.names) == (self.discover is not None):
+            raise ValueError("give exactly one of names or discover")
+        if "{name}" not in self.dsn:
+            raise ValueError("dsn must contain {name}, replaced by each tenant's name")
+        if "dsn" in self.template or any("dsn" in o for o in self.overrides.values()):
+            raise ValueError("the DSN comes from the fleet's dsn template, not from template or overrides")
+        if self.names and (unknown := sorted(set(self.overrides) - set(self.names))):
+            raise ValueError(f"overrides for names not in the fleet: {', '.join(unknown)}")
+        return self
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -298,6 +334,7 @@ class Config(_Model):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    fleets: dict[str, FleetConfig] = Field(default_factory=dict)
 
     # Set by the loader, not by the file.
     source: str = Field(default="", exclude=True)
@@ -400,6 +437,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             msg = "unknown key"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{msg}{more}", path=shown, key=_keypath(tuple(first["loc"]))) from exc
+    cfg = with_fleets(cfg, shown)
     _check_token_environments(cfg, shown)
     return _with_paths_resolved(cfg, p.resolve().parent, shown)
 
@@ -436,3 +474,54 @@ def _with_paths_resolved(cfg: Config, base: Path, shown: str) -> Config:
             "source": shown,
         }
     )
+
+
+# -- fleets -------------------------------------------------------------------------------------------------
+def with_fleets(cfg: Config, shown: str, discover: Callable[[FleetDiscovery, str], list[str]] | None = None) -> Config:
+    """``cfg`` with every fleet's environments added to ``environments``. A name must be a valid environment name
+    that no other environment or fleet has: a discovered name is what a database server says, so a name that is
+    not one (or a DSN template it would break out of) is an error naming the fleet, never a stray DSN."""
+    if not cfg.fleets:
+        return cfg
+    envs = dict(cfg.environments)
+    for fleet_name, fleet in cfg.fleets.items():
+        key = f"fleets.{fleet_name}"
+        names = list(fleet.names)
+        if fleet.discover is not None:
+            try:
+                names = (discover or _discover)(fleet.discover, key)
+            except ReconcilerError as exc:
+                raise ConfigError(str(exc), path=shown, key=key + ".discover") from exc
+        for name in names:
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ConfigError(
+                    f"{name!r} is not an environment name (lower-case letters, digits, '-' or '_')", path=shown, key=key
+                )
+            if name in envs:
+                raise ConfigError(f"environment {name!r} is defined twice", path=shown, key=key)
+            envs[name] = _fleet_environment(fleet, name, shown, key)
+    return cfg.model_copy(update={"environments": envs})
+
+
+def _fleet_environment(fleet: FleetConfig, name: str, shown: str, key: str) -> EnvironmentConfig:
+    data = {**fleet.template, **fleet.overrides.get(name, {}), "dsn": fleet.dsn.replace("{name}", name)}
+    try:
+        return EnvironmentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        where = f"overrides.{name}" if first["loc"] and first["loc"][0] in fleet.overrides.get(name, {}) else "template"
+        raise ConfigError(msg, path=shown, key=f"{key}.{where}.{_keypath(tuple(first['loc']))}") from exc
+
+
+def _discover(discovery: FleetDiscovery, key: str) -> list[str]:
+    """The names a fleet's discovery query lists (first column, in the order returned)."""
+    from .db import connect, database_errors
+
+    what = f"discovering the names of {key}"
+    with (
+        database_errors(what),
+        connect(discovery.dsn, what=what, connect_timeout=discovery.connect_timeout, autocommit=True) as conn,
+    ):
+        rows = conn.execute(discovery.query.encode()).fetchall()
+    return [row[0] for row in rows]
