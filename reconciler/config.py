@@ -253,6 +253,8 @@ class DaemonConfig(_Model):
     grace_period: Duration = timedelta(seconds=30)
     jitter: float = Field(default=0.1, ge=0.0, le=1.0)
     watch_interval: Duration = timedelta(seconds=5)
+    # Several replicas on one PostgreSQL store split the environments (advisory locks, rendezvous hashing).
+    sharding: bool = False
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DaemonConfig:
