@@ -279,6 +279,8 @@ def test_prod_runs_three_replicas_and_keeps_two_through_a_drain() -> None:
     assert one(docs, "Deployment")["spec"]["replicas"] == 3
     pdb = one(docs, "PodDisruptionBudget")["spec"]
     assert pdb["minAvailable"] == 2 and "maxUnavailable" not in pdb
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["reconciler.yaml"])
+    assert config["daemon"]["sharding"] is True and config["state"].startswith("${")
     assert one(rendered("dev"), "Deployment")["spec"]["replicas"] == 1
 
 
