@@ -51,3 +51,20 @@ def load_desired(root: str | Path) -> DesiredState:
         digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         files.append(SqlFile(path=rel, text=text))
     return DesiredState(root=str(base), files=tuple(files), revision=digest.hexdigest())
+
+
+def desired_signature(root: str | Path) -> tuple[tuple[str, int, int, int], ...]:
+    """What :func:`load_desired` would read, by file: relative path, inode, size and modification time (no file is
+    read). Equal signatures mean the same files, unchanged, so a caller may keep the revision it loaded."""
+    base = Path(root)
+    out: list[tuple[str, int, int, int]] = []
+    for p in base.rglob("*.sql"):
+        rel = p.relative_to(base)
+        if _hidden(rel):
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((rel.as_posix(), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))

@@ -9,6 +9,7 @@ stall the environment, anything unexpected is an ``InternalError`` of this envir
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ import structlog
 
 from .. import status as st
 from ..db import connect, redact
+from ..desired import desired_signature
 from ..errors import ReconcilerError, TerminalError, UnreachableError
 from ..model import DesiredState, PlanStatus, Severity, Statement
 from ..obs.metrics import NO_HAZARD, Metrics
@@ -61,6 +63,21 @@ class ReconcileContext:
     metrics: Metrics
     status: StatusBoard
     clock: Callable[[], datetime] = field(default=utcnow)
+    _desired: tuple[tuple[tuple[str, int, int, int], ...], DesiredState] | None = field(default=None, repr=False)
+    _desired_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load_desired(self) -> DesiredState:
+        """The desired state, read and syntax-checked again only when its files changed (path, inode, size or
+        modification time): a pass over an unchanged desired state does not parse it again."""
+        folder = self.reconciler.config.desired_state
+        signature = desired_signature(folder)
+        with self._desired_lock:
+            if self._desired is not None and self._desired[0] == signature:
+                return self._desired[1]
+        desired = self.reconciler.load_desired()
+        with self._desired_lock:
+            self._desired = (signature, desired)
+        return desired
 
 
 @dataclass
@@ -161,7 +178,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
     rec = ctx.reconciler
     target = rec.target(name)  # resolved once for the pass
     env = target.env
-    desired = rec.load_desired()
+    desired = ctx.load_desired()
     seen.revision = desired.revision
     structlog.contextvars.bind_contextvars(revision=desired.short_revision)
     ctx.metrics.set_desired_revision(desired.revision)
