@@ -144,7 +144,7 @@ def time_one_reconcile_vs_migra(config_path: Path, env: str, runs: int) -> dict[
         first = reconcile(Request(env), ctx)  # builds and inspects the desired state once, as the daemon does
         assert first.outcome is Outcome.SUCCESS, first
         built = rec.scratch.build_desired(rec.load_desired())
-        env_dsn = rec.env_dsn(env)
+        env_dsn = rec.target(env).dsn
 
         def raw_migra() -> None:
             with (

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import stat
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ from pydantic import (
 
 from .cron import CronError, parse_cron
 from .db import SECRET_KEYS, dsn_problem, parse_dsn
-from .errors import ConfigError
+from .errors import ConfigError, ReconcilerError
 
 log = structlog.get_logger("reconciler.config")
 
@@ -268,6 +269,8 @@ class DaemonConfig(_Model):
     grace_period: Duration = timedelta(seconds=30)
     jitter: float = Field(default=0.1, ge=0.0, le=1.0)
     watch_interval: Duration = timedelta(seconds=5)
+    # Several replicas on one PostgreSQL store split the environments (advisory locks, rendezvous hashing).
+    sharding: bool = False
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DaemonConfig:
@@ -383,6 +386,41 @@ class SandboxConfig(_Model):
         return v
 
 
+class FleetDiscovery(_Model):
+    """A query whose first column lists a fleet's names, run on ``dsn`` when the configuration is loaded."""
+
+    dsn: str
+    query: str = Field(min_length=1)
+    connect_timeout: Duration = timedelta(seconds=10)
+
+
+class FleetConfig(_Model):
+    """Environments generated from a template: one per name, for teams with a database per tenant.
+
+    The names come from ``names`` or from ``discover``; each name's DSN is ``dsn`` with ``{name}`` replaced by the
+    name; its settings are ``template`` (any environment key but ``dsn``) with ``overrides[name]`` on top. Each
+    generated environment is named after its tenant: that name is its ``environment`` label in metrics.
+    """
+
+    names: tuple[str, ...] = ()
+    discover: FleetDiscovery | None = None
+    dsn: str
+    template: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FleetConfig:
+        if bool(self.names) == (self.discover is not None):
+            raise ValueError("give exactly one of names or discover")
+        if "{name}" not in self.dsn:
+            raise ValueError("dsn must contain {name}, replaced by each tenant's name")
+        if "dsn" in self.template or any("dsn" in o for o in self.overrides.values()):
+            raise ValueError("the DSN comes from the fleet's dsn template, not from template or overrides")
+        if self.names and (unknown := sorted(set(self.overrides) - set(self.names))):
+            raise ValueError(f"overrides for names not in the fleet: {', '.join(unknown)}")
+        return self
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -400,6 +438,7 @@ class Config(_Model):
     policy_tests: str = "policy-tests"
     docs: str = "docs/DATABASE.md"
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    fleets: dict[str, FleetConfig] = Field(default_factory=dict)
 
     # Set by the loader, not by the file.
     source: str = Field(default="", exclude=True)
@@ -511,6 +550,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             msg = "unknown key"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{msg}{more}", path=shown, key=_keypath(tuple(first["loc"]))) from exc
+    cfg = with_fleets(cfg, shown)
     _check_token_environments(cfg, shown)
     _check_dsns(cfg, shown)
     resolved = _with_paths_resolved(cfg, p.resolve().parent, shown)
@@ -600,3 +640,54 @@ def _source_resolved(base: Path, source: DesiredSource) -> DesiredSource:
     if isinstance(source, CommandSource):
         return source.model_copy(update={"cwd": _resolve(base, source.cwd or ".")})
     return source.model_copy(update={"path": _resolve(base, source.path or ".")})
+
+
+# -- fleets -------------------------------------------------------------------------------------------------
+def with_fleets(cfg: Config, shown: str, discover: Callable[[FleetDiscovery, str], list[str]] | None = None) -> Config:
+    """``cfg`` with every fleet's environments added to ``environments``. A name must be a valid environment name
+    that no other environment or fleet has: a discovered name is what a database server says, so a name that is
+    not one (or a DSN template it would break out of) is an error naming the fleet, never a stray DSN."""
+    if not cfg.fleets:
+        return cfg
+    envs = dict(cfg.environments)
+    for fleet_name, fleet in cfg.fleets.items():
+        key = f"fleets.{fleet_name}"
+        names = list(fleet.names)
+        if fleet.discover is not None:
+            try:
+                names = (discover or _discover)(fleet.discover, key)
+            except ReconcilerError as exc:
+                raise ConfigError(str(exc), path=shown, key=key + ".discover") from exc
+        for name in names:
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ConfigError(
+                    f"{name!r} is not an environment name (lower-case letters, digits, '-' or '_')", path=shown, key=key
+                )
+            if name in envs:
+                raise ConfigError(f"environment {name!r} is defined twice", path=shown, key=key)
+            envs[name] = _fleet_environment(fleet, name, shown, key)
+    return cfg.model_copy(update={"environments": envs})
+
+
+def _fleet_environment(fleet: FleetConfig, name: str, shown: str, key: str) -> EnvironmentConfig:
+    data = {**fleet.template, **fleet.overrides.get(name, {}), "dsn": fleet.dsn.replace("{name}", name)}
+    try:
+        return EnvironmentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        where = f"overrides.{name}" if first["loc"] and first["loc"][0] in fleet.overrides.get(name, {}) else "template"
+        raise ConfigError(msg, path=shown, key=f"{key}.{where}.{_keypath(tuple(first['loc']))}") from exc
+
+
+def _discover(discovery: FleetDiscovery, key: str) -> list[str]:
+    """The names a fleet's discovery query lists (first column, in the order returned)."""
+    from .db import connect, database_errors
+
+    what = f"discovering the names of {key}"
+    with (
+        database_errors(what),
+        connect(discovery.dsn, what=what, connect_timeout=discovery.connect_timeout, autocommit=True) as conn,
+    ):
+        rows = conn.execute(discovery.query.encode()).fetchall()
+    return [row[0] for row in rows]

@@ -10,8 +10,14 @@ from .model import DesiredState, SqlFile
 from .sqltext import SqlSyntaxError, split_statements
 
 
+def _hidden(rel: Path) -> bool:
+    """A path below a folder or file whose name starts with a dot: skipped. A Kubernetes ConfigMap volume keeps
+    each file a second and third time under ``..data/`` and a timestamped ``..2024_...`` folder."""
+    return any(part.startswith(".") for part in rel.parts)
+
+
 def load_desired(root: str | Path) -> DesiredState:
-    """Read every ``*.sql`` file below ``root`` (subfolders included) and check its syntax.
+    """Read every ``*.sql`` file below ``root`` (subfolders included, hidden ones not) and check its syntax.
 
     The revision is a sha256 over each file's relative path and content, so renaming a file or changing a
     byte gives a new revision. A syntax error names the file and the line.
@@ -20,7 +26,10 @@ def load_desired(root: str | Path) -> DesiredState:
     if not base.is_dir():
         what = "is not a folder" if base.exists() else "does not exist"
         raise DesiredStateError(f"reading desired state: {base} {what}")
-    paths = sorted((p for p in base.rglob("*.sql") if p.is_file()), key=lambda p: p.relative_to(base).as_posix())
+    paths = sorted(
+        (p for p in base.rglob("*.sql") if p.is_file() and not _hidden(p.relative_to(base))),
+        key=lambda p: p.relative_to(base).as_posix(),
+    )
     if not paths:
         raise DesiredStateError(f"reading desired state: no *.sql files in {base}")
     digest = hashlib.sha256()
@@ -42,3 +51,20 @@ def load_desired(root: str | Path) -> DesiredState:
         digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         files.append(SqlFile(path=rel, text=text))
     return DesiredState(root=str(base), files=tuple(files), revision=digest.hexdigest())
+
+
+def desired_signature(root: str | Path) -> tuple[tuple[str, int, int, int], ...]:
+    """What :func:`load_desired` would read, by file: relative path, inode, size and modification time (no file is
+    read). Equal signatures mean the same files, unchanged, so a caller may keep the revision it loaded."""
+    base = Path(root)
+    out: list[tuple[str, int, int, int]] = []
+    for p in base.rglob("*.sql"):
+        rel = p.relative_to(base)
+        if _hidden(rel):
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((rel.as_posix(), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))

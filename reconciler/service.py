@@ -100,6 +100,13 @@ class Reconciler:
         return resolve(self.config, name, lambda dbname: self.embedded.dsn(dbname))
 
     def pg_dump(self) -> Path:
+        """pg_dump for vetting clones: of ``embedded.bin_dir`` if set, else of the scratch server's major version
+        (``/usr/lib/postgresql/MAJOR/bin``, where Debian's client packages and the container image put it), else the
+        embedded server's."""
+        if not self.config.embedded.bin_dir:
+            same_major = Path(f"/usr/lib/postgresql/{self.scratch.major_version}/bin/pg_dump")
+            if same_major.exists():
+                return same_major
         return find_bin_dir(self.config.embedded.bin_dir) / "pg_dump"
 
     def load_desired(self) -> DesiredState:

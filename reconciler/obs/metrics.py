@@ -120,6 +120,7 @@ class Metrics:
             "promotion_waiting",
             "1 while the desired revision waits for an earlier environment of the promotion order to converge on it",
         )
+        self._add_scale_metrics(r)
         self.desired_revision = Info(
             f"{PREFIX}desired_revision",
             "The desired-state revision (sha256 of the files) the daemon reconciles towards",
@@ -174,6 +175,42 @@ class Metrics:
             registry=r,
         )
 
+    def _add_scale_metrics(self, r: CollectorRegistry) -> None:
+        """The fast path, and which replica owns which environment when several share the store."""
+        self.fast_path = Counter(
+            f"{PREFIX}fast_path_passes",
+            "Passes that found the schema fingerprint unchanged since the environment was last in sync at this "
+            "desired revision, and skipped inspection and diff",
+            ["environment"],
+            registry=r,
+        )
+        self.owned = _env_gauge(
+            r,
+            "environment_owned",
+            "1 for each environment this replica owns (holds its advisory lock on the store); absent otherwise",
+        )
+        self.replicas_live = Gauge(
+            f"{PREFIX}replicas_live", "Replicas registered on the shared store, this one included", registry=r
+        )
+        self.share_held = Gauge(
+            f"{PREFIX}replica_share_held",
+            "1 when this replica holds every environment that rendezvous hashing gives it, else 0",
+            registry=r,
+        )
+
+    def count_fast_path(self, environment: str) -> None:
+        self.fast_path.labels(environment).inc()
+
+    def set_owned(self, environment: str, owned: bool) -> None:
+        if owned:
+            self.owned.labels(environment).set(1)
+        else:
+            _remove(self.owned, environment)
+
+    def set_replicas(self, live: int, share_held: bool) -> None:
+        self.replicas_live.set(live)
+        self.share_held.set(1 if share_held else 0)
+
     def add_environment(self, environment: str, *, suspended: bool) -> None:
         """Create every series of ``environment`` so that rates and absences are well defined from the start."""
         for outcome in OUTCOMES:
@@ -209,6 +246,8 @@ class Metrics:
         ):
             _remove(g, environment)
         self._oldest_pending.remove(environment)
+        _remove(self.fast_path, environment)
+        _remove(self.owned, environment)
 
     # -- observations -------------------------------------------------------------------------------
     def observe_phase(self, environment: str, phase: str, seconds: float) -> None:

@@ -202,6 +202,12 @@ class Controller:
             state = self._envs.get(name)
             return state is not None and self._stalled(name, state)
 
+    def is_running(self, name: str) -> bool:
+        """Whether a pass of ``name`` runs now."""
+        with self._lock:
+            state = self._envs.get(name)
+            return state is not None and state.running
+
     def next_run(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(_job_id(name))
         return job.next_run_time if job is not None else None

@@ -40,7 +40,8 @@ from ..windows import window_open
 from .board import StatusBoard
 from .controller import Controller
 from .loop import ReconcileContext, reconcile
-from .result import Request, Result
+from .result import Outcome, Request, Result
+from .sharding import Sharder, libpq_url
 
 log = structlog.get_logger("reconciler.daemon")
 
@@ -95,6 +96,7 @@ class Daemon:
         self._stop_requested = threading.Event()
         self._abort = threading.Event()
         self._closed = False
+        self.sharder = self._make_sharder()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -121,6 +123,7 @@ class Daemon:
             self._desired_marker = self._read_desired_marker()
             self._config_digest = self._read_config_digest()
             self._load_statuses()
+            self._first_share()
             self.http.start()
             self.controller.start()
         except BaseException:
@@ -178,6 +181,8 @@ class Daemon:
         self._closed = True
         if self.http is not None:
             self.http.stop()
+        if self.sharder is not None:
+            self.sharder.close()  # the other replicas take this one's environments over at once
         try:
             # Stopping the embedded server (fast mode) also ends what is still running on it, rolling it back.
             self.reconciler.close()
@@ -216,6 +221,9 @@ class Daemon:
 
     # -- reconciling --------------------------------------------------------------------------------
     def _reconcile(self, name: str) -> Result:
+        if self.sharder is not None and not self.sharder.owns(name):
+            # Another replica owns it; this job only keeps its place in the schedule.
+            return Result(Outcome.SUCCESS, self.config.environment(name).interval)
         return reconcile(Request(name), self.context)
 
     def reconcile_now(self, name: str) -> bool:
@@ -237,6 +245,7 @@ class Daemon:
             return None
 
     def _watch(self) -> None:
+        self._rebalance()
         marker = self._read_desired_marker()
         if marker != self._desired_marker:
             self._desired_marker = marker
@@ -335,7 +344,10 @@ class Daemon:
             store_ok = True
         except Exception:
             store_ok = False
-        return {"config_loaded": True, "store_reachable": store_ok, "scheduler_running": self.controller.running}
+        checks = {"config_loaded": True, "store_reachable": store_ok, "scheduler_running": self.controller.running}
+        if self.sharder is not None:
+            checks["holds_share"] = self.sharder.holds_share()
+        return checks
 
     # -- the page's backend -------------------------------------------------------------------------
     def approvals_required(self, environment: str) -> int:
@@ -359,3 +371,49 @@ class Daemon:
         except ReconcilerError as exc:
             log.warning("row_count_failed", environment=plan.environment, error=str(exc))
             return {n: (t.rows, False) for n, t in figures.items()}
+
+    # -- several replicas ---------------------------------------------------------------------------
+    def _make_sharder(self) -> Sharder | None:
+        if not self.config.daemon.sharding:
+            return None
+        url = libpq_url(self.config.state)
+        if url is None:
+            raise ConfigError(
+                "sharding needs a PostgreSQL state store (state: postgresql://...)",
+                path=self.config.source,
+                key="daemon.sharding",
+            )
+        return Sharder(
+            url, running=self.controller.is_running, on_gained=self._environment_gained, on_lost=self._environment_lost
+        )
+
+    def _first_share(self) -> None:
+        """Take this replica's share before scheduling; drop the series of environments it does not own."""
+        if self.sharder is None:
+            return
+        self._rebalance()
+        for name in self.config.environments:
+            if not self.sharder.owns(name):
+                self.metrics.remove_environment(name)
+
+    def _rebalance(self) -> None:
+        if self.sharder is None:
+            return
+        share = self.sharder.tick(self.config.environments)
+        self.metrics.set_replicas(len(share.replicas), self.sharder.holds_share())
+
+    def _environment_gained(self, name: str) -> None:
+        """Taken over: its status as the previous owner left it, its series, and a pass now."""
+        env = self.config.environments.get(name)
+        if env is None:
+            return
+        stored = self.reconciler.store.load_status(name)
+        if stored is not None:
+            self.status.put(stored)
+        self.metrics.add_environment(name, suspended=env.suspend)
+        self.metrics.set_stalled(name, self.status.ensure(name, _utcnow()).stalled)
+        self.metrics.set_owned(name, True)
+        self.controller.trigger(name, "environment_taken")
+
+    def _environment_lost(self, name: str) -> None:
+        self.metrics.remove_environment(name)

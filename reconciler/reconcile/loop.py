@@ -9,6 +9,7 @@ stall the environment, anything unexpected is an ``InternalError`` of this envir
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,10 +21,12 @@ import structlog
 
 from .. import status as st
 from ..db import connect, redact
+from ..desired import desired_signature
 from ..errors import BusyError, ReconcilerError, TerminalError, UnreachableError
 from ..model import DesiredState, PlanStatus, Severity, Statement
 from ..obs.metrics import NO_HAZARD, Metrics
 from ..obs.phases import observing
+from ..planning import read_fingerprint
 from ..promotion import waiting_for
 from ..service import Reconciler
 from ..target import Target
@@ -61,6 +64,23 @@ class ReconcileContext:
     metrics: Metrics
     status: StatusBoard
     clock: Callable[[], datetime] = field(default=utcnow)
+    _desired: tuple[tuple[tuple[str, int, int, int], ...], DesiredState] | None = field(default=None, repr=False)
+    _desired_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def load_desired(self) -> DesiredState:
+        """The desired state, read and syntax-checked again only when its files changed (path, inode, size or
+        modification time): a pass over an unchanged desired state does not parse it again."""
+        folder = self.reconciler.config.desired_state
+        if not isinstance(folder, str):  # a command or SQLAlchemy source: produced afresh each time
+            return self.reconciler.load_desired()
+        signature = desired_signature(folder)
+        with self._desired_lock:
+            if self._desired is not None and self._desired[0] == signature:
+                return self._desired[1]
+        desired = self.reconciler.load_desired()
+        with self._desired_lock:
+            self._desired = (signature, desired)
+        return desired
 
 
 @dataclass
@@ -176,7 +196,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
     rec = ctx.reconciler
     target = rec.target(name)  # resolved once for the pass
     env = target.env
-    desired = rec.load_desired()
+    desired = ctx.load_desired()
     seen.revision = desired.revision
     structlog.contextvars.bind_contextvars(revision=desired.short_revision)
     ctx.metrics.set_desired_revision(desired.revision)
@@ -196,7 +216,9 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.blocked = st.Reason.AWAITING_PROMOTION
         seen.notes = (waiting,)
 
-    remaining = _measure(target, ctx, desired, seen)
+    remaining = (
+        () if _unchanged_since_in_sync(target, ctx, desired, prev, seen) else _measure(target, ctx, desired, seen)
+    )
     seen.drifted = bool(remaining)
     seen.pending = kinds(remaining)
 
@@ -223,6 +245,27 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         blocked=seen.blocked.value if seen.blocked else None,
     )
     return Result(outcome, requeue)
+
+
+def _unchanged_since_in_sync(
+    target: Target, ctx: ReconcileContext, desired: DesiredState, prev: st.EnvironmentStatus, seen: _Seen
+) -> bool:
+    """The fast path: the environment's schema fingerprint (one catalog query) is the one it last converged with,
+    for this desired revision, and no plan of it waits or is approved: it is in sync, without inspecting or
+    diffing. The fingerprint covers every managed object (see :mod:`reconciler.inspect`), so any change to the
+    schema, by anyone, takes the full pass."""
+    if not prev.fingerprint or prev.last_applied_revision != desired.revision:
+        return False
+    store = ctx.reconciler.store
+    if store.list_plans(target.name, PlanStatus.PENDING) or store.list_plans(target.name, PlanStatus.APPROVED):
+        return False
+    now = read_fingerprint(target)
+    seen.reachable = True
+    if now != prev.fingerprint:
+        return False
+    seen.fingerprint = now
+    ctx.metrics.count_fast_path(target.name)
+    return True
 
 
 def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen: _Seen) -> tuple[Statement, ...]:

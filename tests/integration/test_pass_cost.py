@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from reconciler.db import connections_opened, parse_dsn
@@ -32,6 +33,10 @@ def test_an_in_sync_pass_plans_once_and_opens_few_connections(
     rec = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
     ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # warms the desired build up
+    # The full path: without a fingerprint from the last convergence the fast path cannot apply.
+    status = ctx.status.get("dev")
+    assert status is not None
+    ctx.status.put(replace(status, fingerprint=None))
     dbname = parse_dsn(dsn)["dbname"]
     before = connections_opened().get(dbname, 0)
     result = reconcile(Request("dev"), ctx)
@@ -41,3 +46,69 @@ def test_an_in_sync_pass_plans_once_and_opens_few_connections(
     assert 1 <= opened <= MAX_ENV_CONNECTIONS, opened
     stored = rec.store.load_status("dev")
     assert stored is not None and stored.fingerprint and stored.consecutive_failures == 0
+
+
+def plans_queued(rec: Reconciler) -> int:
+    return len(rec.store.list_plans("dev"))
+
+
+def fast_passes(ctx: ReconcileContext) -> float | None:
+    name = "schema_reconciler_fast_path_passes_total"
+    return ctx.metrics.registry.get_sample_value(name, {"environment": "dev"})
+
+
+def test_an_unchanged_environment_takes_the_fast_path_one_connection_and_no_plan(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    dsn = make_db(SCHEMA)
+    rec = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
+    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # converges: fingerprint and revision kept
+    dbname = parse_dsn(dsn)["dbname"]
+    before = connections_opened().get(dbname, 0)
+    for _ in range(3):
+        assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
+    assert connections_opened().get(dbname, 0) - before == 3  # one fingerprint query per pass
+    assert diffs(ctx) == 1  # only the first pass planned
+    assert fast_passes(ctx) == 3
+    assert ctx.metrics.registry.get_sample_value("schema_reconciler_drift", {"environment": "dev"}) == 0
+
+
+def test_a_changed_schema_leaves_the_fast_path_and_is_reconciled(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    from reconciler.db import connect
+
+    dsn = make_db(SCHEMA)
+    rec = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
+    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
+    with connect(dsn, what="dropping the index by hand", autocommit=True) as conn:
+        conn.execute("drop index t_v")
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # the index is built again
+    assert rec.plan("dev").in_sync
+    assert not fast_passes(ctx)
+    # A pass that applied keeps no fingerprint (the schema changed under it): the next one measures in full
+    # and records it, the one after takes the fast path.
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
+    planned = diffs(ctx)
+    assert not fast_passes(ctx)
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
+    assert diffs(ctx) == planned and fast_passes(ctx) == 1
+
+
+def test_a_new_desired_revision_leaves_the_fast_path(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    dsn = make_db(SCHEMA)
+    root = project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}})
+    rec = reconciler_for(root)
+    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
+    (Path(rec.config.desired_state) / "020.sql").write_text("create table u (id int primary key);\n")
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # creates u
+    assert not fast_passes(ctx) and plans_queued(rec) == 0
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # measures in full after the apply
+    planned = diffs(ctx)
+    assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
+    assert diffs(ctx) == planned and fast_passes(ctx) == 1

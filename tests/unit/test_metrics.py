@@ -35,6 +35,9 @@ def populated() -> Metrics:
     m.set_success("dev", 1.0)
     m.set_window_open("dev", True)
     m.set_desired_revision("a" * 64)
+    m.count_fast_path("dev")
+    m.set_owned("dev", True)
+    m.set_replicas(3, True)
     return m
 
 

@@ -1,0 +1,147 @@
+"""Fleet sweep: one daemon pass over N in-sync environments of T tables, against a naive migra diff of each.
+
+Starts an embedded PostgreSQL in a temporary folder, builds the desired schema (T tables with indexes, a view and
+a foreign key each ten tables) in one database and clones it N times (``CREATE DATABASE ... TEMPLATE``). Each
+environment is reconciled once (the full pass: it converges and records its fingerprint), then measured in this
+one run, side by side:
+
+* sweep: one ``reconcile()`` pass over every environment (the fast path: one fingerprint query each), per env;
+* naive: what a script would do per environment: inspect it and the desired database with schemainspect and diff
+  them with migra (median over a sample of environments);
+* fingerprint: one schema fingerprint query (median over the environments).
+
+Prints the ratios naive / sweep (the issue's floor: at least 20x) and sweep / fingerprint (at most 2x).
+
+    .venv/bin/python benchmarks/bench_fleet.py [--environments 100] [--tables 200] [--sample 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import psycopg
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reconciler.config import load_config
+from reconciler.obs.logging import configure_logging
+from reconciler.obs.metrics import Metrics
+from reconciler.pgembedded import EmbeddedPostgres
+from reconciler.planning import read_fingerprint
+from reconciler.reconcile.board import StatusBoard
+from reconciler.reconcile.loop import ReconcileContext, reconcile
+from reconciler.reconcile.result import Outcome, Request
+from reconciler.service import Reconciler
+
+
+def schema(tables: int) -> str:
+    out = []
+    for i in range(tables):
+        fk = f", parent_id int references t{i - 1} (id)" if i % 10 == 9 else ""
+        out.append(
+            f"create table t{i} (id int primary key, name text not null, amount numeric(12,2), "
+            f"created_at timestamptz not null default now(){fk});\n"
+            f"create index t{i}_name on t{i} (name);\n"
+        )
+        if i % 10 == 0:
+            out.append(f"create view v{i} as select id, name from t{i} where amount > 0;\n")
+    return "".join(out)
+
+
+def naive_diff(env_dsn: str, desired_dsn: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from migra import Migration
+        from sqlbag import S
+    with (
+        S("postgresql+psycopg://", creator=lambda: psycopg.connect(env_dsn)) as s_env,
+        S("postgresql+psycopg://", creator=lambda: psycopg.connect(desired_dsn)) as s_want,
+    ):
+        m = Migration(s_env, s_want)
+        m.set_safety(False)
+        m.add_all_changes()
+        assert not m.statements, m.sql
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--environments", type=int, default=100)
+    ap.add_argument("--tables", type=int, default=200)
+    ap.add_argument("--sample", type=int, default=5)
+    args = ap.parse_args()
+    configure_logging("error")
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        root = Path(tmp)
+        pg = EmbeddedPostgres(root / "pg").start()
+        try:
+            return run(pg, root, args.environments, args.tables, args.sample)
+        finally:
+            pg.stop()
+
+
+def run(pg: EmbeddedPostgres, root: Path, n: int, tables: int, sample: int) -> int:
+    sql = schema(tables)
+    (root / "desired").mkdir()
+    (root / "desired" / "010.sql").write_text(sql)
+    pg.create_database("fleet_template")
+    with psycopg.connect(pg.dsn("fleet_template"), autocommit=True) as conn:
+        conn.execute(sql.encode())
+    names = [f"tenant{i:03d}" for i in range(n)]
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"create database {name} template fleet_template".encode())
+    config = {
+        "desired_state": str(root / "desired"),
+        "scratch": pg.dsn("postgres"),
+        "state": f"sqlite:///{root}/state.db",
+        "embedded": {"data_dir": str(pg.data_dir)},
+        "fleets": {"tenants": {"names": names, "dsn": pg.dsn("{name}")}},
+    }
+    (root / "reconciler.yaml").write_text(yaml.safe_dump(config))
+    rec = Reconciler(load_config(root / "reconciler.yaml"))
+    try:
+        ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+        t0 = time.perf_counter()
+        for name in names:
+            assert reconcile(Request(name), ctx).outcome is Outcome.SUCCESS
+        first = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()
+        for name in names:
+            assert reconcile(Request(name), ctx).outcome is Outcome.SUCCESS
+        sweep = (time.perf_counter() - t0) / n
+        fast = sum(
+            ctx.metrics.registry.get_sample_value("schema_reconciler_fast_path_passes_total", {"environment": name})
+            or 0
+            for name in names
+        )
+        fingerprint = statistics.median(_timed(lambda nm=nm: read_fingerprint(rec.target(nm))) for nm in names)
+        desired = pg.dsn("fleet_template")
+        naive = statistics.median(_timed(lambda nm=nm: naive_diff(pg.dsn(nm), desired)) for nm in names[:sample])
+    finally:
+        rec.close()
+    print(f"fleet sweep: {n} in-sync environments of {tables} tables")
+    print(f"  first (full) pass per environment:   {first * 1000:8.1f} ms")
+    print(f"  sweep pass per environment:           {sweep * 1000:8.1f} ms  ({fast:.0f}/{n} on the fast path)")
+    print(f"  one fingerprint query:                {fingerprint * 1000:8.1f} ms")
+    print(f"  naive migra diff per environment:     {naive * 1000:8.1f} ms  (median of {sample})")
+    print(f"  naive / sweep:       {naive / sweep:6.1f}x  (floor: >= 20x)")
+    print(f"  sweep / fingerprint: {sweep / fingerprint:6.2f}x  (floor: <= 2x)")
+    return 0
+
+
+def _timed(fn: object) -> float:
+    assert callable(fn)
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
