@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from conftest import run_sql
 
 from reconciler.cli import main
+from reconciler.db import parse_dsn
 from reconciler.errors import BusyError, ReconcilerError
 from reconciler.obs.metrics import Metrics
 from reconciler.pgembedded import EmbeddedPostgres
@@ -81,7 +82,7 @@ def _another_database(make_db: Callable[..., str], pg: EmbeddedPostgres, dsn: st
 
 
 def _same_name_recreated(make_db: Callable[..., str], pg: EmbeddedPostgres, dsn: str) -> str:
-    name = dsn.rsplit("/", 1)[1]
+    name = parse_dsn(dsn)["dbname"]
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute(f'drop database "{name}" with (force)'.encode())
     return make_db(CURRENT, name=name)

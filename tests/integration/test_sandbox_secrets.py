@@ -74,7 +74,7 @@ def test_the_clone_leaves_out_foreign_servers_and_user_mappings(
 
 def test_the_state_store_is_private(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/state/state.db"
-    open_store(url).close()
+    open_store(url, key=b"k" * 32).close()
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "state" / "state.db").stat().st_mode) == 0o600
 
