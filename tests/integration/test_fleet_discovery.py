@@ -31,7 +31,7 @@ def test_a_discovered_fleet_is_reconciled_tenant_by_tenant(
             "query": f"select substr(datname, {len(prefix) + 1}) from pg_database where datname like '{prefix}%' "
             "order by 1",
         },
-        "dsn": pg_server.dsn(f"{prefix}{{name}}"),
+        "dsn": pg_server.dsn(f"{prefix}TENANTNAME").replace("TENANTNAME", "{name}"),
         "template": {"interval": "5m"},
         "overrides": {"c": {"suspend": True}},
     }

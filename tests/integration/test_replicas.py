@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from daemon_helpers import FAST_DAEMON, http, metrics, wait_for
 
+from reconciler.config import load_config
 from reconciler.pgembedded import EmbeddedPostgres
+from reconciler.signing import load_key
 from reconciler.store import Store, open_store
 
 ENVIRONMENTS = 30
@@ -99,7 +101,7 @@ def test_three_replicas_split_thirty_environments_and_survive_a_kill(
     state = make_db("")
     daemon = {**FAST_DAEMON, "sharding": True, "watch_interval": "500ms", "concurrency": 4}
     config = project(DESIRED_1, envs, state=state, daemon=daemon)
-    store = open_store(state)
+    store = open_store(state, key=load_key(load_config(config).security.signing_key_file))
     from reconciler.desired import load_desired
 
     rev1 = load_desired(config.parent / "desired-state").revision
