@@ -203,6 +203,9 @@ class EnvironmentConfig(_Model):
     # people must approve before a plan runs.
     approvers: tuple[str, ...] = ()
     approvals_required: int = Field(default=1, ge=1, le=10)
+    # Unmanaged drift (the catalog comparison beside migra's diff): compare owners; ignore column order.
+    compare_owners: bool = False
+    ignore_column_order: bool = False
 
     @model_validator(mode="after")
     def _apply_settings(self) -> EnvironmentConfig:

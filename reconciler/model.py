@@ -248,6 +248,22 @@ def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True, order=True)
+class UnmanagedDrift:
+    """A difference between the environment's catalog and the desired build's that the plan does not resolve."""
+
+    kind: str  # the catalog description's kind (comment, acl, options, domain ...): a metric label
+    object: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "object": self.object, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UnmanagedDrift:
+        return cls(str(doc["kind"]), str(doc["object"]), str(doc["detail"]))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What it takes to make one environment match one desired revision."""
@@ -258,10 +274,12 @@ class Plan:
     fingerprint: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     database: str = ""
+    unmanaged_drift: tuple[UnmanagedDrift, ...] = ()
 
     @property
     def in_sync(self) -> bool:
-        return not self.statements
+        """Nothing to run and nothing the plan leaves different: the catalogs match after normalisation."""
+        return not self.statements and not self.unmanaged_drift
 
     @property
     def sqls(self) -> tuple[str, ...]:
@@ -286,6 +304,7 @@ class Plan:
             "in_sync": self.in_sync,
             "statements_hash": self.hash,
             "statements": [s.to_json() for s in self.statements],
+            "unmanaged_drift": [d.to_json() for d in self.unmanaged_drift],
         }
 
 

@@ -13,9 +13,11 @@ from typing import Any
 import structlog
 
 from . import hazards, policy
+from .catalog import CatalogRow, DescribeOptions, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .diff import diff
+from .drift import closing_statements, desired_description, residual
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import DesiredState, Plan, Statement, TableStats
 from .obs.phases import phase
@@ -30,22 +32,51 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     """What it takes to make ``target`` match ``desired``, with hazards and decisions."""
     env = target.env
     with phase("inspect"):
-        want = filtered(scratch.build_desired(desired).inspection, env.schemas, env.exclude_schemas)
-        fingerprint = read_fingerprint(target)  # before inspecting: a change in between makes the plan stale
+        built = scratch.build_desired(desired)
+        want = filtered(built.inspection, env.schemas, env.exclude_schemas)
+        # before inspecting: a change in between makes the plan stale
+        fingerprint, described = read_fingerprint_and_description(target)
         current = inspect_target(scratch, target)
     with phase("diff"):
         sqls = diff(current, want, privileges=env.privileges)
+        wanted = desired_description(built.dsn, desired.revision, describe_options(env), env.connect_timeout)
+        sqls += closing_statements(described, wanted, sqls)
+        unmanaged = residual(described, wanted, sqls)
     with phase("classify"):
         statements = tuple(classify(sqls, env, table_stats(target, sqls)))
-    found = Plan(target.name, desired.revision, statements, fingerprint=fingerprint, database=target.database)
+    found = Plan(
+        target.name,
+        desired.revision,
+        statements,
+        fingerprint=fingerprint,
+        database=target.database,
+        unmanaged_drift=unmanaged,
+    )
     log.info(
         "plan_computed",
         environment=target.name,
         revision=desired.short_revision,
         statements=len(found.statements),
         destructive=found.destructive,
+        unmanaged_drift=len(unmanaged),
     )
     return found
+
+
+def describe_options(env: EnvironmentConfig) -> DescribeOptions:
+    """What the catalog description of ``env`` compares."""
+    return DescribeOptions(
+        env.schemas, env.exclude_schemas, env.privileges, env.compare_owners, env.ignore_column_order
+    )
+
+
+def read_fingerprint_and_description(target: Target) -> tuple[str, tuple[CatalogRow, ...]]:
+    """The target's fingerprint and catalog description, on one connection (two catalog queries)."""
+    env = target.env
+    what = target.doing("describing the schema of")
+    with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as conn:
+        fingerprint = read_fingerprint(target, conn)
+        return fingerprint, describe(conn, describe_options(env), what=what)
 
 
 def inspect_target(scratch: ScratchServer, target: Target) -> Inspection:

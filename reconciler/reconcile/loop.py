@@ -79,6 +79,7 @@ class _Seen:
     approved_plan_id: int | None = None
     fingerprint: str | None = None  # the environment's, when known without another catalog query
     plan_id: int | None = None  # the plan this pass applied or queued
+    unmanaged: tuple[tuple[str, int], ...] | None = None  # (kind, count) of unmanaged drift, when measured
 
 
 def reconcile(request: Request, ctx: ReconcileContext) -> Result:
@@ -145,6 +146,7 @@ def _observation(result: Result, seen: _Seen, reason: st.Reason | None, at: date
         retry_after=result.requeue_after if result.outcome is Outcome.ERROR else None,
         fingerprint=seen.fingerprint,
         plan_id=seen.plan_id,
+        unmanaged_drift=seen.unmanaged or (),
     )
 
 
@@ -176,7 +178,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.blocked = st.Reason.OUTSIDE_MAINTENANCE_WINDOW
 
     remaining = _measure(target, ctx, desired, seen)
-    seen.drifted = bool(remaining)
+    seen.drifted = bool(remaining) or bool(seen.unmanaged)
     seen.pending = kinds(remaining)
 
     pending = rec.store.list_plans(name, PlanStatus.PENDING)
@@ -220,10 +222,12 @@ def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen:
             ctx.metrics.count_applied(name, kinds(applied.applied_statements).elements())
         # What the apply planned under its lock still describes the environment when nothing ran.
         seen.fingerprint = None if applied.applied else applied.planned_fingerprint or None
+        seen.unmanaged = st.unmanaged_summary(d.kind for d in applied.unmanaged_drift)
         return tuple(applied.remaining)
     plan = rec.plan(target, desired)
     seen.reachable = True
     seen.fingerprint = plan.fingerprint or None
+    seen.unmanaged = st.unmanaged_summary(d.kind for d in plan.unmanaged_drift)
     return tuple(plan.statements)
 
 
@@ -253,6 +257,8 @@ def _record_metrics(metrics: Metrics, name: str, result: Result, seen: _Seen, at
         metrics.set_reachable(name, seen.reachable)
     if seen.drifted is not None:
         metrics.set_drift(name, seen.drifted, seen.pending)
+    if seen.unmanaged is not None:
+        metrics.set_unmanaged_drift(name, dict(seen.unmanaged))
     if seen.awaiting is not None:
         metrics.set_awaiting(name, seen.awaiting, seen.oldest_awaiting)
     if result.outcome in (Outcome.SUCCESS, Outcome.REQUEUE):
