@@ -17,6 +17,7 @@ import structlog
 
 from . import approvals, policy
 from .apply import AppliedStatement, LockWait, execute_steps
+from .drift import describe_options, desired_description
 from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError, PlanError, ReconcilerError, TerminalError
 from .model import Decision, DesiredState, Plan, PlanStatus, Statement, UnmanagedDrift, fingerprint_changed
 from .obs.phases import phase
@@ -154,9 +155,19 @@ class Applier:
         self, safe: Sequence[Statement], rest: Sequence[Statement], whole: Sequence[Statement] | None
     ) -> VetResult:
         with phase("vet"):
-            inspection = self.scratch.build_desired(self.desired).inspection
+            built = self.scratch.build_desired(self.desired)
+            env = self.target.env
+            wanted = desired_description(built.dsn, built.revision, describe_options(env), env.connect_timeout)
             vet = vet_plan(
-                self.scratch, self.target.dsn, self.target.env, inspection, safe, rest, self.pg_dump, whole=whole
+                self.scratch,
+                self.target.dsn,
+                env,
+                built.inspection,
+                safe,
+                rest,
+                self.pg_dump,
+                whole=whole,
+                wanted=wanted,
             )
         self.result.vet = vet
         return vet

@@ -28,6 +28,9 @@ from pglast import ast, parser
 from pglast.enums import AlterTableType
 
 from .catalog import CatalogRow, DescribeOptions, by_object, describe
+from .config import EnvironmentConfig
+from .diff import diff
+from .inspect import Inspection
 from .model import UnmanagedDrift
 
 ALL = "*"  # an aspect that stands for every aspect (a DROP)
@@ -61,6 +64,8 @@ class Touched:
     """The objects a plan's statements name, with the aspects they change (raw ``schema.name`` keys)."""
 
     aspects: dict[str, set[str]] = field(default_factory=dict)
+    # Views a statement (re)defines: CREATE OR REPLACE VIEW without WITH (...) resets their options.
+    redefined_views: set[str] = field(default_factory=set)
 
     def add(self, names: Iterable[str], aspects: Iterable[str]) -> None:
         got = set(aspects)
@@ -142,6 +147,8 @@ def touched(sqls: Sequence[str]) -> Touched:
             names = set(_name_lists(stmt))
             if isinstance(stmt, ast.AlterDefaultPrivilegesStmt):
                 names.add(ALL)
+            if isinstance(stmt, ast.ViewStmt) and stmt.view is not None:
+                out.redefined_views.update(_name_lists(stmt.view))
             out.add(names, _aspects_of(stmt))
     return out
 
@@ -366,14 +373,39 @@ def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sq
     """Statements (after ``sqls``) for the differences ``sqls`` leave that the reconciler knows how to close."""
     done = touched(sqls)
     dropped = {k for k, aspects in done.aspects.items() if ALL in aspects}
-    kept = [r for r in env if not (r.kind in ASPECTS and r.key in dropped)]  # recreated: its aspects are gone
+    kept = [  # recreated: its aspects are gone; a redefined view: its options are
+        r
+        for r in env
+        if not (r.kind in ASPECTS and r.key in dropped) and not (r.kind == "options" and r.key in done.redefined_views)
+    ]
     keys = {r.key for r in want}
     out: list[str] = []
     for a, b in differences(kept, want):
         row = a or b
         assert row is not None
         closer = _CLOSERS.get(row.kind)
-        if closer is None or (row.key not in dropped and done.resolves(row)):
+        recreated = row.key in dropped or (row.kind == "options" and row.key in done.redefined_views)
+        if closer is None or (not recreated and done.resolves(row)):
             continue
         out.extend(closer(a, b, keys))
     return out
+
+
+def describe_options(env: EnvironmentConfig) -> DescribeOptions:
+    """What the catalog description of ``env`` compares."""
+    return DescribeOptions(
+        env.schemas, env.exclude_schemas, env.privileges, env.compare_owners, env.ignore_column_order
+    )
+
+
+def plan_statements(
+    current: Inspection,
+    want: Inspection,
+    described: Sequence[CatalogRow],
+    wanted: Sequence[CatalogRow],
+    *,
+    privileges: bool,
+) -> list[str]:
+    """migra's statements, then ours for the differences they leave that we know how to close."""
+    sqls = diff(current, want, privileges=privileges)
+    return sqls + closing_statements(described, wanted, sqls)

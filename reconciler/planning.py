@@ -13,11 +13,10 @@ from typing import Any
 import structlog
 
 from . import hazards, policy
-from .catalog import CatalogRow, DescribeOptions, describe
+from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
-from .diff import diff
-from .drift import closing_statements, desired_description, residual
+from .drift import describe_options, desired_description, plan_statements, residual
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import DesiredState, Plan, Statement, TableStats
 from .obs.phases import phase
@@ -38,9 +37,8 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
         fingerprint, described = read_fingerprint_and_description(target)
         current = inspect_target(scratch, target)
     with phase("diff"):
-        sqls = diff(current, want, privileges=env.privileges)
         wanted = desired_description(built.dsn, desired.revision, describe_options(env), env.connect_timeout)
-        sqls += closing_statements(described, wanted, sqls)
+        sqls = plan_statements(current, want, described, wanted, privileges=env.privileges)
         unmanaged = residual(described, wanted, sqls)
     with phase("classify"):
         statements = tuple(classify(sqls, env, table_stats(target, sqls)))
@@ -61,13 +59,6 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
         unmanaged_drift=len(unmanaged),
     )
     return found
-
-
-def describe_options(env: EnvironmentConfig) -> DescribeOptions:
-    """What the catalog description of ``env`` compares."""
-    return DescribeOptions(
-        env.schemas, env.exclude_schemas, env.privileges, env.compare_owners, env.ignore_column_order
-    )
 
 
 def read_fingerprint_and_description(target: Target) -> tuple[str, tuple[CatalogRow, ...]]:

@@ -24,9 +24,11 @@ from typing import Literal
 from pglast import ast, parser
 
 from .apply import execute_steps
+from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, make_dsn, parse_dsn, quote_ident, redact, translate
 from .diff import diff
+from .drift import describe_options, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
 from .model import ExecStep, Statement
@@ -110,7 +112,6 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
         str(pg_dump),
         "--schema-only",
         "--no-owner",
-        "--no-comments",
         # pg_dump takes ACCESS SHARE locks: never queue behind a long lock holder (or make others queue behind us).
         f"--lock-wait-timeout={lock_wait_ms}",
         f"--dbname={make_dsn(params)}",
@@ -173,19 +174,22 @@ def vet_plan(
     pg_dump: Path,
     *,
     whole: Sequence[Vettable] | None = None,
+    wanted: Sequence[CatalogRow] | None = None,
 ) -> VetResult:
     """Replay ``safe`` then ``remainder`` on a clone; check both steps against the desired inspection.
 
     Statements run as they would on the environment (their online-safe steps, if any); re-diffs are compared
     with the statements' own SQL. If ``safe`` does not stand on its own and ``whole`` (the plan in its order)
-    is given, the whole plan is replayed on a fresh clone to tell "waits as a whole" from "fails".
+    is given, the whole plan is replayed on a fresh clone to tell "waits as a whole" from "fails". With
+    ``wanted`` (the desired build's catalog description), re-diffs include the statements that close what migra
+    leaves, as the plan does.
     """
     want = filtered(desired, env.schemas, env.exclude_schemas)
-    first = _replay(scratch, env_dsn, env, want, pg_dump, [("unattended", safe), ("remainder", remainder)])
+    first = _replay(scratch, env_dsn, env, (want, wanted), pg_dump, [("unattended", safe), ("remainder", remainder)])
     if first.ok or whole is None or not safe or not remainder:
         return first  # with one part empty, the split replay is the whole plan in its order
     # Split in two, the plan fails or does not stand apart; in its own order it may still converge (as a whole).
-    again = _replay(scratch, env_dsn, env, want, pg_dump, [("plan", whole)])
+    again = _replay(scratch, env_dsn, env, (want, wanted), pg_dump, [("plan", whole)])
     if again.converged:
         return VetResult(False, True, error=first.error, residue=first.residue, phase=first.phase)
     return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
@@ -195,17 +199,21 @@ def _replay(
     scratch: ScratchServer,
     env_dsn: str,
     env: EnvironmentConfig,
-    want: Inspection,
+    wants: tuple[Inspection, Sequence[CatalogRow] | None],
     pg_dump: Path,
     phases: Sequence[tuple[Phase, Sequence[Vettable]]],
 ) -> VetResult:
     """Replay ``phases`` in order on one fresh clone; after each, a re-diff must yield exactly what follows."""
     name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
+    want, wanted = wants
     try:
 
         def rediff() -> list[str]:
-            got = inspect_database(dsn, what="inspecting the scratch clone")
-            return diff(filtered(got, env.schemas, env.exclude_schemas), want, privileges=env.privileges)
+            got = filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
+            if wanted is None:
+                return diff(got, want, privileges=env.privileges)
+            rows = describe(dsn, describe_options(env), what="describing the scratch clone")
+            return plan_statements(got, want, rows, wanted, privileges=env.privileges)
 
         stood = True
         for n, (phase, items) in enumerate(phases):

@@ -82,15 +82,7 @@ class Metrics:
             ["environment", "hazard"],
             registry=r,
         )
-        self.unmanaged_drift = Gauge(
-            f"{PREFIX}unmanaged_drift",
-            "Differences between the environment's catalog and the desired build's that the plan does not resolve, "
-            "by object kind (comment, acl, options, ...)",
-            ["environment", "kind"],
-            registry=r,
-        )
-        self._drift_kinds: dict[str, set[str]] = {}
-        self._drift_kinds_lock = threading.Lock()
+        self._add_unmanaged_drift(r)
         self.plans_awaiting_approval = _env_gauge(
             r,
             "plans_awaiting_approval",
@@ -206,6 +198,17 @@ class Metrics:
         self.drift.labels(environment).set(1 if drifted else 0)
         for kind in HAZARD_LABELS:
             self.pending_statements.labels(environment, kind).set(pending_by_kind.get(kind, 0))
+
+    def _add_unmanaged_drift(self, r: CollectorRegistry) -> None:
+        self.unmanaged_drift = Gauge(
+            f"{PREFIX}unmanaged_drift",
+            "Differences between the environment's catalog and the desired build's that the plan does not resolve, "
+            "by object kind (comment, acl, options, ...)",
+            ["environment", "kind"],
+            registry=r,
+        )
+        self._drift_kinds: dict[str, set[str]] = {}
+        self._drift_kinds_lock = threading.Lock()
 
     def set_unmanaged_drift(self, environment: str, by_kind: Mapping[str, int]) -> None:
         """``schema_reconciler_unmanaged_drift{environment, kind}``: kinds seen before and now gone are set to 0."""
