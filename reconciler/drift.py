@@ -95,19 +95,22 @@ def _name_lists(node: ast.Node) -> Iterator[str]:
         return
     for attr in node:
         value = getattr(node, attr)
-        if isinstance(value, tuple) and value and all(isinstance(v, ast.String) for v in value):
-            parts = [str(v.sval) for v in value]
-            yield ".".join(parts)
-            if len(parts) == 1:
-                yield f"public.{parts[0]}"
-        elif isinstance(value, str) and attr in ("schemaname", "extname", "servername", "idxname", "fdwname"):
+        if isinstance(value, str) and attr in ("schemaname", "extname", "servername", "idxname", "fdwname"):
             yield value
-        if isinstance(value, ast.Node):
-            yield from _name_lists(value)
-        elif isinstance(value, tuple):
-            for v in value:
-                if isinstance(v, ast.Node):
-                    yield from _name_lists(v)
+        yield from _names_in(value)
+
+
+def _names_in(value: object) -> Iterator[str]:
+    if isinstance(value, ast.Node):
+        yield from _name_lists(value)
+    elif isinstance(value, tuple) and value and all(isinstance(v, ast.String) for v in value):
+        parts = [str(v.sval) for v in value]
+        yield ".".join(parts)
+        if len(parts) == 1:
+            yield f"public.{parts[0]}"
+    elif isinstance(value, tuple):
+        for v in value:
+            yield from _names_in(v)
 
 
 def _aspects_of(stmt: ast.Node) -> set[str]:

@@ -195,6 +195,16 @@ def vet_plan(
     return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
 
 
+def _rediff(dsn: str, env: EnvironmentConfig, wants: tuple[Inspection, Sequence[CatalogRow] | None]) -> list[str]:
+    """What a plan of the clone at ``dsn`` holds now (migra's statements, and ours when ``wants`` has rows)."""
+    want, wanted = wants
+    got = filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
+    if wanted is None:
+        return diff(got, want, privileges=env.privileges)
+    rows = describe(dsn, describe_options(env), what="describing the scratch clone")
+    return plan_statements(got, want, rows, wanted, privileges=env.privileges)
+
+
 def _replay(
     scratch: ScratchServer,
     env_dsn: str,
@@ -205,15 +215,10 @@ def _replay(
 ) -> VetResult:
     """Replay ``phases`` in order on one fresh clone; after each, a re-diff must yield exactly what follows."""
     name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
-    want, wanted = wants
     try:
 
         def rediff() -> list[str]:
-            got = filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
-            if wanted is None:
-                return diff(got, want, privileges=env.privileges)
-            rows = describe(dsn, describe_options(env), what="describing the scratch clone")
-            return plan_statements(got, want, rows, wanted, privileges=env.privileges)
+            return _rediff(dsn, env, wants)
 
         stood = True
         for n, (phase, items) in enumerate(phases):

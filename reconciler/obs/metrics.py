@@ -185,6 +185,9 @@ class Metrics:
         ):
             _remove(g, environment)
         self._oldest_pending.remove(environment)
+        with self._drift_kinds_lock:
+            for kind in self._drift_kinds.pop(environment, set()):
+                _remove(self.unmanaged_drift, environment, kind)
 
     # -- observations -------------------------------------------------------------------------------
     def observe_phase(self, environment: str, phase: str, seconds: float) -> None:
