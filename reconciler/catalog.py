@@ -299,7 +299,9 @@ select kind, object, detail, key from (
                     (select fn.key from fn where d.classoid = 'pg_proc'::regclass and fn.oid = d.objoid),
                     (select typ.key from typ where d.classoid = 'pg_type'::regclass and typ.oid = d.objoid),
                     coalesce(o.schema || '.', '') || coalesce(o.name, o.identity))
-    from pg_description d, lateral pg_identify_object(d.classoid, d.objoid, d.objsubid) o
+    from (select * from pg_description  -- built-in objects (oids below 16384) carry no user comments, but schemas
+          where objoid >= 16384 or classoid = 'pg_namespace'::regclass) d,
+    lateral pg_identify_object(d.classoid, d.objoid, d.objsubid) o
     where (o.schema in (select nspname from ns)
            or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
            or (d.classoid = 'pg_foreign_server'::regclass and d.objoid in (select oid from srv)))
