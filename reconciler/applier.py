@@ -17,12 +17,22 @@ import structlog
 
 from . import approvals, policy
 from .apply import AppliedStatement, LockWait, execute_steps
+from .drift import describe_options, desired_description
 from .errors import ApplyError, ApplyInterruptedError, LockTimeoutError, PlanError, ReconcilerError, TerminalError
-from .model import DatabaseIdentity, Decision, DesiredState, Plan, PlanStatus, Statement, fingerprint_changed
+from .model import (
+    DatabaseIdentity,
+    Decision,
+    DesiredState,
+    Plan,
+    PlanStatus,
+    Statement,
+    UnmanagedDrift,
+    fingerprint_changed,
+)
 from .obs.phases import phase
 from .planning import read_fingerprint
 from .scratch import ScratchServer
-from .status import Observation, Outcome, error_reason, record_outcome
+from .status import Observation, Outcome, error_reason, record_outcome, unmanaged_summary
 from .steps import Item, StepMap
 from .store import PlanRecord, Store
 from .target import Target, read_identity
@@ -51,6 +61,7 @@ class ApplyResult:
     applied_statements: list[Statement] = field(default_factory=list)
     remaining: tuple[Statement, ...] = ()  # what a plan of the environment still holds afterwards
     planned_fingerprint: str = ""  # the environment's fingerprint when this apply planned (under the lock)
+    unmanaged_drift: tuple[UnmanagedDrift, ...] = ()  # what the last plan of this apply left unresolved
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +75,7 @@ class ApplyResult:
             "applied_plan_id": self.applied_plan_id,
             "executed": [a.to_json() for a in self.executed],
             "lock_waits": [w.to_json() for w in self.lock_waits],
+            "unmanaged_drift": [d.to_json() for d in self.unmanaged_drift],
         }
 
 
@@ -92,7 +104,7 @@ class Applier:
                 return self._run_approved(plan, live)
             self._stale(live, why)
             live = None
-        if plan.in_sync:
+        if not plan.statements:
             return self._settled(plan, live)
         return self._apply_unattended(plan, live)
 
@@ -117,7 +129,7 @@ class Applier:
             )
             rest = list(plan.statements)
         after = self.replan() if self.result.applied else _with(plan, rest)
-        if after.in_sync:
+        if not after.statements:
             return self._settled(after, live)
         return self._queued(after, self._queue(after))
 
@@ -125,12 +137,14 @@ class Applier:
         """The environment matches the desired state: a pending plan is no longer needed."""
         if live is not None:
             self.store.settle(self.target.name, "the environment is in sync")
-        self.result.in_sync = True
+        self.result.in_sync = plan.in_sync  # no statements; unmanaged drift may remain
+        self.result.unmanaged_drift = plan.unmanaged_drift
         self.result.remaining = plan.statements
         return self.result
 
     def _queued(self, plan: Plan, plan_id: int | None) -> ApplyResult:
         self.result.remaining = plan.statements
+        self.result.unmanaged_drift = plan.unmanaged_drift
         self.result.queued_plan_id = plan_id
         return self.result
 
@@ -151,9 +165,19 @@ class Applier:
         self, safe: Sequence[Statement], rest: Sequence[Statement], whole: Sequence[Statement] | None
     ) -> VetResult:
         with phase("vet"):
-            inspection = self.scratch.build_desired(self.desired).inspection
+            built = self.scratch.build_desired(self.desired)
+            env = self.target.env
+            wanted = desired_description(built.dsn, built.revision, describe_options(env), env.connect_timeout)
             vet = vet_plan(
-                self.scratch, self.target.dsn, self.target.env, inspection, safe, rest, self.pg_dump, whole=whole
+                self.scratch,
+                self.target.dsn,
+                env,
+                built.inspection,
+                safe,
+                rest,
+                self.pg_dump,
+                whole=whole,
+                wanted=wanted,
             )
         self.result.vet = vet
         return vet
@@ -243,8 +267,10 @@ class Applier:
             actor=live.decided_by,
         )
         self.result.applied_statements = list(fresh.values())
-        self.result.remaining = self.replan().statements
-        self.result.in_sync = not self.result.remaining
+        after = self.replan()
+        self.result.remaining = after.statements
+        self.result.unmanaged_drift = after.unmanaged_drift
+        self.result.in_sync = after.in_sync
         return self.result
 
     def _approved_failed(self, live: PlanRecord, exc: ReconcilerError) -> None:
@@ -356,7 +382,15 @@ class _Run:
 
 
 def _with(plan: Plan, statements: Sequence[Statement]) -> Plan:
-    return Plan(plan.environment, plan.desired_revision, tuple(statements), plan.fingerprint, plan.notes, plan.database)
+    return Plan(
+        plan.environment,
+        plan.desired_revision,
+        tuple(statements),
+        plan.fingerprint,
+        plan.notes,
+        plan.database,
+        unmanaged_drift=plan.unmanaged_drift,
+    )
 
 
 def record_apply(
@@ -429,4 +463,5 @@ def _observed(result: ApplyResult, at: datetime, fingerprint: str | None) -> Obs
         notes=tuple(result.messages) + ((vet_error,) if vet_error else ()),
         fingerprint=fingerprint if result.in_sync else None,
         plan_id=result.applied_plan_id or result.queued_plan_id,
+        unmanaged_drift=unmanaged_summary(d.kind for d in result.unmanaged_drift),
     )

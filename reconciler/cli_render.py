@@ -127,6 +127,8 @@ def render_plan(plan: Plan) -> str:
         "",
     ]
     lines.insert(1, f"units, in plan order (each one transaction, or one step alone): {_units(plan.statements)}")
+    if not plan.statements:
+        lines[0] = f"environment {plan.environment}: not in sync with desired revision {plan.desired_revision[:12]}"
     for i, s in enumerate(plan.statements, 1):
         mark = "DESTRUCTIVE" if s.destructive else "safe"
         lines.append(f"{i:3}. [{mark}] [{s.decision.value}] {s.sql};")
@@ -140,7 +142,17 @@ def render_plan(plan: Plan) -> str:
             for e in s.steps:
                 where = "in the transaction" if e.transactional else "alone, outside a transaction"
                 lines.append(f"         {e.sql}; ({where})")
+    lines += _drift_lines(plan)
     return _text(lines)
+
+
+def _drift_lines(plan: Plan) -> list[str]:
+    """The differences the plan leaves (unmanaged drift), one per object."""
+    if not plan.unmanaged_drift:
+        return []
+    lines = ["", f"unmanaged drift: {len(plan.unmanaged_drift)} difference(s) the plan does not resolve"]
+    lines += [f"  - {d.kind} {d.object}: {d.detail}" for d in plan.unmanaged_drift]
+    return lines
 
 
 def render_apply(r: ApplyFacts) -> str:

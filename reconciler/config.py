@@ -220,6 +220,9 @@ class EnvironmentConfig(_Model):
     approvals_required: int = Field(default=1, ge=1, le=10)
     # Someone else holding the environment's apply lock for longer than this is a condition and a metric.
     lock_held_alert_after: Duration = timedelta(minutes=10)
+    # Unmanaged drift (the catalog comparison beside migra's diff): compare owners; ignore column order.
+    compare_owners: bool = False
+    ignore_column_order: bool = False
 
     @model_validator(mode="after")
     def _apply_settings(self) -> EnvironmentConfig:

@@ -13,8 +13,7 @@ from typing import Any
 with warnings.catch_warnings():
     # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
     warnings.simplefilter("ignore", UserWarning)
-    from schemainspect import get_inspector
-    from schemainspect.pg.obj import PROPS
+    from schemainspect.pg.obj import PROPS, PostgreSQL
 
 from .db import Connection, connect, database_errors, engine_for
 
@@ -29,9 +28,27 @@ def inspect_database(dsn: str, *, what: str, connect_timeout: timedelta = timede
     engine = engine_for(dsn, what=what, connect_timeout=connect_timeout)
     try:
         with database_errors(what), engine.connect() as conn:
-            return get_inspector(conn)
+            return _Tolerant(conn)
     finally:
         engine.dispose()
+
+
+class _Tolerant(PostgreSQL):  # type: ignore[misc]
+    """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK constraint
+    made it raise KeyError). Those constraints are left to the catalog description, which reports them as
+    unmanaged drift when they differ."""
+
+    def load_all_relations(self) -> None:
+        try:
+            super().load_all_relations()
+        except KeyError:
+            unknown = [k for k, c in self.constraints.items() if c.quoted_full_table_name not in self.relations]
+            if not unknown:
+                raise
+            for k in unknown:
+                del self.constraints[k]
+            for c in self.constraints.values():
+                self.relations[c.quoted_full_table_name].constraints[c.quoted_full_name] = c
 
 
 def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schemas: Iterable[str] = ()) -> Inspection:

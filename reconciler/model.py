@@ -333,6 +333,22 @@ class DatabaseIdentity:
         return f"the database changed: the plan was computed on {self}, the environment is now {now}"
 
 
+@dataclass(frozen=True, order=True)
+class UnmanagedDrift:
+    """A difference between the environment's catalog and the desired build's that the plan does not resolve."""
+
+    kind: str  # the catalog description's kind (comment, acl, options, domain ...): a metric label
+    object: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "object": self.object, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UnmanagedDrift:
+        return cls(str(doc["kind"]), str(doc["object"]), str(doc["detail"]))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What it takes to make one environment match one desired revision."""
@@ -343,10 +359,12 @@ class Plan:
     fingerprint: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     database: str = ""
+    unmanaged_drift: tuple[UnmanagedDrift, ...] = ()
 
     @property
     def in_sync(self) -> bool:
-        return not self.statements
+        """Nothing to run and nothing the plan leaves different: the catalogs match after normalisation."""
+        return not self.statements and not self.unmanaged_drift
 
     @property
     def sqls(self) -> tuple[str, ...]:
@@ -374,6 +392,7 @@ class Plan:
                 {**s.to_json(), "units": list(u)}
                 for s, u in zip(self.statements, transaction_units(self.statements), strict=True)
             ],
+            "unmanaged_drift": [d.to_json() for d in self.unmanaged_drift],
         }
 
 

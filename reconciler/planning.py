@@ -13,9 +13,10 @@ from typing import Any
 import structlog
 
 from . import hazards, policy
+from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
-from .diff import diff
+from .drift import describe_options, desired_description, plan_statements, residual
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import DatabaseIdentity, DesiredState, Plan, Statement, TableStats
 from .obs.phases import phase
@@ -30,22 +31,43 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     """What it takes to make ``target`` match ``desired``, with hazards and decisions."""
     env = target.env
     with phase("inspect"):
-        want = filtered(scratch.build_desired(desired).inspection, env.schemas, env.exclude_schemas)
-        fingerprint = read_fingerprint(target)  # before inspecting: a change in between makes the plan stale
+        built = scratch.build_desired(desired)
+        want = filtered(built.inspection, env.schemas, env.exclude_schemas)
+        # before inspecting: a change in between makes the plan stale
+        fingerprint, described = read_fingerprint_and_description(target)
         current, identity = _inspect(scratch, target)
     with phase("diff"):
-        sqls = diff(current, want, privileges=env.privileges)
+        wanted = desired_description(built.dsn, desired.revision, describe_options(env), env.connect_timeout)
+        sqls = plan_statements(current, want, described, wanted, privileges=env.privileges)
+        unmanaged = residual(described, wanted, sqls)
     with phase("classify"):
         statements = tuple(classify(sqls, env, figures=read_plan_figures(target, sqls)))
-    found = Plan(target.name, desired.revision, statements, fingerprint=fingerprint, database=str(identity))
+    found = Plan(
+        target.name,
+        desired.revision,
+        statements,
+        fingerprint=fingerprint,
+        database=str(identity),
+        unmanaged_drift=unmanaged,
+    )
     log.info(
         "plan_computed",
         environment=target.name,
         revision=desired.short_revision,
         statements=len(found.statements),
         destructive=found.destructive,
+        unmanaged_drift=len(unmanaged),
     )
     return found
+
+
+def read_fingerprint_and_description(target: Target) -> tuple[str, tuple[CatalogRow, ...]]:
+    """The target's fingerprint and catalog description, on one connection (two catalog queries)."""
+    env = target.env
+    what = target.doing("describing the schema of")
+    with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as conn:
+        fingerprint = read_fingerprint(target, conn)
+        return fingerprint, describe(conn, describe_options(env), what=what)
 
 
 def inspect_target(scratch: ScratchServer, target: Target) -> Inspection:

@@ -4,7 +4,8 @@ Condition types and their reasons (CamelCase, stable; they appear in the API):
 
 * ``Ready``: True/``InSync``; False/``AwaitingApproval``, ``OutsideMaintenanceWindow``, ``Suspended``,
   ``DriftNotResolved``, or the error reason of a failed reconcile; Unknown/``NotYetReconciled``.
-* ``Drifted``: True/``DriftDetected``; False/``InSync``. Left as it was when a reconcile could not measure.
+* ``Drifted``: True/``DriftDetected``, or ``UnmanagedDrift`` when no statement is left but the catalogs still
+  differ (Ready is then False with the same reason); False/``InSync``. Left as it was when a reconcile could not measure.
 * ``AwaitingApproval``: True/``PlanPending``; False/``NoPendingPlan``.
 * ``Reconciling``: True/``Progressing`` while a reconcile runs; False/``Idle``.
 * ``Stalled``: True with a terminal reason (``DesiredStateInvalid``, ``ConfigInvalid``, ``VersionMismatch``,
@@ -24,6 +25,8 @@ gives it, and :func:`record_outcome` does both. It imports only the error tree a
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -75,6 +78,7 @@ class Reason(StrEnum):
     SUSPENDED = "Suspended"
     AWAITING_PROMOTION = "AwaitingPromotion"
     DRIFT_NOT_RESOLVED = "DriftNotResolved"
+    UNMANAGED_DRIFT = "UnmanagedDrift"  # the catalogs differ in what no plan statement resolves
     PLAN_PENDING = "PlanPending"
     NO_PENDING_PLAN = "NoPendingPlan"
     PROGRESSING = "Progressing"
@@ -286,6 +290,17 @@ class Observation:
     retry_after: timedelta | None = None  # the backoff after a retryable error
     fingerprint: str | None = None  # the environment's schema fingerprint, when known at the end of the pass
     plan_id: int | None = None  # the plan applied or queued by the pass
+    unmanaged_drift: tuple[tuple[str, int], ...] = ()  # (kind, count) of the differences no statement resolves
+
+
+def unmanaged_summary(kinds: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    """(kind, count) pairs, sorted by kind, of the kinds of unmanaged drift: what status and metrics keep."""
+    return tuple(sorted(Counter(kinds).items()))
+
+
+def _unmanaged_message(obs: Observation) -> str:
+    kinds = ", ".join(f"{n} {k}" for k, n in obs.unmanaged_drift)
+    return f"the schema differs from revision {(obs.revision or '')[:12]} in what no statement resolves: {kinds}"
 
 
 def _ready(obs: Observation) -> tuple[bool, Reason, str]:
@@ -304,6 +319,8 @@ def _ready(obs: Observation) -> tuple[bool, Reason, str]:
     if obs.blocked is Reason.OUTSIDE_MAINTENANCE_WINDOW:
         extra = f"; approved plan {obs.approved_plan_id} waits for it" if obs.approved_plan_id is not None else ""
         return False, Reason.OUTSIDE_MAINTENANCE_WINDOW, f"outside every maintenance window{extra}"
+    if obs.unmanaged_drift and not obs.pending_statements:
+        return False, Reason.UNMANAGED_DRIFT, _unmanaged_message(obs)
     return False, Reason.DRIFT_NOT_RESOLVED, "; ".join(obs.notes) or "drift remains after applying"
 
 
@@ -338,7 +355,9 @@ def finish(status: EnvironmentStatus, obs: Observation) -> EnvironmentStatus:
 def _measured(s: EnvironmentStatus, obs: Observation) -> EnvironmentStatus:
     """The Drifted and AwaitingApproval conditions of a pass that measured the environment."""
     at = obs.at
-    if obs.drifted:
+    if obs.drifted and obs.unmanaged_drift and not obs.pending_statements:
+        s = set_condition(s, ConditionType.DRIFTED, True, Reason.UNMANAGED_DRIFT, _unmanaged_message(obs), at)
+    elif obs.drifted:
         msg = f"{obs.pending_statements} statement(s) differ from revision {(obs.revision or '')[:12]}"
         s = set_condition(s, ConditionType.DRIFTED, True, Reason.DRIFT_DETECTED, msg, at)
     else:

@@ -25,9 +25,11 @@ from typing import Literal
 from pglast import ast, parser
 
 from .apply import execute_steps
+from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, quote_ident, redact, service_file, translate
 from .diff import diff
+from .drift import describe_options, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
 from .model import ExecStep, Statement
@@ -106,7 +108,6 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
         str(pg_dump),
         "--schema-only",
         "--no-owner",
-        "--no-comments",
         "--no-publications",
         "--no-subscriptions",
         # pg_dump takes ACCESS SHARE locks: never queue behind a long lock holder (or make others queue behind us).
@@ -206,29 +207,42 @@ def vet_plan(
     pg_dump: Path,
     *,
     whole: Sequence[Vettable] | None = None,
+    wanted: Sequence[CatalogRow] | None = None,
 ) -> VetResult:
     """Replay ``safe`` then ``remainder`` on a clone; check both steps against the desired inspection.
 
     Statements run as they would on the environment (their online-safe steps, if any); re-diffs are compared
     with the statements' own SQL. If ``safe`` does not stand on its own and ``whole`` (the plan in its order)
-    is given, the whole plan is replayed on a fresh clone to tell "waits as a whole" from "fails".
+    is given, the whole plan is replayed on a fresh clone to tell "waits as a whole" from "fails". With
+    ``wanted`` (the desired build's catalog description), re-diffs include the statements that close what migra
+    leaves, as the plan does.
     """
     want = filtered(desired, env.schemas, env.exclude_schemas)
-    first = _replay(scratch, env_dsn, env, want, pg_dump, [("unattended", safe), ("remainder", remainder)])
+    first = _replay(scratch, env_dsn, env, (want, wanted), pg_dump, [("unattended", safe), ("remainder", remainder)])
     if first.ok or whole is None or not safe or not remainder:
         return first  # with one part empty, the split replay is the whole plan in its order
     # Split in two, the plan fails or does not stand apart; in its own order it may still converge (as a whole).
-    again = _replay(scratch, env_dsn, env, want, pg_dump, [("plan", whole)])
+    again = _replay(scratch, env_dsn, env, (want, wanted), pg_dump, [("plan", whole)])
     if again.converged:
         return VetResult(False, True, error=first.error, residue=first.residue, phase=first.phase)
     return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
+
+
+def _rediff(dsn: str, env: EnvironmentConfig, wants: tuple[Inspection, Sequence[CatalogRow] | None]) -> list[str]:
+    """What a plan of the clone at ``dsn`` holds now (migra's statements, and ours when ``wants`` has rows)."""
+    want, wanted = wants
+    got = filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
+    if wanted is None:
+        return diff(got, want, privileges=env.privileges)
+    rows = describe(dsn, describe_options(env), what="describing the scratch clone")
+    return plan_statements(got, want, rows, wanted, privileges=env.privileges)
 
 
 def _replay(
     scratch: ScratchServer,
     env_dsn: str,
     env: EnvironmentConfig,
-    want: Inspection,
+    wants: tuple[Inspection, Sequence[CatalogRow] | None],
     pg_dump: Path,
     phases: Sequence[tuple[Phase, Sequence[Vettable]]],
 ) -> VetResult:
@@ -237,8 +251,7 @@ def _replay(
     try:
 
         def rediff() -> list[str]:
-            got = inspect_database(dsn, what="inspecting the scratch clone")
-            return diff(filtered(got, env.schemas, env.exclude_schemas), want, privileges=env.privileges)
+            return _rediff(dsn, env, wants)
 
         stood = True
         for n, (phase, items) in enumerate(phases):

@@ -82,6 +82,7 @@ class Metrics:
             ["environment", "hazard"],
             registry=r,
         )
+        self._add_unmanaged_drift(r)
         self.plans_awaiting_approval = _env_gauge(
             r,
             "plans_awaiting_approval",
@@ -248,6 +249,9 @@ class Metrics:
         self._oldest_pending.remove(environment)
         _remove(self.fast_path, environment)
         _remove(self.owned, environment)
+        with self._drift_kinds_lock:
+            for kind in self._drift_kinds.pop(environment, set()):
+                _remove(self.unmanaged_drift, environment, kind)
 
     # -- observations -------------------------------------------------------------------------------
     def observe_phase(self, environment: str, phase: str, seconds: float) -> None:
@@ -261,6 +265,25 @@ class Metrics:
         self.drift.labels(environment).set(1 if drifted else 0)
         for kind in HAZARD_LABELS:
             self.pending_statements.labels(environment, kind).set(pending_by_kind.get(kind, 0))
+
+    def _add_unmanaged_drift(self, r: CollectorRegistry) -> None:
+        self.unmanaged_drift = Gauge(
+            f"{PREFIX}unmanaged_drift",
+            "Differences between the environment's catalog and the desired build's that the plan does not resolve, "
+            "by object kind (comment, acl, options, ...)",
+            ["environment", "kind"],
+            registry=r,
+        )
+        self._drift_kinds: dict[str, set[str]] = {}
+        self._drift_kinds_lock = threading.Lock()
+
+    def set_unmanaged_drift(self, environment: str, by_kind: Mapping[str, int]) -> None:
+        """``schema_reconciler_unmanaged_drift{environment, kind}``: kinds seen before and now gone are set to 0."""
+        with self._drift_kinds_lock:
+            kinds = self._drift_kinds.setdefault(environment, set())
+            kinds.update(by_kind)
+            for kind in kinds:
+                self.unmanaged_drift.labels(environment, kind).set(by_kind.get(kind, 0))
 
     def set_awaiting(self, environment: str, count: int, oldest_created_at: datetime | None) -> None:
         self.plans_awaiting_approval.labels(environment).set(count)

@@ -101,6 +101,7 @@ class _Seen:
     fingerprint: str | None = None  # the environment's, when known without another catalog query
     lock_blocked: float | None = None  # seconds another session has held the apply lock (0: the pass took it)
     plan_id: int | None = None  # the plan this pass applied or queued
+    unmanaged: tuple[tuple[str, int], ...] | None = None  # (kind, count) of unmanaged drift, when measured
 
 
 def reconcile(request: Request, ctx: ReconcileContext) -> Result:
@@ -181,6 +182,7 @@ def _observation(result: Result, seen: _Seen, reason: st.Reason | None, at: date
         retry_after=result.requeue_after if result.outcome is Outcome.ERROR else None,
         fingerprint=seen.fingerprint,
         plan_id=seen.plan_id,
+        unmanaged_drift=seen.unmanaged or (),
     )
 
 
@@ -219,7 +221,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
     remaining = (
         () if _unchanged_since_in_sync(target, ctx, desired, prev, seen) else _measure(target, ctx, desired, seen)
     )
-    seen.drifted = bool(remaining)
+    seen.drifted = bool(remaining) or bool(seen.unmanaged)
     seen.pending = kinds(remaining)
 
     pending = rec.store.list_plans(name, PlanStatus.PENDING)
@@ -285,10 +287,12 @@ def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen:
             ctx.metrics.count_applied(name, kinds(applied.applied_statements).elements())
         # What the apply planned under its lock still describes the environment when nothing ran.
         seen.fingerprint = None if applied.applied else applied.planned_fingerprint or None
+        seen.unmanaged = st.unmanaged_summary(d.kind for d in applied.unmanaged_drift)
         return tuple(applied.remaining)
     plan = rec.plan(target, desired)
     seen.reachable = True
     seen.fingerprint = plan.fingerprint or None
+    seen.unmanaged = st.unmanaged_summary(d.kind for d in plan.unmanaged_drift)
     return tuple(plan.statements)
 
 
@@ -318,6 +322,8 @@ def _record_metrics(metrics: Metrics, name: str, result: Result, seen: _Seen, at
         metrics.set_reachable(name, seen.reachable)
     if seen.drifted is not None:
         metrics.set_drift(name, seen.drifted, seen.pending)
+    if seen.unmanaged is not None:
+        metrics.set_unmanaged_drift(name, dict(seen.unmanaged))
     if seen.awaiting is not None:
         metrics.set_awaiting(name, seen.awaiting, seen.oldest_awaiting)
     if result.outcome in (Outcome.SUCCESS, Outcome.REQUEUE):

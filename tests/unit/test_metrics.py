@@ -38,7 +38,17 @@ def populated() -> Metrics:
     m.count_fast_path("dev")
     m.set_owned("dev", True)
     m.set_replicas(3, True)
+    m.set_unmanaged_drift("dev", {"comment": 2})
     return m
+
+
+def test_unmanaged_drift_by_kind_and_back_to_zero() -> None:
+    m = populated()
+    assert ({"environment": "dev", "kind": "comment"}, 2.0) in exposition(m)["schema_reconciler_unmanaged_drift"]
+    m.set_unmanaged_drift("dev", {"acl": 1})
+    got = exposition(m)["schema_reconciler_unmanaged_drift"]
+    assert ({"environment": "dev", "kind": "comment"}, 0.0) in got
+    assert ({"environment": "dev", "kind": "acl"}, 1.0) in got
 
 
 def test_names_and_labels_are_low_cardinality() -> None:

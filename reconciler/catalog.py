@@ -1,0 +1,412 @@
+"""The catalog description: every object of the managed schemas as (kind, object, detail) rows, read with one query.
+
+Where the fingerprint (``inspect.schema_listing``) only has to change when the schema changes, the description has
+to be *compared* between two databases (an environment and the desired build in a scratch database), so it is
+broken down by object and aspect (a view's definition, its options, its comment and its grants are separate rows)
+and normalised for what legitimately differs between two databases that ``pg_dump --schema-only`` prints the same:
+
+* object ids are never shown: objects are named by their schema-qualified identity;
+* whitespace in view definitions is collapsed;
+* a column's position is its rank among the live columns (dropped columns leave holes in ``attnum``), and is left
+  out entirely with ``ignore_column_order``;
+* ACLs are compared as sets of (grantee, privilege, grantable) with the grantor left out; a NULL ACL counts as the
+  object kind's built-in default (as ``pg_dump`` does); the object's owner is shown as ``<owner>`` unless
+  ``compare_owners``; ACLs and default privileges are left out unless the environment manages ``privileges``;
+* owners are left out unless ``compare_owners``;
+* user mappings are listed by (server, user) only: their options (passwords) are never read;
+* objects that belong to an extension are represented by the extension (name, version, schema).
+
+Each row also carries the raw ``schema.name`` of the top-level object it belongs to (``key``), so a plan statement
+that names the object can be matched to the rows it resolves (see ``drift.residual``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .db import Connection, connect, database_errors
+
+
+@dataclass(frozen=True, order=True)
+class CatalogRow:
+    """One aspect of one object: ``kind`` (a low-cardinality name), ``object`` (its identity), ``detail``."""
+
+    kind: str
+    object: str
+    detail: str
+    key: str  # raw "schema.name" of the top-level object (table of a column, ...), for matching plan statements
+
+
+@dataclass(frozen=True)
+class DescribeOptions:
+    """What the description compares (from the environment's configuration)."""
+
+    schemas: tuple[str, ...] = ()
+    exclude_schemas: tuple[str, ...] = ()
+    privileges: bool = False
+    compare_owners: bool = False
+    ignore_column_order: bool = False
+
+
+def _acl(acl: str, objtype: str, owner: str, *, default: bool = True) -> str:
+    """SQL for a normalised ACL: sorted ``grantee:privilege[*]`` items; NULL means the built-in default."""
+    source = f"coalesce({acl}, acldefault('{objtype}', {owner}))" if default else f"coalesce({acl}, '{{}}')"
+    role = (
+        f"case when x.grantee = 0 then 'PUBLIC' when x.grantee = {owner} and not %(owners)s then '<owner>' "
+        "else pg_get_userbyid(x.grantee) end"
+    )
+    item = f"{role} || ':' || x.privilege_type || case when x.is_grantable then '*' else '' end"
+    return (
+        f"(select coalesce(string_agg(e, ',' order by e), '') from (select {item} as e from aclexplode({source}) x) s)"
+    )
+
+
+_DESCRIBE_SQL = r"""
+with ns as (
+    select n.oid, n.nspname, n.nspacl, n.nspowner
+    from pg_namespace n
+    where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+      and n.nspname not like 'pg\_temp\_%%' and n.nspname not like 'pg\_toast\_temp\_%%'
+      and (cardinality(%(schemas)s::text[]) = 0 or n.nspname = any(%(schemas)s::text[]))
+      and not (n.nspname = any(%(exclude)s::text[]))
+),
+ext as (select classid, objid from pg_depend where deptype = 'e'),
+rel as (
+    select c.*, ns.nspname, ns.nspname || '.' || c.relname as key,
+           quote_ident(ns.nspname) || '.' || quote_ident(c.relname) as ident,
+           case c.relkind when 'r' then 'table' when 'p' then 'table' when 'v' then 'view'
+                when 'm' then 'materialized_view' when 'S' then 'sequence' when 'f' then 'foreign_table'
+                when 'c' then 'composite_type' end as kindname
+    from pg_class c join ns on ns.oid = c.relnamespace
+    where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+      and not exists (select 1 from ext where ext.classid = 'pg_class'::regclass and ext.objid = c.oid)
+),
+fn as (
+    select p.*, ns.nspname, ns.nspname || '.' || p.proname as key,
+           quote_ident(ns.nspname) || '.' || quote_ident(p.proname)
+             || '(' || pg_get_function_identity_arguments(p.oid) || ')' as ident,
+           case p.prokind when 'p' then 'procedure' when 'a' then 'aggregate' else 'function' end as kindname
+    from pg_proc p join ns on ns.oid = p.pronamespace
+    where not exists (select 1 from ext where ext.classid = 'pg_proc'::regclass and ext.objid = p.oid)
+),
+typ as (
+    select t.*, ns.nspname, ns.nspname || '.' || t.typname as key,
+           quote_ident(ns.nspname) || '.' || quote_ident(t.typname) as ident,
+           case t.typtype when 'd' then 'domain' when 'e' then 'enum' when 'r' then 'range' when 'm' then 'range'
+                else 'type' end as kindname
+    from pg_type t join ns on ns.oid = t.typnamespace
+    where t.typtype in ('e', 'd', 'r', 'b', 'm')
+      and not exists (select 1 from ext where ext.classid = 'pg_type'::regclass and ext.objid = t.oid)
+      and not (t.typtype = 'b' and t.typcategory = 'A')
+      and not (t.typtype = 'm')
+),
+srv as (
+    select s.*, w.fdwname from pg_foreign_server s join pg_foreign_data_wrapper w on w.oid = s.srvfdw
+    where (cardinality(%(schemas)s::text[]) = 0
+           or s.oid in (select ft.ftserver from pg_foreign_table ft join rel on rel.oid = ft.ftrelid))
+      and not exists (select 1 from ext where ext.classid = 'pg_foreign_server'::regclass and ext.objid = s.oid)
+)
+select kind, object, detail, key from (
+    select 'schema' as kind, quote_ident(nspname) as object, '' as detail, nspname as key
+    from ns where not exists (select 1 from ext where ext.classid = 'pg_namespace'::regclass and ext.objid = ns.oid)
+  union all
+    select 'acl', 'schema ' || quote_ident(nspname), __SCHEMA_ACL__, nspname from ns where %(privileges)s
+  union all
+    select 'owner', 'schema ' || quote_ident(nspname), pg_get_userbyid(nspowner), nspname from ns where %(owners)s
+  union all
+    select 'extension', quote_ident(e.extname), e.extversion || ' in ' || n.nspname, e.extname
+    from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+    where n.nspname in (select nspname from ns) or n.nspname = 'pg_catalog'
+  union all
+    select rel.kindname, rel.ident,
+           concat_ws(' | ', case rel.relpersistence when 'u' then 'unlogged' when 't' then 'temporary' end,
+                     case when rel.relkind = 'p' then 'partition by ' || pg_get_partkeydef(rel.oid) end,
+                     case when rel.relispartition then 'partition ' || pg_get_expr(rel.relpartbound, rel.oid) end,
+                     (select 'inherits ' || string_agg(i.inhparent::regclass::text, ',' order by i.inhseqno)
+                      from pg_inherits i where i.inhrelid = rel.oid and not rel.relispartition),
+                     case when rel.relkind in ('v', 'm')
+                          then regexp_replace(btrim(pg_get_viewdef(rel.oid)), '\s+', ' ', 'g') end,
+                     (select concat_ws(' ', 'as', format_type(s.seqtypid, null), 'start', s.seqstart,
+                                       'increment', s.seqincrement, 'min', s.seqmin, 'max', s.seqmax,
+                                       'cache', s.seqcache, case when s.seqcycle then 'cycle' end)
+                      from pg_sequence s where s.seqrelid = rel.oid),
+                     (select 'server ' || fs.srvname || coalesce(' options ' || ft.ftoptions::text, '')
+                      from pg_foreign_table ft join pg_foreign_server fs on fs.oid = ft.ftserver
+                      where ft.ftrelid = rel.oid)),
+           rel.key
+    from rel
+  union all
+    select 'options', rel.kindname || ' ' || rel.ident, array_to_string(array(select unnest(rel.reloptions) order by 1), ','),
+           rel.key
+    from rel where rel.reloptions is not null and cardinality(rel.reloptions) > 0
+  union all
+    select 'row_security', rel.ident, 'enabled', rel.key from rel where rel.relrowsecurity
+  union all
+    select 'force_row_security', rel.ident, 'forced', rel.key from rel where rel.relforcerowsecurity
+  union all
+    select 'replica_identity', rel.ident,
+           case rel.relreplident when 'n' then 'nothing' when 'f' then 'full'
+                when 'i' then 'using index ' || coalesce((select quote_ident(ic.relname) from pg_index i
+                                                          join pg_class ic on ic.oid = i.indexrelid
+                                                          where i.indrelid = rel.oid and i.indisreplident), '?')
+           end, rel.key
+    from rel where rel.relkind in ('r', 'p', 'm') and rel.relreplident <> 'd'
+  union all
+    select 'acl', rel.kindname || ' ' || rel.ident, __REL_ACL__, rel.key
+    from rel where %(privileges)s and rel.relkind <> 'c'
+  union all
+    select 'owner', rel.kindname || ' ' || rel.ident, pg_get_userbyid(rel.relowner), rel.key
+    from rel where %(owners)s and rel.relkind <> 'c'
+  union all
+    select 'sequence_owned_by', rel.ident, dr.ident || '.' || quote_ident(a.attname), rel.key
+    from rel join pg_depend d on d.classid = 'pg_class'::regclass and d.objid = rel.oid
+         and d.refclassid = 'pg_class'::regclass and d.refobjsubid > 0 and d.deptype = 'a'
+    join rel dr on dr.oid = d.refobjid
+    join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
+    where rel.relkind = 'S'
+  union all
+    select 'column', rel.ident || '.' || quote_ident(a.attname),
+           concat_ws(' | ',
+                     case when not %(ignore_order)s
+                          then 'position ' || rank() over (partition by a.attrelid order by a.attnum) end,
+                     format_type(a.atttypid, a.atttypmod),
+                     case when a.attnotnull then 'not null' end,
+                     case when a.attgenerated = 's' then 'generated ' || pg_get_expr(d.adbin, d.adrelid)
+                          when d.adbin is not null then 'default ' || pg_get_expr(d.adbin, d.adrelid) end,
+                     case a.attidentity when 'a' then 'identity always' when 'd' then 'identity by default' end,
+                     case when a.attcollation <> t.typcollation then 'collate ' || a.attcollation::regcollation::text end,
+                     case when a.attstorage <> t.typstorage then 'storage ' || a.attstorage::text end,
+                     case when a.attstattarget >= 0 then 'statistics ' || a.attstattarget end,
+                     case when a.attfdwoptions is not null then 'options ' || a.attfdwoptions::text end),
+           rel.key
+    from rel join pg_attribute a on a.attrelid = rel.oid
+    join pg_type t on t.oid = a.atttypid
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    where a.attnum > 0 and not a.attisdropped and rel.relkind <> 'S'
+  union all
+    select 'acl', 'column ' || rel.ident || '.' || quote_ident(a.attname), __COL_ACL__, rel.key
+    from rel join pg_attribute a on a.attrelid = rel.oid
+    where %(privileges)s and a.attnum > 0 and not a.attisdropped and a.attacl is not null and cardinality(a.attacl) > 0
+  union all
+    select 'constraint', coalesce(rel.ident, typ.ident) || '.' || quote_ident(co.conname),
+           concat_ws(' | ', pg_get_constraintdef(co.oid), case when not co.convalidated then 'not valid' end),
+           coalesce(rel.key, typ.key)
+    from pg_constraint co
+    left join rel on rel.oid = co.conrelid
+    left join typ on typ.oid = co.contypid
+    where (rel.oid is not null or typ.oid is not null) and co.conparentid = 0
+  union all
+    select 'index', quote_ident(rel.nspname) || '.' || quote_ident(ic.relname),
+           concat_ws(' | ', pg_get_indexdef(i.indexrelid), case when not i.indisvalid then 'invalid' end,
+                     case when i.indisclustered then 'clustered' end),
+           rel.key
+    from pg_index i join rel on rel.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
+    where not exists (select 1 from pg_constraint co where co.conindid = i.indexrelid and co.conrelid = i.indrelid
+                      and co.contype in ('p', 'u', 'x'))
+      and not exists (select 1 from pg_inherits inh where inh.inhrelid = i.indexrelid)
+  union all
+    select 'trigger', rel.ident || '.' || quote_ident(tg.tgname),
+           concat_ws(' | ', pg_get_triggerdef(tg.oid),
+                     case tg.tgenabled when 'D' then 'disabled' when 'R' then 'replica' when 'A' then 'always' end),
+           rel.key
+    from pg_trigger tg join rel on rel.oid = tg.tgrelid
+    where not tg.tgisinternal and tg.tgparentid = 0
+  union all
+    select 'rule', rel.ident || '.' || quote_ident(r.rulename), pg_get_ruledef(r.oid), rel.key
+    from pg_rewrite r join rel on rel.oid = r.ev_class
+    where r.rulename <> '_RETURN'
+  union all
+    select 'policy', rel.ident || '.' || quote_ident(p.polname),
+           concat_ws(' | ', 'for ' || p.polcmd::text, case when p.polpermissive then 'permissive' else 'restrictive' end,
+                     'to ' || coalesce((select string_agg(case when r = 0 then 'public' else r::regrole::text end,
+                                                          ',' order by 1)
+                                        from unnest(p.polroles) r), ''),
+                     'using ' || pg_get_expr(p.polqual, p.polrelid),
+                     'check ' || pg_get_expr(p.polwithcheck, p.polrelid)),
+           rel.key
+    from pg_policy p join rel on rel.oid = p.polrelid
+  union all
+    select fn.kindname, fn.ident,
+           concat_ws(' | ', 'returns ' || pg_get_function_result(fn.oid), 'language ' || l.lanname,
+                     'volatility ' || fn.provolatile::text, case when fn.proisstrict then 'strict' end,
+                     case when fn.prosecdef then 'security definer' end,
+                     case when fn.proleakproof then 'leakproof' end, 'parallel ' || fn.proparallel::text,
+                     case when fn.procost <> 100 and fn.prolang <> 12 then 'cost ' || fn.procost end,
+                     'config ' || fn.proconfig::text, 'bin ' || fn.probin,
+                     case when fn.prokind <> 'a' then 'source md5 ' || md5(fn.prosrc) end,
+                     (select concat_ws(' ', 'sfunc', ag.aggtransfn::regproc::text,
+                                       'stype', format_type(ag.aggtranstype, null),
+                                       'finalfunc', nullif(ag.aggfinalfn::regproc::text, '-'),
+                                       'combinefunc', nullif(ag.aggcombinefn::regproc::text, '-'),
+                                       'initcond', ag.agginitval, 'kind', ag.aggkind::text)
+                      from pg_aggregate ag where ag.aggfnoid = fn.oid)),
+           fn.key
+    from fn join pg_language l on l.oid = fn.prolang
+  union all
+    select 'acl', fn.kindname || ' ' || fn.ident, __FN_ACL__, fn.key from fn where %(privileges)s
+  union all
+    select 'owner', fn.kindname || ' ' || fn.ident, pg_get_userbyid(fn.proowner), fn.key from fn where %(owners)s
+  union all
+    select typ.kindname, typ.ident,
+           concat_ws(' | ',
+                     (select 'labels ' || string_agg(quote_literal(e.enumlabel), ',' order by e.enumsortorder)
+                      from pg_enum e where e.enumtypid = typ.oid),
+                     case when typ.typtype = 'd' then 'base ' || format_type(typ.typbasetype, typ.typtypmod) end,
+                     case when typ.typnotnull then 'not null' end, 'default ' || typ.typdefault,
+                     case when typ.typtype = 'd' and typ.typcollation <> 0
+                               and typ.typcollation <> (select bt.typcollation from pg_type bt where bt.oid = typ.typbasetype)
+                          then 'collate ' || typ.typcollation::regcollation::text end,
+                     (select concat_ws(' ', 'subtype', format_type(rg.rngsubtype, null),
+                                       'collation', nullif(rg.rngcollation, 0)::regcollation::text,
+                                       'opclass', rg.rngsubopc::regclass::text,
+                                       'canonical', nullif(rg.rngcanonical::text, '-'),
+                                       'subdiff', nullif(rg.rngsubdiff::text, '-'))
+                      from pg_range rg where rg.rngtypid = typ.oid),
+                     case when typ.typtype = 'b' then 'input ' || typ.typinput::text || ' output ' || typ.typoutput::text end),
+           typ.key
+    from typ
+  union all
+    select 'acl', 'type ' || typ.ident, __TYP_ACL__, typ.key from typ where %(privileges)s
+  union all
+    select 'owner', 'type ' || typ.ident, pg_get_userbyid(typ.typowner), typ.key from typ where %(owners)s
+  union all
+    select 'statistics', quote_ident(ns.nspname) || '.' || quote_ident(s.stxname), pg_get_statisticsobjdef(s.oid),
+           ns.nspname || '.' || s.stxname
+    from pg_statistic_ext s join ns on ns.oid = s.stxnamespace
+  union all
+    select 'collation', quote_ident(ns.nspname) || '.' || quote_ident(co.collname),
+           concat_ws(' | ', 'provider ' || co.collprovider::text, case when not co.collisdeterministic then 'nondeterministic' end,
+                     'collate ' || co.collcollate, 'ctype ' || co.collctype,
+                     'locale ' || coalesce(to_jsonb(co) ->> 'colliculocale', to_jsonb(co) ->> 'colllocale')),
+           ns.nspname || '.' || co.collname
+    from pg_collation co join ns on ns.oid = co.collnamespace
+    where not exists (select 1 from ext where ext.classid = 'pg_collation'::regclass and ext.objid = co.oid)
+  union all
+    select 'comment', o.type || ' ' || o.identity, d.description,
+           coalesce((select rel.key from rel where d.classoid = 'pg_class'::regclass and rel.oid = d.objoid),
+                    (select rel.key from pg_index i join rel on rel.oid = i.indrelid
+                     where d.classoid = 'pg_class'::regclass and i.indexrelid = d.objoid),
+                    (select coalesce(r2.key, t2.key) from pg_constraint co left join rel r2 on r2.oid = co.conrelid
+                     left join typ t2 on t2.oid = co.contypid
+                     where d.classoid = 'pg_constraint'::regclass and co.oid = d.objoid),
+                    (select rel.key from pg_trigger tg join rel on rel.oid = tg.tgrelid
+                     where d.classoid = 'pg_trigger'::regclass and tg.oid = d.objoid),
+                    (select rel.key from pg_policy p join rel on rel.oid = p.polrelid
+                     where d.classoid = 'pg_policy'::regclass and p.oid = d.objoid),
+                    (select fn.key from fn where d.classoid = 'pg_proc'::regclass and fn.oid = d.objoid),
+                    (select typ.key from typ where d.classoid = 'pg_type'::regclass and typ.oid = d.objoid),
+                    coalesce(o.schema || '.', '') || coalesce(o.name, o.identity))
+    from (select * from pg_description  -- built-in objects (oids below 16384) carry no user comments, but schemas
+          where objoid >= 16384 or classoid = 'pg_namespace'::regclass) d,
+    lateral pg_identify_object(d.classoid, d.objoid, d.objsubid) o
+    where (o.schema in (select nspname from ns)
+           or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
+           or (d.classoid = 'pg_foreign_server'::regclass and d.objoid in (select oid from srv)))
+      and not exists (select 1 from ext where ext.classid = d.classoid and ext.objid = d.objoid)
+  union all
+    select 'default_privileges',
+           'for role ' || case when not %(owners)s and (da.defaclrole = (select datdba from pg_database
+                                                                         where datname = current_database())
+                                                        or da.defaclrole = current_user::regrole)
+                               then '<owner>' else pg_get_userbyid(da.defaclrole) end
+             || coalesce(' in schema ' || quote_ident(n.nspname), '')
+             || ' on ' || case da.defaclobjtype when 'r' then 'tables' when 'S' then 'sequences'
+                               when 'f' then 'functions' when 'T' then 'types' when 'n' then 'schemas' end,
+           __DEFACL__, coalesce(n.nspname, '*')
+    from pg_default_acl da left join pg_namespace n on n.oid = da.defaclnamespace
+    where %(privileges)s and (n.oid is null or n.nspname in (select nspname from ns))
+  union all
+    select 'foreign_data_wrapper', quote_ident(w.fdwname),
+           concat_ws(' | ', 'handler ' || nullif(w.fdwhandler, 0)::regproc::text,
+                     'validator ' || nullif(w.fdwvalidator, 0)::regproc::text, 'options ' || w.fdwoptions::text),
+           w.fdwname
+    from pg_foreign_data_wrapper w
+    where w.oid in (select srvfdw from srv)
+      and not exists (select 1 from ext where ext.classid = 'pg_foreign_data_wrapper'::regclass and ext.objid = w.oid)
+  union all
+    select 'foreign_server', quote_ident(srv.srvname),
+           concat_ws(' | ', 'wrapper ' || srv.fdwname, 'type ' || srv.srvtype, 'version ' || srv.srvversion,
+                     'options ' || srv.srvoptions::text),
+           srv.srvname
+    from srv
+  union all
+    select 'user_mapping', 'for ' || case when um.umuser = 0 then 'public' else pg_get_userbyid(um.umuser) end
+             || ' server ' || quote_ident(srv.srvname), '', srv.srvname
+    from pg_user_mapping um join srv on srv.oid = um.umserver
+  union all
+    select replace(o.type, ' ', '_'), o.identity, '', coalesce(o.schema || '.', '') || coalesce(o.name, o.identity)
+    from (select 'pg_operator'::regclass as classid, oid, oprnamespace as nsp from pg_operator
+          union all select 'pg_opclass'::regclass, oid, opcnamespace from pg_opclass
+          union all select 'pg_opfamily'::regclass, oid, opfnamespace from pg_opfamily
+          union all select 'pg_ts_config'::regclass, oid, cfgnamespace from pg_ts_config
+          union all select 'pg_ts_dict'::regclass, oid, dictnamespace from pg_ts_dict
+          union all select 'pg_conversion'::regclass, oid, connamespace from pg_conversion) x
+    join ns on ns.oid = x.nsp,
+    lateral pg_identify_object(x.classid, x.oid, 0) o
+    where not exists (select 1 from ext where ext.classid = x.classid and ext.objid = x.oid)
+  union all
+    select replace(o.type, ' ', '_'), o.identity, '', o.identity
+    from (select 'pg_publication'::regclass as classid, oid from pg_publication
+          union all select 'pg_event_trigger'::regclass, oid from pg_event_trigger
+          union all select 'pg_cast'::regclass, oid from pg_cast where oid >= 16384) x,
+    lateral pg_identify_object(x.classid, x.oid, 0) o
+    where cardinality(%(schemas)s::text[]) = 0
+      and not exists (select 1 from ext where ext.classid = x.classid and ext.objid = x.oid)
+) listing
+order by kind collate "C", object collate "C", detail collate "C"
+"""
+
+_SQL = (
+    _DESCRIBE_SQL.replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))
+    .replace("__REL_ACL__", _acl("rel.relacl", "r", "rel.relowner"))  # 'r' and 's' defaults are both owner-only
+    .replace("__COL_ACL__", _acl("a.attacl", "c", "rel.relowner", default=False))
+    .replace("__FN_ACL__", _acl("fn.proacl", "f", "fn.proowner"))
+    .replace("__TYP_ACL__", _acl("typ.typacl", "T", "typ.typowner"))
+    .replace("__DEFACL__", _acl("da.defaclacl", "r", "da.defaclrole", default=False))
+)
+
+
+def describe(
+    conn_or_dsn: Connection | str,
+    options: DescribeOptions,
+    *,
+    connect_timeout: timedelta = timedelta(seconds=10),
+    what: str = "describing the schema",
+) -> tuple[CatalogRow, ...]:
+    """The normalised catalog description of the managed schemas, read with ONE catalog query."""
+    params = {
+        "schemas": list(options.schemas),
+        "exclude": list(options.exclude_schemas),
+        "privileges": options.privileges,
+        "owners": options.compare_owners,
+        "ignore_order": options.ignore_column_order,
+    }
+    with database_errors(what):
+        if isinstance(conn_or_dsn, str):
+            with connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
+                rows = conn.execute(_SQL, params).fetchall()
+        else:
+            rows = conn_or_dsn.execute(_SQL, params).fetchall()
+            if not conn_or_dsn.autocommit:
+                conn_or_dsn.rollback()
+    return tuple(_row(*r) for r in rows if not _empty_default_acl(r))
+
+
+def _empty_default_acl(r: tuple[str, str, str | None, str]) -> bool:
+    """Default privileges that grant nothing beyond the built-in defaults print nothing in ``pg_dump``."""
+    return r[0] == "default_privileges" and not r[2]
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def _row(kind: str, obj: str, detail: str | None, key: str) -> CatalogRow:
+    return CatalogRow(str(kind), str(obj), _SPACES.sub(" ", detail or "").strip(), str(key))
+
+
+def by_object(rows: Iterable[CatalogRow]) -> dict[tuple[str, str], CatalogRow]:
+    """The rows keyed by (kind, object)."""
+    return {(r.kind, r.object): r for r in rows}

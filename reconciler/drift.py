@@ -1,0 +1,414 @@
+"""Residual drift: what the catalog descriptions of an environment and of the desired build still differ in, once
+the plan's statements are counted as resolving the objects they name; and the statements that close the gaps
+migra leaves (comments, FORCE ROW LEVEL SECURITY, relation options, replica identity).
+
+The rule (README, "Unmanaged drift"): a difference on a row of the description is *resolved* by the plan when a
+plan statement names the row's object (or the table, view, type or function it belongs to) and the statement is
+of a sort that changes that aspect of it:
+
+* ``COMMENT ON`` resolves comments; ``GRANT``/``REVOKE`` ACLs; ``ALTER DEFAULT PRIVILEGES`` default privileges;
+  owner changes owners; ``ALTER TABLE ... FORCE/NO FORCE ROW LEVEL SECURITY``, ``REPLICA IDENTITY``,
+  ``SET (...)``/``RESET (...)`` the aspect of that name; ``ALTER SEQUENCE`` sequences and their ``OWNED BY``;
+* a ``DROP`` resolves every aspect of what it drops;
+* any other statement resolves the structure of what it names (tables, columns, constraints, indexes, views,
+  functions, types, triggers, policies, ...), never its comments, grants, options or owner.
+
+Every other difference is unmanaged drift. With an empty plan nothing is resolved, so a plan is in sync only when
+the two descriptions are equal: never while ``pg_dump --schema-only`` of the two differs beyond the normalisation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from pglast import ast, parser
+from pglast.enums import AlterTableType
+
+from .catalog import CatalogRow, DescribeOptions, by_object, describe
+from .config import EnvironmentConfig
+from .diff import diff
+from .inspect import Inspection
+from .model import UnmanagedDrift
+
+ALL = "*"  # an aspect that stands for every aspect (a DROP)
+STRUCTURE = "structure"
+# Aspects of an object that no structural statement changes: each needs a statement of its own.
+ASPECTS = frozenset(
+    {
+        "comment",
+        "acl",
+        "default_privileges",
+        "owner",
+        "force_row_security",
+        "replica_identity",
+        "options",
+        "sequence_owned_by",
+    }
+)
+
+_AT_ASPECT = {
+    AlterTableType.AT_ForceRowSecurity: "force_row_security",
+    AlterTableType.AT_NoForceRowSecurity: "force_row_security",
+    AlterTableType.AT_ReplicaIdentity: "replica_identity",
+    AlterTableType.AT_SetRelOptions: "options",
+    AlterTableType.AT_ResetRelOptions: "options",
+    AlterTableType.AT_ChangeOwner: "owner",
+}
+
+
+@dataclass
+class Touched:
+    """The objects a plan's statements name, with the aspects they change (raw ``schema.name`` keys)."""
+
+    aspects: dict[str, set[str]] = field(default_factory=dict)
+    # Views a statement (re)defines: CREATE OR REPLACE VIEW without WITH (...) resets their options.
+    redefined_views: set[str] = field(default_factory=set)
+
+    def add(self, names: Iterable[str], aspects: Iterable[str]) -> None:
+        got = set(aspects)
+        for name in names:
+            self.aspects.setdefault(name, set()).update(got)
+
+    def resolves(self, row: CatalogRow) -> bool:
+        aspect = row.kind if row.kind in ASPECTS else STRUCTURE
+        for name in _names_of(row):
+            found = self.aspects.get(name, set()) | self.aspects.get(ALL, set())
+            if ALL in found or aspect in found:
+                return True
+        return False
+
+
+def _names_of(row: CatalogRow) -> Iterator[str]:
+    yield row.key
+    bare = row.object.split(" ")[-1].replace('"', "")
+    yield bare
+    yield bare.split("(")[0]
+
+
+def _name_lists(node: ast.Node) -> Iterator[str]:
+    """Every qualified name in a statement: relations, and lists of name strings (functions, types, schemas)."""
+    if isinstance(node, ast.RangeVar):
+        yield f"{node.schemaname or 'public'}.{node.relname}"
+        return
+    for attr in node:
+        value = getattr(node, attr)
+        if isinstance(value, str) and attr in ("schemaname", "extname", "servername", "idxname", "fdwname"):
+            yield value
+        yield from _names_in(value)
+
+
+def _names_in(value: object) -> Iterator[str]:
+    if isinstance(value, ast.Node):
+        yield from _name_lists(value)
+    elif isinstance(value, tuple) and value and all(isinstance(v, ast.String) for v in value):
+        parts = [str(v.sval) for v in value]
+        yield ".".join(parts)
+        if len(parts) == 1:
+            yield f"public.{parts[0]}"
+    elif isinstance(value, tuple):
+        for v in value:
+            yield from _names_in(v)
+
+
+def _aspects_of(stmt: ast.Node) -> set[str]:
+    if isinstance(stmt, ast.DropStmt):
+        return {ALL}
+    if isinstance(stmt, ast.CommentStmt):
+        return {"comment"}
+    if isinstance(stmt, ast.GrantStmt):
+        return {"acl"}
+    if isinstance(stmt, ast.AlterDefaultPrivilegesStmt):
+        return {"default_privileges"}
+    if isinstance(stmt, ast.AlterOwnerStmt):
+        return {"owner"}
+    if isinstance(stmt, ast.AlterSeqStmt | ast.CreateSeqStmt):
+        return {STRUCTURE, "sequence_owned_by"}
+    if isinstance(stmt, ast.AlterTableStmt):
+        return {
+            _AT_ASPECT.get(c.subtype, STRUCTURE) if c.subtype is not None else STRUCTURE
+            for c in stmt.cmds or ()
+            if isinstance(c, ast.AlterTableCmd)
+        }
+    return {STRUCTURE}
+
+
+def touched(sqls: Sequence[str]) -> Touched:
+    """What the statements name and change; a statement that does not parse counts as touching nothing."""
+    out = Touched()
+    for sql in sqls:
+        try:
+            raws = parser.parse_sql(sql)
+        except parser.ParseError:
+            continue
+        for raw in raws:
+            stmt = raw.stmt
+            if stmt is None:
+                continue
+            names = set(_name_lists(stmt))
+            if isinstance(stmt, ast.AlterDefaultPrivilegesStmt):
+                names.add(ALL)
+            if isinstance(stmt, ast.ViewStmt) and stmt.view is not None:
+                out.redefined_views.update(_name_lists(stmt.view))
+            out.add(names, _aspects_of(stmt))
+    return out
+
+
+def differences(
+    env: Iterable[CatalogRow], want: Iterable[CatalogRow]
+) -> list[tuple[CatalogRow | None, CatalogRow | None]]:
+    """Pairs (environment row, desired row) that differ, by (kind, object); None where one side lacks it."""
+    have, need = by_object(env), by_object(want)
+    out: list[tuple[CatalogRow | None, CatalogRow | None]] = []
+    for k in sorted(have.keys() | need.keys()):
+        a, b = have.get(k), need.get(k)
+        if a is None or b is None or a.detail != b.detail:
+            out.append((a, b))
+    return out
+
+
+def residual(env: Iterable[CatalogRow], want: Iterable[CatalogRow], sqls: Sequence[str]) -> tuple[UnmanagedDrift, ...]:
+    """The differences that the plan ``sqls`` does not resolve (see the module's rule)."""
+    t = touched(sqls)
+    out: list[UnmanagedDrift] = []
+    for a, b in differences(env, want):
+        row = a or b
+        assert row is not None
+        if t.resolves(row):
+            continue
+        out.append(UnmanagedDrift(row.kind, row.object, _detail(a, b)))
+    return tuple(out)
+
+
+def _detail(env: CatalogRow | None, want: CatalogRow | None) -> str:
+    if env is None:
+        return f"missing from the environment (desired: {want.detail if want else ''})"
+    if want is None:
+        return f"not in the desired state (environment: {env.detail})"
+    return f"environment: {env.detail}; desired: {want.detail}"
+
+
+@functools.lru_cache(maxsize=16)
+def desired_description(
+    dsn: str, revision: str, options: DescribeOptions, connect_timeout: timedelta
+) -> tuple[CatalogRow, ...]:
+    """The desired build's description: read once per revision (and filter), like the desired inspection."""
+    del revision  # part of the cache key: a new revision is built in a new database anyway
+    return describe(dsn, options, connect_timeout=connect_timeout, what="describing the desired state")
+
+
+# -- closing the gaps migra leaves ----------------------------------------------------------------------------------
+#
+# For each difference the migra statements leave unresolved, a statement of our own, appended after migra's (a
+# comment after its object is created, a grant after its view is recreated). Aspects of an object that migra drops
+# and recreates count as absent in the environment, so they are restored after the recreation.
+
+# pg_identify_object's type names -> the object kind of COMMENT ON; the longest prefix wins.
+_COMMENT_TYPES = (
+    "materialized view",
+    "foreign table",
+    "table column",
+    "table constraint",
+    "domain constraint",
+    "foreign-data wrapper",
+    "text search configuration",
+    "text search dictionary",
+    "operator class",
+    "operator family",
+    "event trigger",
+    "table",
+    "view",
+    "index",
+    "sequence",
+    "function",
+    "procedure",
+    "aggregate",
+    "type",
+    "domain",
+    "schema",
+    "collation",
+    "trigger",
+    "policy",
+    "rule",
+    "extension",
+    "server",
+    "operator",
+    "conversion",
+    "statistics object",
+    "publication",
+    "cast",
+)
+_COMMENT_KEYWORD = {
+    "table column": "COLUMN",
+    "table constraint": "CONSTRAINT",
+    "foreign-data wrapper": "FOREIGN DATA WRAPPER",
+    "statistics object": "STATISTICS",
+}
+_REL_KEYWORD = {
+    "view": "VIEW",
+    "materialized_view": "MATERIALIZED VIEW",
+    "table": "TABLE",
+    "foreign_table": "FOREIGN TABLE",
+}
+_ACL_KEYWORD = {
+    "table": "TABLE",
+    "view": "TABLE",
+    "materialized_view": "TABLE",
+    "foreign_table": "TABLE",
+    "sequence": "SEQUENCE",
+    "function": "ROUTINE",
+    "procedure": "ROUTINE",
+    "aggregate": "ROUTINE",
+    "type": "TYPE",
+    "schema": "SCHEMA",
+}
+_ACL_BASELINE = {
+    "function": {"PUBLIC:EXECUTE"},
+    "procedure": {"PUBLIC:EXECUTE"},
+    "aggregate": {"PUBLIC:EXECUTE"},
+    "type": {"PUBLIC:USAGE"},
+}
+
+
+def literal(text: str) -> str:
+    """A SQL string literal (standard_conforming_strings is pinned on by every connection)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _role(name: str) -> str:
+    return "PUBLIC" if name == "PUBLIC" else '"' + name.replace('"', '""') + '"'
+
+
+def _split(obj: str, known: Iterable[str]) -> tuple[str, str]:
+    for t in sorted(known, key=len, reverse=True):
+        if obj.startswith(t + " "):
+            return t, obj[len(t) + 1 :]
+    return "", obj
+
+
+def _comment(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    row = want or env
+    assert row is not None
+    kind, ident = _split(row.object, _COMMENT_TYPES)
+    if not kind or (want is None and row.key not in keys):
+        return []  # an unknown kind stays unmanaged; a comment on an object the plan drops goes with it
+    keyword = _COMMENT_KEYWORD.get(kind, kind.upper())
+    if kind == "domain constraint":
+        name, _, domain = ident.partition(" on ")
+        keyword, ident = "CONSTRAINT", f"{name} ON DOMAIN {domain}"
+    return [f"COMMENT ON {keyword} {ident} IS {literal(want.detail) if want else 'NULL'}"]
+
+
+def _relation(row: CatalogRow, kinds: dict[str, str]) -> tuple[str, str]:
+    kind, ident = _split(row.object, _REL_KEYWORD)
+    return _REL_KEYWORD.get(kind or kinds.get(row.key, "table"), "TABLE"), ident
+
+
+def _options(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    row = want or env
+    assert row is not None
+    if want is None and row.key not in keys:
+        return []
+    keyword, ident = _relation(row, {})
+    have = dict(o.split("=", 1) for o in env.detail.split(",")) if env and env.detail else {}
+    need = dict(o.split("=", 1) for o in want.detail.split(",")) if want and want.detail else {}
+    out = []
+    if gone := sorted(set(have) - set(need)):
+        out.append(f"ALTER {keyword} {ident} RESET ({', '.join(gone)})")
+    if changed := {k: v for k, v in need.items() if have.get(k) != v}:
+        out.append(
+            f"ALTER {keyword} {ident} SET ({', '.join(f'{k} = {literal(v)}' for k, v in sorted(changed.items()))})"
+        )
+    return out
+
+
+def _table_aspect(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    row = want or env
+    assert row is not None
+    if want is None and row.key not in keys:
+        return []
+    if row.kind == "force_row_security":
+        return [f"ALTER TABLE {row.object} {'FORCE' if want else 'NO FORCE'} ROW LEVEL SECURITY"]
+    setting = (want.detail if want else "default").upper()
+    if setting.startswith("USING INDEX "):
+        setting = "USING INDEX " + want.detail[len("using index ") :] if want else setting
+    return [f"ALTER TABLE {row.object} REPLICA IDENTITY {setting}"]
+
+
+def _acl(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    row = want or env
+    assert row is not None
+    if want is None and row.key not in keys:
+        return []
+    kind, ident = row.object.split(" ", 1)
+    column = ""
+    if kind == "column":
+        ident, _, col = ident.rpartition(".")
+        column, kind = f" ({col})", "table"
+    on = f"{_ACL_KEYWORD.get(kind, 'TABLE')} {ident}"
+    have = set(env.detail.split(",")) if env else set(_ACL_BASELINE.get(kind, ()))
+    need = set(want.detail.split(",")) if want and want.detail else set()
+    out: list[str] = []
+    for item in sorted(have - need):
+        grantee, _, priv = item.partition(":")
+        if grantee != "<owner>" and item:
+            out.append(f"REVOKE {priv.rstrip('*')}{column} ON {on} FROM {_role(grantee)}")
+    for item in sorted(need - have):
+        grantee, _, priv = item.partition(":")
+        if grantee != "<owner>" and item:
+            grant = " WITH GRANT OPTION" if priv.endswith("*") else ""
+            out.append(f"GRANT {priv.rstrip('*')}{column} ON {on} TO {_role(grantee)}{grant}")
+    return out
+
+
+_CLOSERS = {
+    "comment": _comment,
+    "options": _options,
+    "force_row_security": _table_aspect,
+    "replica_identity": _table_aspect,
+    "acl": _acl,
+}
+
+
+def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sqls: Sequence[str]) -> list[str]:
+    """Statements (after ``sqls``) for the differences ``sqls`` leave that the reconciler knows how to close."""
+    done = touched(sqls)
+    dropped = {k for k, aspects in done.aspects.items() if ALL in aspects}
+    kept = [  # recreated: its aspects are gone; a redefined view: its options are
+        r
+        for r in env
+        if not (r.kind in ASPECTS and r.key in dropped) and not (r.kind == "options" and r.key in done.redefined_views)
+    ]
+    keys = {r.key for r in want}
+    out: list[str] = []
+    for a, b in differences(kept, want):
+        row = a or b
+        assert row is not None
+        closer = _CLOSERS.get(row.kind)
+        recreated = row.key in dropped or (row.kind == "options" and row.key in done.redefined_views)
+        if closer is None or (not recreated and done.resolves(row)):
+            continue
+        out.extend(closer(a, b, keys))
+    return out
+
+
+def describe_options(env: EnvironmentConfig) -> DescribeOptions:
+    """What the catalog description of ``env`` compares."""
+    return DescribeOptions(
+        env.schemas, env.exclude_schemas, env.privileges, env.compare_owners, env.ignore_column_order
+    )
+
+
+def plan_statements(
+    current: Inspection,
+    want: Inspection,
+    described: Sequence[CatalogRow],
+    wanted: Sequence[CatalogRow],
+    *,
+    privileges: bool,
+) -> list[str]:
+    """migra's statements, then ours for the differences they leave that we know how to close."""
+    sqls = diff(current, want, privileges=privileges)
+    return sqls + closing_statements(described, wanted, sqls)

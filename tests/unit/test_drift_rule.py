@@ -1,0 +1,53 @@
+"""The rule for unmanaged drift, without a database: which differences a plan's statements resolve."""
+
+from __future__ import annotations
+
+from reconciler.catalog import CatalogRow
+from reconciler.drift import closing_statements, residual
+
+TABLE = CatalogRow("table", "public.t", "", "public.t")
+COMMENT = CatalogRow("comment", "table public.t", "people", "public.t")
+FORCE = CatalogRow("force_row_security", "public.t", "forced", "public.t")
+VIEW_OPTS = CatalogRow("options", "view public.v", "security_invoker=true", "public.v")
+VIEW = CatalogRow("view", "public.v", "SELECT 1;", "public.v")
+
+
+def test_with_no_statement_every_difference_is_unmanaged() -> None:
+    got = residual([TABLE], [TABLE, COMMENT], [])
+    assert [(d.kind, d.object) for d in got] == [("comment", "table public.t")]
+
+
+def test_equal_descriptions_leave_nothing() -> None:
+    assert residual([TABLE, COMMENT], [TABLE, COMMENT], []) == ()
+
+
+def test_a_structural_statement_does_not_resolve_a_comment() -> None:
+    got = residual([], [TABLE, COMMENT], ["create table public.t (id int)"])
+    assert [d.kind for d in got] == ["comment"]
+
+
+def test_a_comment_statement_resolves_the_comment() -> None:
+    assert residual([TABLE], [TABLE, COMMENT], ["COMMENT ON TABLE public.t IS 'people'"]) == ()
+
+
+def test_a_drop_resolves_every_aspect_of_what_it_drops() -> None:
+    assert residual([TABLE, COMMENT, FORCE], [], ['drop table "public"."t"']) == ()
+
+
+def test_closing_statements_for_comment_and_force() -> None:
+    got = closing_statements([TABLE], [TABLE, COMMENT, FORCE], [])
+    assert got == ["COMMENT ON TABLE public.t IS 'people'", "ALTER TABLE public.t FORCE ROW LEVEL SECURITY"]
+
+
+def test_a_comment_is_quoted_as_a_literal() -> None:
+    evil = CatalogRow("comment", "table public.t", "x'; drop table t; --", "public.t")
+    assert closing_statements([TABLE], [TABLE, evil], []) == ["COMMENT ON TABLE public.t IS 'x''; drop table t; --'"]
+
+
+def test_a_redefined_view_gets_its_options_back() -> None:
+    got = closing_statements([VIEW, VIEW_OPTS], [VIEW, VIEW_OPTS], ['create or replace view "public"."v" as select 1'])
+    assert got == ["ALTER VIEW public.v SET (security_invoker = 'true')"]
+
+
+def test_a_comment_on_a_dropped_object_is_not_cleared() -> None:
+    assert closing_statements([TABLE, COMMENT], [], ['drop table "public"."t"']) == []
