@@ -333,9 +333,10 @@ select kind, object, detail, key from (
            srv.srvname
     from srv
   union all
+    -- pg_user_mappings (the view): readable by unprivileged roles such as the scratch build role; options unread
     select 'user_mapping', 'for ' || case when um.umuser = 0 then 'public' else pg_get_userbyid(um.umuser) end
              || ' server ' || quote_ident(srv.srvname), '', srv.srvname
-    from pg_user_mapping um join srv on srv.oid = um.umserver
+    from pg_user_mappings um join srv on srv.oid = um.srvid
   union all
     select replace(o.type, ' ', '_'), o.identity, '', coalesce(o.schema || '.', '') || coalesce(o.name, o.identity)
     from (select 'pg_operator'::regclass as classid, oid, oprnamespace as nsp from pg_operator
