@@ -142,7 +142,10 @@ def test_invalid_index_left_by_a_failed_build_is_dropped_before_the_retry(
     )
     rec = reconciler_for(
         project(
-            {"010.sql": "create table t (id int, v int);\ncreate unique index t_v on t (v);\n"},
+            {
+                "010.sql": "create table t (id int, v int) with (autovacuum_enabled = off);\n"
+                "create unique index t_v on t (v);\n"
+            },
             env(dsn, policy={"auto_apply": ["MF102"]}, lock_retries=0, **LOW),
         )
     )
