@@ -23,6 +23,9 @@ CONVERGES = "converges"
 PLAN_WAITS = "plan waits"  # migra's statements fail on the vetting clone: nothing runs, the plan stays
 
 
+KEEP = "create table keep (id int);"  # a desired state both sides share
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -210,38 +213,39 @@ CASES = [
         "create schema app; create domain app.pos as int check (value > 0);",
         "domain",
     ),
-    # foreign servers
+    # foreign servers: a desired file may not declare them (the sandbox refuses CREATE FOREIGN DATA WRAPPER, SERVER
+    # and USER MAPPING), so the environment holds them and the desired state does not: unmanaged drift, never in sync
     Case(
-        "foreign server added",
-        "create foreign data wrapper w;",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;",
+        "foreign server in the environment",
+        KEEP + " create foreign data wrapper w; create server s1 foreign data wrapper w;",
+        KEEP,
         "foreign_server",
     ),
     Case(
-        "foreign server options",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w options (host 'x');",
+        "foreign server with options in the environment",
+        KEEP + " create foreign data wrapper w; create server s1 foreign data wrapper w options (host 'x');",
+        KEEP,
         "foreign_server",
     ),
     Case(
-        "foreign server dropped",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;",
-        "create foreign data wrapper w;",
+        "two foreign servers in the environment",
+        KEEP
+        + " create foreign data wrapper w; create server s1 foreign data wrapper w; create server s2 foreign data wrapper w;",
+        KEEP,
         "foreign_server",
     ),
     Case(
-        "user mapping added",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;"
+        "user mapping in the environment",
+        KEEP + " create foreign data wrapper w; create server s1 foreign data wrapper w;"
         " create user mapping for public server s1 options (password 'secret');",
+        KEEP,
         "user_mapping",
     ),
     Case(
-        "foreign table with a check constraint",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;",
-        "create foreign data wrapper w; create server s1 foreign data wrapper w;"
-        " create foreign table ft (a int check (a > 0)) server s1;",
-        "constraint",
+        "foreign data wrapper in the environment",
+        KEEP + " create foreign data wrapper w;",
+        KEEP,
+        "foreign_data_wrapper",
     ),
 ]
 
@@ -277,7 +281,20 @@ def _apply_all(rec: Reconciler) -> None:
         rec.apply("dev")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+# Known gaps of the guarantee, kept as strict expected failures so that they are reported (and a fix shows up).
+KNOWN_GAPS = {
+    "foreign data wrapper in the environment": "a foreign data wrapper without servers is not in the description",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[c.name])) if c.name in KNOWN_GAPS else c
+        for c in CASES
+    ],
+    ids=[c.name for c in CASES],
+)
 def test_drift_case(
     case: Case,
     reader_role: str,

@@ -95,7 +95,11 @@ def test_an_sqlalchemy_metadata_source(
         desired = rec.load_desired()
         assert desired.files[0].path == "sqlalchemy:app_models:metadata"
         assert "CREATE TYPE user_kind AS ENUM ('person', 'robot')" in desired.files[0].text
-        assert rec.apply("dev").in_sync
+        result = rec.apply("dev")
+        # migra creates the serial columns' sequences as bigint; the sequence AS type is detected, not yet planned:
+        # the apply says so (unmanaged drift of kind sequence) instead of "in sync".
+        assert result.applied and not result.in_sync
+        assert {d.kind for d in result.unmanaged_drift} == {"sequence"}
     assert run_sql(dsn, "select table_name from information_schema.tables where table_schema = 'app' order by 1") == [
         ("notes",),
         ("users",),
