@@ -64,15 +64,22 @@ def _acl(acl: str, objtype: str, owner: str, *, default: bool = True) -> str:
     )
 
 
-_DESCRIBE_SQL = r"""
-with ns as (
-    select n.oid, n.nspname, n.nspacl, n.nspowner
-    from pg_namespace n
+# The managed schemas (``schemas`` / ``exclude_schemas``), as the fingerprint and the description both read them.
+MANAGED_SCHEMAS_WHERE = r"""
     where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
       and n.nspname not like 'pg\_temp\_%%' and n.nspname not like 'pg\_toast\_temp\_%%'
       and (cardinality(%(schemas)s::text[]) = 0 or n.nspname = any(%(schemas)s::text[]))
       and not (n.nspname = any(%(exclude)s::text[]))
-),
+"""
+
+_DESCRIBE_SQL = (
+    r"""
+with ns as (
+    select n.oid, n.nspname, n.nspacl, n.nspowner
+    from pg_namespace n
+"""
+    + MANAGED_SCHEMAS_WHERE
+    + r"""),
 ext as (select classid, objid from pg_depend where deptype = 'e'),
 rel as (
     select c.*, ns.nspname, ns.nspname || '.' || c.relname as key,
@@ -359,6 +366,7 @@ select kind, object, detail, key from (
 ) listing
 order by kind collate "C", object collate "C", detail collate "C"
 """
+)
 
 _SQL = (
     _DESCRIBE_SQL.replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))

@@ -15,6 +15,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from schemainspect.pg.obj import PROPS, PostgreSQL
 
+from .catalog import MANAGED_SCHEMAS_WHERE
 from .db import Connection, connect, database_errors, engine_for
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
@@ -79,15 +80,14 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
 # Grants are part of it only when the environment manages privileges. Extension members are represented by their
 # extension (name and version).
 
-_FINGERPRINT_SQL = r"""
+_FINGERPRINT_SQL = (
+    r"""
 with ns as (
     select n.oid, n.nspname, n.nspacl
     from pg_namespace n
-    where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
-      and n.nspname not like 'pg\_temp\_%%' and n.nspname not like 'pg\_toast\_temp\_%%'
-      and (cardinality(%(schemas)s::text[]) = 0 or n.nspname = any(%(schemas)s::text[]))
-      and not (n.nspname = any(%(exclude)s::text[]))
-),
+"""
+    + MANAGED_SCHEMAS_WHERE
+    + r"""),
 ext as (select classid, objid from pg_depend where deptype = 'e'),
 rel as (
     select c.oid, c.relname, c.relkind, c.relacl, ns.nspname,
@@ -223,6 +223,7 @@ select kind, ident, def from (
 ) listing
 order by kind collate "C", ident collate "C", def collate "C"
 """
+)
 
 
 def schema_listing(
