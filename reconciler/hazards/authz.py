@@ -9,56 +9,63 @@ from pglast import ast, enums
 
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
-from .names import qualified, qualified_name, relname
+from .names import alter_commands, qualified, qualified_name, relname
 from .plan import references
-from .registry import check
+from .registry import Rule, Select, check, check_rules
 
 AT = enums.AlterTableType
 OT = enums.ObjectType
 
 
-def _cmds(node: Any, subtype: Any) -> Iterator[Any]:
-    for cmd in node.cmds or ():
-        if cmd.subtype == subtype:
-            yield cmd
+def _rls(subtype: Any) -> Select:
+    return lambda node, stmt, ctx: alter_commands(node, subtype)
 
 
-@check("AZ101", HazardKind.AUTHORIZATION, Severity.WARNING, "row-level security enabled", nodes=["AlterTableStmt"])
-def rls_enabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for _ in _cmds(node, AT.AT_EnableRowSecurity):
-        yield (
-            f"enables row-level security on {relname(node.relation)}: roles other than the owner see and change "
-            "only the rows a policy allows (none without a policy)"
-        )
-
-
-@check("AZ102", HazardKind.AUTHORIZATION, Severity.DANGER, "row-level security disabled", nodes=["AlterTableStmt"])
-def rls_disabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for _ in _cmds(node, AT.AT_DisableRowSecurity):
-        yield (
-            f"disables row-level security on {relname(node.relation)}: its policies stop applying; every role with "
-            "table privileges sees every row"
-        )
-
-
-@check(
-    "AZ103",
+check_rules(
     HazardKind.AUTHORIZATION,
-    Severity.WARNING,
-    "row-level security forced on the owner",
-    nodes=["AlterTableStmt"],
+    ["AlterTableStmt"],
+    [
+        Rule(
+            "AZ101",
+            Severity.WARNING,
+            "row-level security enabled",
+            _rls(AT.AT_EnableRowSecurity),
+            lambda node, cmd, ctx: (
+                f"enables row-level security on {relname(node.relation)}: roles other than the owner see and change "
+                "only the rows a policy allows (none without a policy)"
+            ),
+        ),
+        Rule(
+            "AZ102",
+            Severity.DANGER,
+            "row-level security disabled",
+            _rls(AT.AT_DisableRowSecurity),
+            lambda node, cmd, ctx: (
+                f"disables row-level security on {relname(node.relation)}: its policies stop applying; every role "
+                "with table privileges sees every row"
+            ),
+        ),
+        Rule(
+            "AZ103",
+            Severity.WARNING,
+            "row-level security forced on the owner",
+            _rls(AT.AT_ForceRowSecurity),
+            lambda node, cmd, ctx: (
+                f"forces row-level security on {relname(node.relation)}: its owner is now restricted by its policies "
+                "too"
+            ),
+        ),
+        Rule(
+            "AZ104",
+            Severity.DANGER,
+            "row-level security no longer forced",
+            _rls(AT.AT_NoForceRowSecurity),
+            lambda node, cmd, ctx: (
+                f"stops forcing row-level security on {relname(node.relation)}: its owner bypasses the policies again"
+            ),
+        ),
+    ],
 )
-def rls_forced(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for _ in _cmds(node, AT.AT_ForceRowSecurity):
-        yield f"forces row-level security on {relname(node.relation)}: its owner is now restricted by its policies too"
-
-
-@check(
-    "AZ104", HazardKind.AUTHORIZATION, Severity.DANGER, "row-level security no longer forced", nodes=["AlterTableStmt"]
-)
-def rls_unforced(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for _ in _cmds(node, AT.AT_NoForceRowSecurity):
-        yield f"stops forcing row-level security on {relname(node.relation)}: its owner bypasses the policies again"
 
 
 def _policy_key(node: Any) -> str:
@@ -151,7 +158,7 @@ def revoked(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]
 @check("AZ110", HazardKind.AUTHORIZATION, Severity.WARNING, "owner changed", nodes=["AlterOwnerStmt", "AlterTableStmt"])
 def owner_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     if isinstance(node, ast.AlterTableStmt):
-        for cmd in _cmds(node, AT.AT_ChangeOwner):
+        for cmd in alter_commands(node, AT.AT_ChangeOwner):
             yield f"gives {relname(node.relation)} to {_role(cmd.newowner)}: the owner bypasses row-level security and holds every privilege"
         return
     yield f"gives an object to {_role(node.newowner)}: the owner holds every privilege on it"

@@ -15,8 +15,8 @@ from pglast import ast, enums
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, qualified, validated_constraint
-from .registry import check
+from .names import added_constraint, qualified, subcommands, validated_constraints
+from .registry import Rule, Select, check, check_rules
 from .types import from_type_name
 
 AT = enums.AlterTableType
@@ -93,57 +93,58 @@ def unique_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
             yield f"adds exclusion constraint {con.conname or '?'} to {ctx.figures(table)}: fails if existing rows conflict"
 
 
-@check(
-    "MF103",
+def _on_rows_where(*subtypes: Any) -> Select:
+    return lambda node, stmt, ctx: subcommands(_on_rows(node, stmt, ctx), *subtypes)
+
+
+def _validated_on_rows(contype: Any) -> Select:
+    return lambda node, stmt, ctx: validated_constraints(_on_rows(node, stmt, ctx), contype)
+
+
+check_rules(
     HazardKind.DATA_DEPENDENT,
-    Severity.WARNING,
-    "CHECK constraint validated on a table with rows",
-    nodes=["AlterTableStmt"],
+    ["AlterTableStmt"],
+    [
+        Rule(
+            "MF103",
+            Severity.WARNING,
+            "CHECK constraint validated on a table with rows",
+            _validated_on_rows(CT.CONSTR_CHECK),
+            lambda node, tc, ctx: (
+                f"adds CHECK constraint {tc[1].conname or '?'} to {ctx.figures(tc[0])}: fails if an existing row "
+                "violates it"
+            ),
+        ),
+        Rule(
+            "MF104",
+            Severity.WARNING,
+            "SET NOT NULL on a table with rows",
+            _on_rows_where(AT.AT_SetNotNull),
+            lambda node, tc, ctx: (
+                f"sets {tc[1].name} NOT NULL on {ctx.figures(tc[0])}: fails if an existing row has NULL there"
+            ),
+        ),
+        Rule(
+            "MF105",
+            Severity.WARNING,
+            "FOREIGN KEY validated on a table with rows",
+            _validated_on_rows(CT.CONSTR_FOREIGN),
+            lambda node, tc, ctx: (
+                f"adds FOREIGN KEY {tc[1].conname or '?'} to {ctx.figures(tc[0])}: fails if an existing row refers "
+                f"to a missing row of {qualified(tc[1].pktable)}"
+            ),
+        ),
+        Rule(
+            "MF106",
+            Severity.WARNING,
+            "constraint validated against existing rows",
+            _on_rows_where(AT.AT_ValidateConstraint),
+            lambda node, tc, ctx: (
+                f"validates {tc[1].name} on {ctx.figures(tc[0])}: fails if an existing row violates it"
+            ),
+        ),
+    ],
 )
-def check_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for table, cmd in _on_rows(node, stmt, ctx):
-        con = validated_constraint(cmd, CT.CONSTR_CHECK)
-        if con is not None:
-            yield f"adds CHECK constraint {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row violates it"
-
-
-@check(
-    "MF104", HazardKind.DATA_DEPENDENT, Severity.WARNING, "SET NOT NULL on a table with rows", nodes=["AlterTableStmt"]
-)
-def set_not_null(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for table, cmd in _on_rows(node, stmt, ctx):
-        if cmd.subtype == AT.AT_SetNotNull:
-            yield f"sets {cmd.name} NOT NULL on {ctx.figures(table)}: fails if an existing row has NULL there"
-
-
-@check(
-    "MF105",
-    HazardKind.DATA_DEPENDENT,
-    Severity.WARNING,
-    "FOREIGN KEY validated on a table with rows",
-    nodes=["AlterTableStmt"],
-)
-def fk_added(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for table, cmd in _on_rows(node, stmt, ctx):
-        con = validated_constraint(cmd, CT.CONSTR_FOREIGN)
-        if con is not None:
-            yield (
-                f"adds FOREIGN KEY {con.conname or '?'} to {ctx.figures(table)}: fails if an existing row refers to "
-                f"a missing row of {qualified(con.pktable)}"
-            )
-
-
-@check(
-    "MF106",
-    HazardKind.DATA_DEPENDENT,
-    Severity.WARNING,
-    "constraint validated against existing rows",
-    nodes=["AlterTableStmt"],
-)
-def constraint_validated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for table, cmd in _on_rows(node, stmt, ctx):
-        if cmd.subtype == AT.AT_ValidateConstraint:
-            yield f"validates {cmd.name} on {ctx.figures(table)}: fails if an existing row violates it"
 
 
 @check(

@@ -16,8 +16,8 @@ from pglast.visitors import Visitor
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, dropped_name, qualified, qualified_child, validated_constraint
-from .registry import check
+from .names import added_constraint, dropped_name, qualified, qualified_child, validated_constraints
+from .registry import Rule, Select, check, check_rules
 from .types import compare, from_type_name, parse_type
 
 AT = enums.AlterTableType
@@ -198,43 +198,36 @@ def set_not_null_scan(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Ite
             )
 
 
-def _validated_constraint(
-    node: Any, stmt: ParsedStatement, ctx: PlanContext, contype: Any
-) -> Iterator[tuple[str, Any]]:
-    for table, cmd in _on_large(node, stmt, ctx, unless_online=True):
-        con = validated_constraint(cmd, contype)
-        if con is not None:
-            yield table, con
+def _validated_on_large(contype: Any) -> Select:
+    return lambda node, stmt, ctx: validated_constraints(_on_large(node, stmt, ctx, unless_online=True), contype)
 
 
-@check(
-    "LK105",
+check_rules(
     HazardKind.LOCK,
-    Severity.WARNING,
-    "CHECK constraint added without NOT VALID on a large table",
-    nodes=["AlterTableStmt"],
+    ["AlterTableStmt"],
+    [
+        Rule(
+            "LK105",
+            Severity.WARNING,
+            "CHECK constraint added without NOT VALID on a large table",
+            _validated_on_large(CT.CONSTR_CHECK),
+            lambda node, tc, ctx: (
+                f"adds CHECK constraint {tc[1].conname or '?'} without NOT VALID: scans {ctx.figures(tc[0])} under "
+                "an ACCESS EXCLUSIVE lock"
+            ),
+        ),
+        Rule(
+            "LK106",
+            Severity.WARNING,
+            "FOREIGN KEY added without NOT VALID on a large table",
+            _validated_on_large(CT.CONSTR_FOREIGN),
+            lambda node, tc, ctx: (
+                f"adds FOREIGN KEY {tc[1].conname or '?'} without NOT VALID: scans {ctx.figures(tc[0])} while "
+                f"writes to it and to {qualified(tc[1].pktable)} wait (SHARE ROW EXCLUSIVE)"
+            ),
+        ),
+    ],
 )
-def check_without_not_valid(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for table, con in _validated_constraint(node, stmt, ctx, CT.CONSTR_CHECK):
-        yield (
-            f"adds CHECK constraint {con.conname or '?'} without NOT VALID: scans {ctx.figures(table)} under an "
-            "ACCESS EXCLUSIVE lock"
-        )
-
-
-@check(
-    "LK106",
-    HazardKind.LOCK,
-    Severity.WARNING,
-    "FOREIGN KEY added without NOT VALID on a large table",
-    nodes=["AlterTableStmt"],
-)
-def fk_without_not_valid(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for table, con in _validated_constraint(node, stmt, ctx, CT.CONSTR_FOREIGN):
-        yield (
-            f"adds FOREIGN KEY {con.conname or '?'} without NOT VALID: scans {ctx.figures(table)} while writes to "
-            f"it and to {qualified(con.pktable)} wait (SHARE ROW EXCLUSIVE)"
-        )
 
 
 def _covered(cmd: Any) -> bool:

@@ -6,7 +6,7 @@ name it writes, so this only matters for hand-written statements).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pglast import ast, enums
@@ -98,3 +98,21 @@ def validated_constraint(cmd: Any, contype: Any) -> Any | None:
     """The constraint of type ``contype`` that an ``ADD CONSTRAINT`` command adds and validates at once (no NOT VALID)."""
     con = added_constraint(cmd)
     return con if con is not None and con.contype == contype and not con.skip_validation else None
+
+
+def validated_constraints(commands: Iterable[tuple[str, Any]], contype: Any) -> Iterator[tuple[str, Any]]:
+    """(table, constraint) for each of the (table, command) pairs that adds and validates a ``contype`` constraint."""
+    for table, cmd in commands:
+        con = validated_constraint(cmd, contype)
+        if con is not None:
+            yield table, con
+
+
+def alter_commands(node: Any, *subtypes: Any) -> Iterator[Any]:
+    """The commands of an ALTER TABLE ``node`` of one of ``subtypes``."""
+    return (cmd for cmd in node.cmds or () if cmd.subtype in subtypes)
+
+
+def subcommands(commands: Iterable[tuple[str, Any]], *subtypes: Any) -> Iterator[tuple[str, Any]]:
+    """The (table, command) pairs whose command is of one of ``subtypes``."""
+    return ((table, cmd) for table, cmd in commands if cmd.subtype in subtypes)

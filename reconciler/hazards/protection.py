@@ -15,22 +15,16 @@ from pglast import enums
 
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
-from .names import dropped_name, object_name, qualified_child, relname
-from .registry import check
+from .names import alter_commands, dropped_name, object_name, qualified_child, relname
+from .registry import Rule, Select, check, check_rules
 
 AT = enums.AlterTableType
 OT = enums.ObjectType
 
 
-def _cmds(node: Any, *subtypes: Any) -> Iterator[Any]:
-    for cmd in node.cmds or ():
-        if cmd.subtype in subtypes:
-            yield cmd
-
-
 @check("PR101", HazardKind.PROTECTION, Severity.WARNING, "constraint dropped", nodes=["AlterTableStmt"])
 def constraint_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for cmd in _cmds(node, AT.AT_DropConstraint):
+    for cmd in alter_commands(node, AT.AT_DropConstraint):
         yield (
             f"drops constraint {cmd.name} of {relname(node.relation)} (primary key, unique, foreign key or check): "
             "rows it would refuse are accepted until it is added again"
@@ -81,28 +75,52 @@ def view_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
         yield f"drops view {name}: readers that only had access through it lose it, queries on it fail"
 
 
-@check("PR106", HazardKind.PROTECTION, Severity.WARNING, "NOT NULL dropped", nodes=["AlterTableStmt"])
-def not_null_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for cmd in _cmds(node, AT.AT_DropNotNull):
-        yield f"drops NOT NULL of {relname(node.relation)}.{cmd.name}: NULLs are accepted"
+def _alter(*subtypes: Any) -> Select:
+    return lambda node, stmt, ctx: alter_commands(node, *subtypes)
 
 
-@check("PR107", HazardKind.PROTECTION, Severity.WARNING, "identity dropped", nodes=["AlterTableStmt"])
-def identity_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for cmd in _cmds(node, AT.AT_DropIdentity):
-        yield f"drops the identity of {relname(node.relation)}.{cmd.name}: new rows no longer get values, its sequence goes"
-
-
-@check("PR108", HazardKind.PROTECTION, Severity.WARNING, "partition detached", nodes=["AlterTableStmt"])
-def partition_detached(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for _ in _cmds(node, AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize):
-        yield f"detaches a partition of {relname(node.relation)}: its rows vanish from the parent table"
-
-
-@check("PR109", HazardKind.PROTECTION, Severity.WARNING, "inheritance removed", nodes=["AlterTableStmt"])
-def inheritance_removed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    for _ in _cmds(node, AT.AT_DropInherit, AT.AT_DropOf):
-        yield f"removes {relname(node.relation)} from its parent (NO INHERIT / NOT OF): its rows vanish from the parent"
+check_rules(
+    HazardKind.PROTECTION,
+    ["AlterTableStmt"],
+    [
+        Rule(
+            "PR106",
+            Severity.WARNING,
+            "NOT NULL dropped",
+            _alter(AT.AT_DropNotNull),
+            lambda node, cmd, ctx: f"drops NOT NULL of {relname(node.relation)}.{cmd.name}: NULLs are accepted",
+        ),
+        Rule(
+            "PR107",
+            Severity.WARNING,
+            "identity dropped",
+            _alter(AT.AT_DropIdentity),
+            lambda node, cmd, ctx: (
+                f"drops the identity of {relname(node.relation)}.{cmd.name}: new rows no longer get values, its "
+                "sequence goes"
+            ),
+        ),
+        Rule(
+            "PR108",
+            Severity.WARNING,
+            "partition detached",
+            _alter(AT.AT_DetachPartition, AT.AT_DetachPartitionFinalize),
+            lambda node, cmd, ctx: (
+                f"detaches a partition of {relname(node.relation)}: its rows vanish from the parent table"
+            ),
+        ),
+        Rule(
+            "PR109",
+            Severity.WARNING,
+            "inheritance removed",
+            _alter(AT.AT_DropInherit, AT.AT_DropOf),
+            lambda node, cmd, ctx: (
+                f"removes {relname(node.relation)} from its parent (NO INHERIT / NOT OF): its rows vanish from the "
+                "parent"
+            ),
+        ),
+    ],
+)
 
 
 @check("PR110", HazardKind.PROTECTION, Severity.WARNING, "trigger or rule disabled or dropped",
@@ -115,5 +133,5 @@ def trigger_disabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
                 yield f"drops rule {name} on {table}: the rewriting it did on queries stops"
         return
     disabling = (AT.AT_DisableTrig, AT.AT_DisableTrigAll, AT.AT_DisableTrigUser, AT.AT_DisableRule)
-    for cmd in _cmds(node, *disabling):
+    for cmd in alter_commands(node, *disabling):
         yield f"disables {cmd.name or 'every trigger'} on {relname(node.relation)}: writes skip it"

@@ -20,7 +20,9 @@ __all__ = [
     "Check",
     "CheckFunc",
     "DuplicateCheckError",
+    "Rule",
     "check",
+    "check_rules",
     "human_bytes",  # where it was imported from before it moved to .context
     "never_unattended",
     "never_unattended_selector",
@@ -63,6 +65,31 @@ def check(
         return func
 
     return register
+
+
+Select = Callable[[Any, ParsedStatement, PlanContext], Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check that is one row of a table: each part of the statement that ``select`` picks is told by ``say``
+    (given the statement's node, the part and the plan)."""
+
+    code: str
+    severity: Severity
+    summary: str
+    select: Select
+    say: Callable[[Any, Any, PlanContext], str]
+
+    def run(self, node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterable[str]:
+        return (self.say(node, part, ctx) for part in self.select(node, stmt, ctx))
+
+
+def check_rules(kind: HazardKind, nodes: Iterable[str], rules: Iterable[Rule]) -> None:
+    """Register each rule of a table as a check of ``kind`` for statements whose root is one of ``nodes``."""
+    roots = tuple(nodes)
+    for rule in rules:
+        check(rule.code, kind, rule.severity, rule.summary, nodes=roots)(rule.run)
 
 
 # No configuration may run these unattended: data loss, statements that nobody could parse or classify.
