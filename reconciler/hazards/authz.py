@@ -97,22 +97,18 @@ def policy_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterat
                 f"recreates policy {node.policy_name} on {relname(node.table)} (dropped by statement {dropped + 1}) "
                 "with a new definition: changes which rows roles may see or change"
             )
-    elif node.removeType == OT.OBJECT_POLICY:
-        for table, name, again in ctx.plan.dropped_children(node, "policy", stmt.index):
-            if again is not None:
-                yield (
-                    f"drops policy {name} on {table} to recreate it (statement {again + 1}): if the two do not run in "
-                    "one transaction, the table goes without this policy in between"
-                )
+    else:
+        for table, name, again in ctx.plan.children_recreated(node, "policy", stmt.index):
+            yield (
+                f"drops policy {name} on {table} to recreate it (statement {again + 1}): if the two do not run in "
+                "one transaction, the table goes without this policy in between"
+            )
 
 
 @check("AZ107", HazardKind.AUTHORIZATION, Severity.DANGER, "row-level security policy dropped", nodes=["DropStmt"])
 def policy_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    if node.removeType != OT.OBJECT_POLICY:
-        return
-    for table, name, again in ctx.plan.dropped_children(node, "policy", stmt.index):
-        if again is None:
-            yield f"drops policy {name} on {table}: the rows it allowed become invisible, or the rows it hid visible"
+    for table, name in ctx.plan.children_dropped_for_good(node, "policy", stmt.index):
+        yield f"drops policy {name} on {table}: the rows it allowed become invisible, or the rows it hid visible"
 
 
 def _grant_text(node: Any) -> str:

@@ -18,6 +18,9 @@ from pglast.visitors import Visitor
 from .names import dropped_name, qualified, qualified_child, qualified_name
 
 OT = enums.ObjectType
+
+# The kinds of object that live on a table, as :meth:`PlanIndex.dropped_children` names them.
+_CHILD_KINDS = {"policy": OT.OBJECT_POLICY, "trigger": OT.OBJECT_TRIGGER}
 AT = enums.AlterTableType
 
 # Kinds whose drop and re-create in one plan must run together (see PlanIndex.pairs).
@@ -97,11 +100,22 @@ class PlanIndex:
         return at if at is not None and at > after else None
 
     def dropped_children(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str, int | None]]:
-        """For each trigger or policy that the DROP statement ``node`` (statement ``at``) drops: its table, its name,
-        and the later statement that creates it again (None if none does)."""
+        """For each trigger or policy (``kind``) that the DROP statement ``node`` (statement ``at``) drops: its table,
+        its name, and the later statement that creates it again (None if none does). Nothing for other drops."""
+        if node.removeType != _CHILD_KINDS[kind]:
+            return
         for obj in node.objects or ():
             table, name = qualified_child(obj)
             yield table, name, self.recreated_after(kind, f"{table}.{name}", at)
+
+    def children_dropped_for_good(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str]]:
+        """(table, name) of each trigger or policy that ``node`` drops and no later statement creates again."""
+        return ((table, name) for table, name, again in self.dropped_children(node, kind, at) if again is None)
+
+    def children_recreated(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str, int]]:
+        """(table, name, the statement that creates it again) of each trigger or policy that ``node`` drops and a
+        later statement creates again."""
+        return ((t, n, again) for t, n, again in self.dropped_children(node, kind, at) if again is not None)
 
     def pairs(self) -> list[tuple[int, int]]:
         """(drop, re-create) positions of every object the plan drops and then creates again: policies, triggers,

@@ -55,11 +55,8 @@ def _dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext, kinds: tuple[An
 
 @check("PR103", HazardKind.PROTECTION, Severity.WARNING, "trigger dropped", nodes=["DropStmt"])
 def trigger_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    if node.removeType != OT.OBJECT_TRIGGER:
-        return
-    for table, name, again in ctx.plan.dropped_children(node, "trigger", stmt.index):
-        if again is None:
-            yield f"drops trigger {name} on {table}: what it checked, audited or refused on writes stops"
+    for table, name in ctx.plan.children_dropped_for_good(node, "trigger", stmt.index):
+        yield f"drops trigger {name} on {table}: what it checked, audited or refused on writes stops"
 
 
 @check("PR104", HazardKind.PROTECTION, Severity.WARNING, "function or procedure dropped", nodes=["DropStmt"])

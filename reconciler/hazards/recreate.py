@@ -80,14 +80,11 @@ def function_recreated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> It
 
 @check("RC103", HazardKind.RECREATE, Severity.INFO, "trigger dropped and recreated", nodes=["DropStmt"])
 def trigger_recreated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    if node.removeType != OT.OBJECT_TRIGGER:
-        return
-    for table, name, again in ctx.plan.dropped_children(node, "trigger", stmt.index):
-        if again is not None:
-            yield (
-                f"drops trigger {name} on {table} and recreates it (statement {again + 1}): if the two do not run in "
-                "one transaction, writes in between skip the trigger"
-            )
+    for table, name, again in ctx.plan.children_recreated(node, "trigger", stmt.index):
+        yield (
+            f"drops trigger {name} on {table} and recreates it (statement {again + 1}): if the two do not run in "
+            "one transaction, writes in between skip the trigger"
+        )
 
 
 @check("RC104", HazardKind.RECREATE, Severity.WARNING, "materialized view dropped and recreated", nodes=["DropStmt"])
