@@ -88,61 +88,63 @@ def _approver(by: str | Approver) -> Approver:
     return by if isinstance(by, Approver) else Approver(by)
 
 
-def check_approver(target: Target, rec: PlanRecord, by: str, what: str) -> None:
+def check_approver(target: Target, record: PlanRecord, by: str, what: str) -> None:
     """Refuse ``by`` unless the environment lists no approvers or lists ``by``."""
     approvers = target.env.approvers
     if approvers and by not in approvers:
         raise PlanError(
-            f"{what} plan {rec.id}: {by!r} is not an approver of environment {rec.environment!r} "
+            f"{what} plan {record.id}: {by!r} is not an approver of environment {record.environment!r} "
             f"(approvers: {', '.join(approvers)})"
         )
 
 
 def approve(
-    store: Store, target: Target, rec: PlanRecord, by: str | Approver, fresh: Callable[[], PlanKey]
+    store: Store, target: Target, record: PlanRecord, by: str | Approver, fresh: Callable[[], PlanKey]
 ) -> PlanRecord:
-    """Record ``by``'s approval of pending plan ``rec``; it becomes approved once ``approvals_required`` different
+    """Record ``by``'s approval of pending plan ``record``; it becomes approved once ``approvals_required`` different
     approvers approved it. ``fresh()`` gives the key a plan computed now would have (revision, fingerprint and
     database; the statements are not compared here): a pending plan whose key no longer matches is marked stale
     and the approval refused. A plain name is an unauthenticated approver."""
     who = _approver(by)
     if not who.identity.strip():
         raise PlanError("an approval needs the approver's name (--by)")
-    check_approver(target, rec, who.identity, "approve")
-    denied = [s.sql for s in policy.denied(rec.statements)]
+    check_approver(target, record, who.identity, "approve")
+    denied = [s.sql for s in policy.denied(record.statements)]
     if denied:
         raise PlanError(
-            f"approving plan {rec.id}: refused, environment {rec.environment!r}'s policy denies "
+            f"approving plan {record.id}: refused, environment {record.environment!r}'s policy denies "
             f"{len(denied)} of its statements even with approval: {'; '.join(denied)}"
         )
-    if rec.status is PlanStatus.PENDING:
+    if record.status is PlanStatus.PENDING:
         now = fresh()
-        why = rec.key.mismatch(PlanKey(now.revision, rec.statements_hash, now.fingerprint, now.database, now.steps))
+        why = record.key.mismatch(
+            PlanKey(now.revision, record.statements_hash, now.fingerprint, now.database, now.steps)
+        )
         if why is not None:
-            mark_stale(store, rec, why)
+            mark_stale(store, record, why)
             raise StalePlanError(
-                f"approving plan {rec.id}: refused, the plan is stale: {why}; "
-                f"`reconciler apply {rec.environment}` computes a new plan"
+                f"approving plan {record.id}: refused, the plan is stale: {why}; "
+                f"`reconciler apply {record.environment}` computes a new plan"
             )
     required = target.env.approvals_required
-    rec = store.approve(rec.id, who.identity, required=required, authenticated=who.authenticated)
-    event = "plan_approved" if rec.status is PlanStatus.APPROVED else "approval_recorded"
+    record = store.approve(record.id, who.identity, required=required, authenticated=who.authenticated)
+    event = "plan_approved" if record.status is PlanStatus.APPROVED else "approval_recorded"
     log.info(
         event,
-        environment=rec.environment,
-        plan_id=rec.id,
+        environment=record.environment,
+        plan_id=record.id,
         by=who.identity,
         authenticated=who.authenticated,
-        approvals=len(rec.approvers),
+        approvals=len(record.approvers),
         required=required,
     )
-    return rec
+    return record
 
 
 def reject(
-    store: Store, target: Target, rec: PlanRecord, by: str | Approver, reason: str, *, lock_key: int
+    store: Store, target: Target, record: PlanRecord, by: str | Approver, reason: str, *, lock_key: int
 ) -> PlanRecord:
-    """Reject ``rec``. While an apply holds the environment's lock (advisory lock ``lock_key``) it may be running
+    """Reject ``record``. While an apply holds the environment's lock (advisory lock ``lock_key``) it may be running
     this very plan: refuse (busy) rather than record a rejection that comes too late. An environment that cannot be
     reached is not being applied to from here; the applier also re-reads the plan's status before every attempt."""
     who = _approver(by)
@@ -150,7 +152,7 @@ def reject(
         raise PlanError("a rejection needs the name of who rejects it (--by)")
     if not reason.strip():
         raise PlanError("a rejection needs a reason (--reason)")
-    check_approver(target, rec, who.identity, "reject")
+    check_approver(target, record, who.identity, "reject")
     env = target.env
     try:
         with environment_lock(
@@ -160,64 +162,64 @@ def reject(
             connect_timeout=env.connect_timeout,
             alert_after=env.lock_held_alert_after,
         ):
-            rec = store.reject(rec.id, who.identity, reason, authenticated=who.authenticated)
+            record = store.reject(record.id, who.identity, reason, authenticated=who.authenticated)
     except UnreachableError:
-        rec = store.reject(rec.id, who.identity, reason, authenticated=who.authenticated)
-    log.info("plan_rejected", environment=rec.environment, plan_id=rec.id, by=who.identity)
-    return rec
+        record = store.reject(record.id, who.identity, reason, authenticated=who.authenticated)
+    log.info("plan_rejected", environment=record.environment, plan_id=record.id, by=who.identity)
+    return record
 
 
-def mark_stale(store: Store, rec: PlanRecord, why: str) -> None:
+def mark_stale(store: Store, record: PlanRecord, why: str) -> None:
     """A pending, approved or resumable failed plan that no longer matches: marked stale (and logged)."""
     allowed = [PlanStatus.PENDING, PlanStatus.APPROVED, PlanStatus.FAILED]
-    store.transition(rec.id, to=PlanStatus.STALE, allowed_from=allowed, event="plan_stale", reason=why)
-    log.warning("plan_stale", environment=rec.environment, plan_id=rec.id, reason=why)
+    store.transition(record.id, to=PlanStatus.STALE, allowed_from=allowed, event="plan_stale", reason=why)
+    log.warning("plan_stale", environment=record.environment, plan_id=record.id, reason=why)
 
 
-def _remaining(store: Store, rec: PlanRecord) -> list[Statement]:
-    done = set(rec.completed_steps)
-    return [s for i, s in enumerate(rec.statements) if i not in done]
+def _remaining(store: Store, record: PlanRecord) -> list[Statement]:
+    done = set(record.completed_steps)
+    return [s for i, s in enumerate(record.statements) if i not in done]
 
 
-def expected_key(store: Store, rec: PlanRecord) -> PlanKey:
-    """The key a fresh plan must have for ``rec`` to run: after completed steps, the remaining statements and the
+def expected_key(store: Store, record: PlanRecord) -> PlanKey:
+    """The key a fresh plan must have for ``record`` to run: after completed steps, the remaining statements and the
     fingerprint recorded after the last of them."""
-    if not rec.completed_steps:
-        return rec.key
-    remaining = _remaining(store, rec)
-    after = max(store.progress_of(rec.id), key=lambda p: p.step_index).fingerprint_after
+    if not record.completed_steps:
+        return record.key
+    remaining = _remaining(store, record)
+    after = max(store.progress_of(record.id), key=lambda p: p.step_index).fingerprint_after
     return PlanKey(
-        rec.desired_revision,
+        record.desired_revision,
         statements_hash([s.sql for s in remaining]),
         after,
-        rec.database,
+        record.database,
         steps_digest(remaining),
     )
 
 
-def mismatch(store: Store, target: Target, rec: PlanRecord, fresh: Plan, *, needs_auth: bool = False) -> str | None:
-    """Why approved (or resumable) plan ``rec`` may not run now that a fresh diff yields ``fresh`` (None: it may).
+def mismatch(store: Store, target: Target, record: PlanRecord, fresh: Plan, *, needs_auth: bool = False) -> str | None:
+    """Why approved (or resumable) plan ``record`` may not run now that a fresh diff yields ``fresh`` (None: it may).
     ``needs_auth``: only authenticated approvals count (see :func:`needs_token`)."""
-    if rec.environment != fresh.environment:
-        return f"the plan is for environment {rec.environment!r}, not {fresh.environment!r}"
-    remaining = _remaining(store, rec)
-    why = expected_key(store, rec).mismatch(fresh.key)
+    if record.environment != fresh.environment:
+        return f"the plan is for environment {record.environment!r}, not {fresh.environment!r}"
+    remaining = _remaining(store, record)
+    why = expected_key(store, record).mismatch(fresh.key)
     if why is not None and "steps, hazards" in why:
         why = steps_changed(remaining, fresh.statements) or why
     if why is not None:
-        done = len(rec.completed_steps)
+        done = len(record.completed_steps)
         return why + (f" (after its {done} completed step(s))" if done and "statements" in why else "")
     grown = tables_grew(remaining, fresh.statements, target.env.large_table)
     if grown is not None:
         return grown
-    return approvals_short(rec, target.env, needs_auth=needs_auth)
+    return approvals_short(record, target.env, needs_auth=needs_auth)
 
 
-def approvals_short(rec: PlanRecord, env: EnvironmentConfig, *, needs_auth: bool) -> str | None:
-    """Why ``rec``'s approvals are not enough to run it (None: they are). Only approvals whose signature verifies
+def approvals_short(record: PlanRecord, env: EnvironmentConfig, *, needs_auth: bool) -> str | None:
+    """Why ``record``'s approvals are not enough to run it (None: they are). Only approvals whose signature verifies
     against the plan as stored count (not a row written behind the store's back), by current approvers, and where
     approvers authenticate, only authenticated ones."""
-    approving = [a for a in rec.approvals if a.decision == "approve"]
+    approving = [a for a in record.approvals if a.decision == "approve"]
     forged = sorted({a.actor for a in approving if not a.verified})
     valid = {
         a.actor
@@ -228,7 +230,7 @@ def approvals_short(rec: PlanRecord, env: EnvironmentConfig, *, needs_auth: bool
         return None
     unsigned = f"; approvals whose signature does not verify (not counted): {', '.join(forged)}" if forged else ""
     return (
-        f"it has {len(valid)} valid approval(s) by current approvers; environment {rec.environment!r} "
+        f"it has {len(valid)} valid approval(s) by current approvers; environment {record.environment!r} "
         f"requires {env.approvals_required}{unsigned}"
     )
 

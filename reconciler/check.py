@@ -52,31 +52,31 @@ class CheckReport:
 
 
 def run_check(
-    rec: Reconciler, environments: Sequence[str], *, base: str | None = None, cost_factor: float = 2.0
+    reconciler: Reconciler, environments: Sequence[str], *, base: str | None = None, cost_factor: float = 2.0
 ) -> CheckReport:
     try:
-        desired = rec.load_desired()
-        rec.scratch.build_desired(desired)
+        desired = reconciler.load_desired()
+        reconciler.scratch.build_desired(desired)
     except ReconcilerError as exc:
         return CheckReport((CheckItem("build", False, str(exc)),))
     items = [CheckItem("build", True, f"desired revision {desired.short_revision} builds")]
     targets: list[str | None] = [*environments] or [None]
-    items += [_hazards(rec, desired, env) for env in targets]
-    tests = Path(rec.config.policy_tests)
+    items += [_hazards(reconciler, desired, env) for env in targets]
+    tests = Path(reconciler.config.policy_tests)
     if tests.exists():
-        items.append(_policies(rec, desired, tests))
-    docs_ok = is_current(rec.config.docs, generate_docs(rec.scratch, desired))
-    items.append(CheckItem("docs", docs_ok, f"{rec.config.docs} is {'current' if docs_ok else 'out of date'}"))
+        items.append(_policies(reconciler, desired, tests))
+    docs_ok = is_current(reconciler.config.docs, generate_docs(reconciler.scratch, desired))
+    items.append(CheckItem("docs", docs_ok, f"{reconciler.config.docs} is {'current' if docs_ok else 'out of date'}"))
     if base is not None and tests.exists():
-        items.append(_performance(rec, desired, base, tests, cost_factor))
+        items.append(_performance(reconciler, desired, base, tests, cost_factor))
     return CheckReport(tuple(items))
 
 
-def _hazards(rec: Reconciler, desired: DesiredState, env: str | None) -> CheckItem:
+def _hazards(reconciler: Reconciler, desired: DesiredState, env: str | None) -> CheckItem:
     name = f"hazards ({env or 'empty database'})"
     try:
         statements: Sequence[Statement] = (
-            rec.plan(env, desired).statements if env else source_statements(rec.scratch, desired)[1]
+            reconciler.plan(env, desired).statements if env else source_statements(reconciler.scratch, desired)[1]
         )
     except ReconcilerError as exc:
         return CheckItem(name, False, str(exc))
@@ -89,9 +89,9 @@ def _hazards(rec: Reconciler, desired: DesiredState, env: str | None) -> CheckIt
     return CheckItem(name, not denied, summary, details)
 
 
-def _policies(rec: Reconciler, desired: DesiredState, tests: Path) -> CheckItem:
+def _policies(reconciler: Reconciler, desired: DesiredState, tests: Path) -> CheckItem:
     try:
-        report = run_policy_tests(rec.scratch, desired, tests)
+        report = run_policy_tests(reconciler.scratch, desired, tests)
     except ReconcilerError as exc:
         return CheckItem("policy tests", False, str(exc))
     details = tuple(f"FAIL {r.name}: {r.message}" for r in report.failed)
@@ -100,10 +100,10 @@ def _policies(rec: Reconciler, desired: DesiredState, tests: Path) -> CheckItem:
     )
 
 
-def _performance(rec: Reconciler, desired: DesiredState, base: str, tests: Path, factor: float) -> CheckItem:
+def _performance(reconciler: Reconciler, desired: DesiredState, base: str, tests: Path, factor: float) -> CheckItem:
     try:
-        before = explain_cases(rec.scratch, load_source(base), tests)
-        after = explain_cases(rec.scratch, desired, tests)
+        before = explain_cases(reconciler.scratch, load_source(base), tests)
+        after = explain_cases(reconciler.scratch, desired, tests)
     except ReconcilerError as exc:
         return CheckItem("performance", False, str(exc))
     details = tuple(

@@ -307,9 +307,9 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def approve_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRecord]:
-    rec = session.reconciler
-    who = rec.authenticate(args.plan_id, args.by, _token(args), "approve")
-    record = rec.approve(args.plan_id, who)
+    reconciler = session.reconciler
+    who = reconciler.authenticate(args.plan_id, args.by, _token(args), "approve")
+    record = reconciler.approve(args.plan_id, who)
 
     def text(p: PlanRecord) -> str:
         return render_approval(p, who.identity, session.config.environment(p.environment).approvals_required)
@@ -318,9 +318,9 @@ def approve_command(session: Session, args: argparse.Namespace) -> Outcome[PlanR
 
 
 def reject_command(session: Session, args: argparse.Namespace) -> Outcome[PlanRecord]:
-    rec = session.reconciler
-    who = rec.authenticate(args.plan_id, args.by, _token(args), "reject")
-    record = rec.reject(args.plan_id, who, args.reason)
+    reconciler = session.reconciler
+    who = reconciler.authenticate(args.plan_id, args.by, _token(args), "reject")
+    record = reconciler.reject(args.plan_id, who, args.reason)
     return Outcome(record, _json_of, render_rejection)
 
 
@@ -346,23 +346,23 @@ def run_command(session: Session, args: argparse.Namespace) -> Outcome[None]:
 
 
 def test_policies_command(session: Session, args: argparse.Namespace) -> Outcome[PolicyReport]:
-    rec = session.reconciler
-    report = run_policy_tests(rec.scratch, rec.load_desired(), args.path or session.config.policy_tests)
+    reconciler = session.reconciler
+    report = run_policy_tests(reconciler.scratch, reconciler.load_desired(), args.path or session.config.policy_tests)
     return Outcome(report, _json_of, render_policy_report, EXIT_OK if report.ok else EXIT_ERROR)
 
 
 def docs_command(session: Session, args: argparse.Namespace) -> Outcome[DocsOutcome]:
-    rec = session.reconciler
-    text = generate_docs(rec.scratch, rec.load_desired())
+    reconciler = session.reconciler
+    text = generate_docs(reconciler.scratch, reconciler.load_desired())
     done = write_docs(args.output or session.config.docs, text, check=args.check)
     return Outcome(done, _json_of, render_docs, EXIT_OK if done.current else EXIT_ERROR)
 
 
 def migration_command(session: Session, args: argparse.Namespace) -> Outcome[MigrationFile]:
-    rec = session.reconciler
-    target = rec.target(args.from_env) if args.from_env else None
-    desired = rec.load_desired()
-    source, statements = source_statements(rec.scratch, desired, target=target, from_dir=args.from_dir)
+    reconciler = session.reconciler
+    target = reconciler.target(args.from_env) if args.from_env else None
+    desired = reconciler.load_desired()
+    source, statements = source_statements(reconciler.scratch, desired, target=target, from_dir=args.from_dir)
     written = write_migration(args.name, args.output, source, desired, statements, datetime.now(UTC))
     return Outcome(written, _json_of, render_migration)
 

@@ -26,22 +26,22 @@ def _count(dsn: str, sql: str) -> str:
         return f"unavailable ({exc})"
 
 
-def reset_demo_database(rec: Reconciler, env_name: str) -> str:
-    target = rec.target(env_name)
+def reset_demo_database(reconciler: Reconciler, env_name: str) -> str:
+    target = reconciler.target(env_name)
     env = target.env
     if not env.dsn.startswith(EMBEDDED_SCHEME):
         raise ConfigError(
             f"the demo recreates its environment, so {env_name!r} must use an embedded:NAME dsn",
-            path=rec.config.source,
+            path=reconciler.config.source,
             key=f"environments.{env_name}.dsn",
         )
-    demo_dir = Path(rec.config.source).resolve().parent / "demo"
+    demo_dir = Path(reconciler.config.source).resolve().parent / "demo"
     older = demo_dir / "older-revision.sql"
     seed = demo_dir / "seed.sql"
     dsn = target.dsn
     dbname = parse_dsn(dsn)["dbname"]
     what = "creating the demo database"
-    with database_errors(what), connect(rec.embedded.dsn("postgres"), what=what, autocommit=True) as conn:
+    with database_errors(what), connect(reconciler.embedded.dsn("postgres"), what=what, autocommit=True) as conn:
         conn.execute(f"drop database if exists {quote_ident(dbname)} with (force)".encode())
         conn.execute(f"create database {quote_ident(dbname)}".encode())
     what = "loading the demo database"
@@ -49,13 +49,13 @@ def reset_demo_database(rec: Reconciler, env_name: str) -> str:
         conn.execute(older.read_text(encoding="utf-8").encode())
         conn.execute(seed.read_text(encoding="utf-8").encode())
     # Plans of an earlier demo run are about a database that no longer exists.
-    rec.store.settle(env_name, "the demo environment was recreated", approved_too=True)
+    reconciler.store.settle(env_name, "the demo environment was recreated", approved_too=True)
     return dsn
 
 
-def run_demo(rec: Reconciler, env_name: str = "demo") -> int:
+def run_demo(reconciler: Reconciler, env_name: str = "demo") -> int:
     print(f"== 1. starting the embedded PostgreSQL and creating environment {env_name!r} at an older revision")
-    dsn = reset_demo_database(rec, env_name)
+    dsn = reset_demo_database(reconciler, env_name)
     legacy = "select count(*) from public.users where legacy_score is not null"
     print(f"   rows in users.legacy_score (dropped by the desired state): {_count(dsn, legacy)}")
     print(
@@ -64,29 +64,29 @@ def run_demo(rec: Reconciler, env_name: str = "demo") -> int:
     )
     print()
     print(f"== 2. reconciler plan {env_name}")
-    print(render_plan(rec.plan(env_name)))
+    print(render_plan(reconciler.plan(env_name)))
     print()
     print(f"== 3. reconciler apply {env_name}")
-    result = rec.apply(env_name)
+    result = reconciler.apply(env_name)
     print(render_apply(result))
     print()
     print("== 4. the destructive remainder waits for approval; the data is still there")
-    print(render_plans(rec.store.list_plans(env_name, PlanStatus.PENDING)))
+    print(render_plans(reconciler.store.list_plans(env_name, PlanStatus.PENDING)))
     print(f"   rows in users.legacy_score: {_count(dsn, legacy)}")
     print(f"   rows in legacy_sessions:    {_count(dsn, 'select count(*) from public.legacy_sessions')}")
     print()
-    cfg = rec.config.source
+    cfg = reconciler.config.source
     if result.queued_plan_id is not None:
         print("== next: approve and apply it (the environment lives on in the embedded server's data folder):")
-        print(f"   reconciler -c {cfg} approve {result.queued_plan_id} {_approver_hint(rec, env_name)}")
+        print(f"   reconciler -c {cfg} approve {result.queued_plan_id} {_approver_hint(reconciler, env_name)}")
         print(f"   reconciler -c {cfg} apply {env_name}")
     return 0
 
 
-def _approver_hint(rec: Reconciler, env_name: str) -> str:
+def _approver_hint(reconciler: Reconciler, env_name: str) -> str:
     """How to approve: with the token of an identity that may decide ``env_name`` when tokens are configured
     (``reconciler run --demo`` creates a missing token file), else by name."""
-    for t in rec.config.server.tokens:
+    for t in reconciler.config.server.tokens:
         if t.token_file and ("*" in t.environments or env_name in t.environments):
             return f"--token-file {t.token_file}"
     return "--by $USER"

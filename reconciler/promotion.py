@@ -26,16 +26,16 @@ def waiting_for(config: Config, store: StatusStore, environment: str, revision: 
     return None
 
 
-def promote(rec: Reconciler, revision: str, to: str) -> ApplyResult:
+def promote(reconciler: Reconciler, revision: str, to: str) -> ApplyResult:
     """Apply the desired state to ``to`` if it is ``revision`` and every earlier environment converged on it."""
-    desired = rec.load_desired()
+    desired = reconciler.load_desired()
     doing = f"promoting revision {revision[:12]} to environment {to!r}"
-    rec.target(to)  # an unknown environment is a configuration error
+    reconciler.target(to)  # an unknown environment is a configuration error
     if len(revision) < 7 or not desired.revision.startswith(revision):
         raise PromotionError(
             f"{doing}: refused, the desired state is revision {desired.short_revision}; nothing was applied"
         )
-    why = waiting_for(rec.config, rec.store, to, desired.revision)
+    why = waiting_for(reconciler.config, reconciler.store, to, desired.revision)
     if why is not None:
         raise PromotionError(f"{doing}: refused, {why}; nothing was applied")
-    return rec.apply(to)
+    return reconciler.apply(to)

@@ -123,35 +123,35 @@ class Reconciler:
 
     def authenticate(self, plan_id: int, by: str | None, token: str | None, what: str) -> Approver:
         """The approver of a CLI decision on plan ``plan_id`` (see :func:`.approvals.authenticate`)."""
-        rec = self.store.get_plan(plan_id)
-        return approvals.authenticate(self.config, self.target(rec.environment), by, token, what)
+        record = self.store.get_plan(plan_id)
+        return approvals.authenticate(self.config, self.target(record.environment), by, token, what)
 
     def approve(self, plan_id: int, by: str | Approver) -> PlanRecord:
         """Record ``by``'s approval of a pending plan (see :func:`.approvals.approve`); a plain name is an
         unauthenticated approver, refused where approvers authenticate."""
-        rec = self.store.get_plan(plan_id)
-        target = self.target(rec.environment)
+        record = self.store.get_plan(plan_id)
+        target = self.target(record.environment)
         who = by if isinstance(by, Approver) else Approver(by)
         if not who.authenticated and approvals.needs_token(self.config, target.env):
             approvals.authenticate(self.config, target, who.identity, None, "approve")  # raises: a token is needed
 
         def fresh() -> PlanKey:
             revision = self.load_desired().revision
-            if revision != rec.desired_revision:
-                return PlanKey(revision, rec.statements_hash, rec.fingerprint, rec.database)
+            if revision != record.desired_revision:
+                return PlanKey(revision, record.statements_hash, record.fingerprint, record.database)
             identity = str(planning.read_database_identity(target))
-            fingerprint = planning.read_fingerprint(target) if rec.fingerprint else ""
-            return PlanKey(revision, rec.statements_hash, fingerprint, identity)
+            fingerprint = planning.read_fingerprint(target) if record.fingerprint else ""
+            return PlanKey(revision, record.statements_hash, fingerprint, identity)
 
-        return approvals.approve(self.store, target, rec, who, fresh)
+        return approvals.approve(self.store, target, record, who, fresh)
 
     def reject(self, plan_id: int, by: str | Approver, reason: str) -> PlanRecord:
-        rec = self.store.get_plan(plan_id)
-        target = self.target(rec.environment)
+        record = self.store.get_plan(plan_id)
+        target = self.target(record.environment)
         who = by if isinstance(by, Approver) else Approver(by)
         if not who.authenticated and approvals.needs_token(self.config, target.env):
             approvals.authenticate(self.config, target, who.identity, None, "reject")  # raises: a token is needed
-        return approvals.reject(self.store, target, rec, who, reason, lock_key=self.lock_key(target))
+        return approvals.reject(self.store, target, record, who, reason, lock_key=self.lock_key(target))
 
     def apply(self, name: str | Target, *, force: bool = False, record_status: bool = True) -> ApplyResult:
         """Apply what may run unattended, run an approved plan that still matches, queue the rest.

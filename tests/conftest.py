@@ -105,9 +105,9 @@ def reconciler_for() -> Iterator[Callable[[Path], Reconciler]]:
 
     def open_(path: Path) -> Reconciler:
         cfg: Config = load_config(path)
-        rec = Reconciler(cfg)
-        opened.append(rec)
-        return rec
+        reconciler = Reconciler(cfg)
+        opened.append(reconciler)
+        return reconciler
 
     yield open_
     for r in opened:

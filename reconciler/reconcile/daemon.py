@@ -137,11 +137,11 @@ class Daemon:
         )
 
     def _warm_up(self) -> None:
-        rec = self.reconciler
-        rec.store.ping()
-        rec.scratch  # noqa: B018 - creates the scratch server (and the embedded server when it hosts scratch)
+        reconciler = self.reconciler
+        reconciler.store.ping()
+        reconciler.scratch  # noqa: B018 - creates the scratch server (and the embedded server when it hosts scratch)
         if any(e.dsn.startswith(EMBEDDED_SCHEME) for e in self.config.environments.values()):
-            rec.embedded  # noqa: B018 - started here, before workers share it
+            reconciler.embedded  # noqa: B018 - started here, before workers share it
 
     def _persist_status(self, status: EnvironmentStatus) -> None:
         self.reconciler.store.save_status(status)
@@ -326,14 +326,14 @@ class Daemon:
 
     def approve(self, plan_id: int, by: str) -> PlanRecord:
         """``by`` is the identity of a bearer token the API checked: an authenticated approver."""
-        rec = self.reconciler.approve(plan_id, Approver(by, authenticated=True))
-        self.controller.trigger(rec.environment, "plan_approved", unstall=True)
-        return rec
+        record = self.reconciler.approve(plan_id, Approver(by, authenticated=True))
+        self.controller.trigger(record.environment, "plan_approved", unstall=True)
+        return record
 
     def reject(self, plan_id: int, by: str, reason: str) -> PlanRecord:
-        rec = self.reconciler.reject(plan_id, Approver(by, authenticated=True), reason)
-        self.controller.trigger(rec.environment, "plan_rejected")
-        return rec
+        record = self.reconciler.reject(plan_id, Approver(by, authenticated=True), reason)
+        self.controller.trigger(record.environment, "plan_rejected")
+        return record
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()

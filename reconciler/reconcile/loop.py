@@ -107,12 +107,12 @@ class _Seen:
 def reconcile(request: Request, ctx: ReconcileContext) -> Result:
     """Bring one environment towards the desired state as far as policy, windows and approvals allow."""
     name = request.environment
-    rec = ctx.reconciler
+    reconciler = ctx.reconciler
     started = time.perf_counter()
     at = ctx.clock()
     prev = ctx.status.ensure(name, at)
     seen = _Seen()
-    result = Result(Outcome.ERROR, rec.config.daemon.backoff_base, "the reconcile did not finish")
+    result = Result(Outcome.ERROR, reconciler.config.daemon.backoff_base, "the reconcile did not finish")
     reason: st.Reason | None = None
 
     def on_phase(phase: str, seconds: float) -> None:
@@ -136,15 +136,15 @@ def reconcile(request: Request, ctx: ReconcileContext) -> Result:
             log.error("reconcile_stalled", reason=reason.value, error=result.error)
         except ReconcilerError as exc:
             reason = st.error_reason(exc, terminal=False)
-            result = _retry(rec, prev, redact(str(exc)))
+            result = _retry(reconciler, prev, redact(str(exc)))
             if isinstance(exc, UnreachableError):
-                seen.reachable = _probe(rec, name)
+                seen.reachable = _probe(reconciler, name)
             if isinstance(exc, BusyError):
                 seen.lock_blocked = exc.blocked_seconds
             log.warning("reconcile_failed", reason=reason.value, error=result.error, retry_in=_secs(result))
         except Exception as exc:
             reason = st.Reason.INTERNAL_ERROR
-            result = _retry(rec, prev, f"internal error: {type(exc).__name__}: {redact(str(exc))}")
+            result = _retry(reconciler, prev, f"internal error: {type(exc).__name__}: {redact(str(exc))}")
             log.exception("reconcile_crashed", error=result.error, retry_in=_secs(result))
         finally:
             done = ctx.clock()
@@ -195,8 +195,8 @@ def _save_status(ctx: ReconcileContext, status: st.EnvironmentStatus) -> None:
 
 
 def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, seen: _Seen, at: datetime) -> Result:
-    rec = ctx.reconciler
-    target = rec.target(name)  # resolved once for the pass
+    reconciler = ctx.reconciler
+    target = reconciler.target(name)  # resolved once for the pass
     env = target.env
     desired = ctx.load_desired()
     seen.revision = desired.revision
@@ -212,7 +212,7 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.blocked = st.Reason.SUSPENDED
     elif not open_now:
         seen.blocked = st.Reason.OUTSIDE_MAINTENANCE_WINDOW
-    waiting = waiting_for(rec.config, rec.store, name, desired.revision)
+    waiting = waiting_for(reconciler.config, reconciler.store, name, desired.revision)
     ctx.metrics.set_promotion_waiting(name, waiting is not None)
     if waiting is not None and seen.blocked is None:
         seen.blocked = st.Reason.AWAITING_PROMOTION
@@ -224,8 +224,8 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
     seen.drifted = bool(remaining) or bool(seen.unmanaged)
     seen.pending = kinds(remaining)
 
-    pending = rec.store.list_plans(name, PlanStatus.PENDING)
-    approved = rec.store.list_plans(name, PlanStatus.APPROVED)
+    pending = reconciler.store.list_plans(name, PlanStatus.PENDING)
+    approved = reconciler.store.list_plans(name, PlanStatus.APPROVED)
     seen.awaiting = len(pending)
     seen.oldest_awaiting = min((p.created_at for p in pending), default=None)
     seen.pending_plan_id = pending[-1].id if pending else None
@@ -272,11 +272,11 @@ def _unchanged_since_in_sync(
 
 def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen: _Seen) -> tuple[Statement, ...]:
     """Apply what may run now (unless blocked); return what still differs from the desired state."""
-    rec = ctx.reconciler
+    reconciler = ctx.reconciler
     name = target.name
     if seen.blocked is None:
         # Suspension and windows were decided above, on our clock; the pass records its own status.
-        applied = rec.apply(target, force=True, record_status=False)
+        applied = reconciler.apply(target, force=True, record_status=False)
         seen.revision = applied.desired_revision
         seen.reachable = True
         seen.lock_blocked = 0.0
@@ -289,15 +289,15 @@ def _measure(target: Target, ctx: ReconcileContext, desired: DesiredState, seen:
         seen.fingerprint = None if applied.applied else applied.planned_fingerprint or None
         seen.unmanaged = st.unmanaged_summary(d.kind for d in applied.unmanaged_drift)
         return tuple(applied.remaining)
-    plan = rec.plan(target, desired)
+    plan = reconciler.plan(target, desired)
     seen.reachable = True
     seen.fingerprint = plan.fingerprint or None
     seen.unmanaged = st.unmanaged_summary(d.kind for d in plan.unmanaged_drift)
     return tuple(plan.statements)
 
 
-def _retry(rec: Reconciler, prev: st.EnvironmentStatus, error: str) -> Result:
-    d = rec.config.daemon
+def _retry(reconciler: Reconciler, prev: st.EnvironmentStatus, error: str) -> Result:
+    d = reconciler.config.daemon
     return Result(Outcome.ERROR, backoff_delay(prev.consecutive_failures + 1, d.backoff_base, d.backoff_max), error)
 
 
@@ -305,10 +305,10 @@ def _secs(result: Result) -> float | None:
     return result.requeue_after.total_seconds() if result.requeue_after is not None else None
 
 
-def _probe(rec: Reconciler, name: str) -> bool:
+def _probe(reconciler: Reconciler, name: str) -> bool:
     """After an UnreachableError: was it the environment (not the scratch server) that could not be reached?"""
     try:
-        target = rec.target(name)
+        target = reconciler.target(name)
         with connect(target.dsn, what=target.doing("probing"), connect_timeout=target.env.connect_timeout):
             return True
     except ReconcilerError:

@@ -202,10 +202,10 @@ def _environment(backend: Backend, principal: Principal | None, name: str) -> st
 
 
 def _plan(backend: Backend, principal: Principal | None, plan_id: int) -> PlanRecord:
-    rec = backend.get_plan(plan_id)
-    if rec is None or not visible(principal, rec.environment):
+    record = backend.get_plan(plan_id)
+    if record is None or not visible(principal, record.environment):
         raise ApiError(404, "not_found", f"plan {plan_id} does not exist")
-    return rec
+    return record
 
 
 def _read_routes(router: APIRouter, backend: Backend, reader: Any) -> None:
@@ -262,16 +262,16 @@ def decide(backend: Backend, principal: Principal, plan: PlanRecord, what: str, 
     authorize_decision(backend, principal, plan, what)
     try:
         if what == "approve":
-            rec = backend.approve(plan.id, principal.identity)
+            record = backend.approve(plan.id, principal.identity)
         else:
-            rec = backend.reject(plan.id, principal.identity, reason)
+            record = backend.reject(plan.id, principal.identity, reason)
     except PlanError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except BusyError as exc:  # an apply holds the environment's lock: it may be running this plan
         raise ApiError(409, "busy", str(exc)) from None
     event = "api_plan_approved" if what == "approve" else "api_plan_rejected"
-    log.info(event, plan_environment=rec.environment, identity=principal.identity)
-    return rec
+    log.info(event, plan_environment=record.environment, identity=principal.identity)
+    return record
 
 
 async def raw_body(request: Request) -> bytes:

@@ -115,10 +115,10 @@ class Page:
         return [n for n in self.backend.environment_names() if visible(principal, n)]
 
     def plan(self, principal: Principal | None, plan_id: int) -> PlanRecord:
-        rec = self.backend.get_plan(plan_id)
-        if rec is None or not visible(principal, rec.environment):
+        record = self.backend.get_plan(plan_id)
+        if record is None or not visible(principal, record.environment):
             raise ApiError(404, "not_found", f"plan {plan_id} does not exist")
-        return rec
+        return record
 
     def may_decide(self, principal: Principal | None, plan: PlanRecord, what: str) -> bool:
         if principal is None:

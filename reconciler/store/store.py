@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 import structlog
@@ -272,54 +272,52 @@ class ApplyStatusRow:
         }
 
 
-def audit_hash(
-    prev_hash: str,
-    at: datetime,
-    environment: str | None,
-    event: str,
-    plan_id: int | None,
-    actor: str | None,
-    payload: str,
-) -> str:
-    """The unkeyed hash of one audit record (store versions before 4): it covers every field and the previous
-    record's hash. Anyone can recompute it; :func:`audit_mac` cannot be recomputed without the secret."""
-    return hashlib.sha256(_audit_body(prev_hash, at, environment, event, plan_id, actor, payload)).hexdigest()
+class AuditFields(NamedTuple):
+    """What the hash of one audit record covers: every field and the previous record's hash."""
+
+    prev_hash: str
+    at: datetime
+    environment: str | None
+    event: str
+    plan_id: int | None
+    actor: str | None
+    payload: str
+
+    @classmethod
+    def of_row(cls, r: Any, prev_hash: str) -> AuditFields:
+        return cls(prev_hash, _utc(r.at), r.environment, r.event, r.plan_id, r.actor, r.payload)
+
+    def body(self) -> bytes:
+        body = json.dumps(
+            [
+                self.prev_hash,
+                _iso(_aware(self.at)),
+                self.environment,
+                self.event,
+                self.plan_id,
+                self.actor,
+                self.payload,
+            ],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return body.encode("utf-8")
 
 
-def _audit_body(
-    prev_hash: str,
-    at: datetime,
-    environment: str | None,
-    event: str,
-    plan_id: int | None,
-    actor: str | None,
-    payload: str,
-) -> bytes:
-    body = json.dumps(
-        [prev_hash, _iso(_aware(at)), environment, event, plan_id, actor, payload],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return body.encode("utf-8")
+def audit_hash(fields: AuditFields) -> str:
+    """The unkeyed hash of one audit record (store versions before 4). Anyone can recompute it; :func:`audit_mac`
+    cannot be recomputed without the secret."""
+    return hashlib.sha256(fields.body()).hexdigest()
 
 
-def audit_mac(
-    key: bytes,
-    prev_hash: str,
-    at: datetime,
-    environment: str | None,
-    event: str,
-    plan_id: int | None,
-    actor: str | None,
-    payload: str,
-) -> str:
-    """The keyed hash of one audit record (HMAC-SHA256 with the audit key derived from the installation's secret):
-    it covers every field and the previous record's hash."""
-    return signing.mac(key, _audit_body(prev_hash, at, environment, event, plan_id, actor, payload))
+def audit_mac(key: bytes, fields: AuditFields) -> str:
+    """The keyed hash of one audit record (HMAC-SHA256 with the audit key derived from the installation's
+    secret)."""
+    return signing.mac(key, fields.body())
 
 
 def _row_mac(key: bytes, r: Any, prev_hash: str) -> str:
-    return audit_mac(key, prev_hash, _utc(r.at), r.environment, r.event, r.plan_id, r.actor, r.payload)
+    return audit_mac(key, AuditFields.of_row(r, prev_hash))
 
 
 def _plan_from_row(row: Any, approvals_: Sequence[ApprovalRecord] = (), completed: Sequence[int] = ()) -> PlanRecord:
@@ -1051,7 +1049,7 @@ class Store:
                 actor=actor,
                 payload=body,
                 prev_hash=prev_hash,
-                hash=audit_mac(self._audit_key, prev_hash, at, environment, event, plan_id, actor, body),
+                hash=audit_mac(self._audit_key, AuditFields(prev_hash, at, environment, event, plan_id, actor, body)),
             )
         )
 
@@ -1131,7 +1129,7 @@ class Store:
         rows = list(conn.execute(sa.select(audit).order_by(audit.c.id)))
 
         def either(r: Any, prev: str) -> str:
-            legacy = audit_hash(prev, _utc(r.at), r.environment, r.event, r.plan_id, r.actor, r.payload)
+            legacy = audit_hash(AuditFields.of_row(r, prev))
             return legacy if r.hash == legacy else _row_mac(self._audit_key, r, prev)
 
         legacy = _verify_chain(rows, either)

@@ -94,21 +94,21 @@ def test_case(
     reconciler_for: Callable[[Path], Reconciler],
 ) -> None:
     dsn = make_db(case.current)
-    rec = reconciler_for(project({"010_schema.sql": case.desired}, {"dev": {"dsn": dsn}}))
+    reconciler = reconciler_for(project({"010_schema.sql": case.desired}, {"dev": {"dsn": dsn}}))
 
-    plan = rec.plan("dev")
+    plan = reconciler.plan("dev")
     assert not plan.in_sync
     got = tuple(h.code for s in plan.statements if s.destructive for h in s.hazards if h.kind == "DESTRUCTIVE")
     assert got == case.destructive
 
-    first = rec.apply("dev")
+    first = reconciler.apply("dev")
     if all(s.decision == "auto" for s in plan.statements):
         assert not case.destructive
         assert first.queued_plan_id is None
         assert first.in_sync is case.converged
     else:
         assert first.queued_plan_id is not None
-        queued = rec.store.get_plan(first.queued_plan_id)
+        queued = reconciler.store.get_plan(first.queued_plan_id)
         assert queued.status is PlanStatus.PENDING
         # what waits carries a hazard that needs a person by default (data loss, code execution, ...)
         assert all(
@@ -116,8 +116,8 @@ def test_case(
             for s in queued.statements
             if s.decision != "auto"
         )
-        rec.approve(first.queued_plan_id, "alice")
-        second = rec.apply("dev")
+        reconciler.approve(first.queued_plan_id, "alice")
+        second = reconciler.apply("dev")
         assert second.in_sync is case.converged
-        assert rec.store.get_plan(first.queued_plan_id).status is PlanStatus.APPLIED
-    assert rec.plan("dev").in_sync is case.converged
+        assert reconciler.store.get_plan(first.queued_plan_id).status is PlanStatus.APPLIED
+    assert reconciler.plan("dev").in_sync is case.converged

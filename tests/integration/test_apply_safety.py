@@ -121,9 +121,9 @@ def columns(dsn: str, table: str) -> list[str]:
     ]
 
 
-def first_and_second_table(rec: Reconciler) -> tuple[str, str]:
+def first_and_second_table(reconciler: Reconciler) -> tuple[str, str]:
     """Which of a and b the plan's (single, transactional) unit touches first."""
-    sqls = rec.plan("dev").sqls
+    sqls = reconciler.plan("dev").sqls
     assert len(sqls) == 2
     return ("a", "b") if '"a"' in sqls[0] else ("b", "a")
 
@@ -148,9 +148,9 @@ def test_lock_timeout_is_retried_without_blocking_other_sessions(
             }
         },
     )
-    rec = reconciler_for(cfg)
-    first, second = first_and_second_table(rec)
-    audit = open_store(rec.config.state, key=rec.secret)
+    reconciler = reconciler_for(cfg)
+    first, second = first_and_second_table(reconciler)
+    audit = open_store(reconciler.config.state, key=reconciler.secret)
     try:
         # A long-running reader of the second table: ALTER TABLE on it must wait, while the applier's transaction
         # already holds ACCESS EXCLUSIVE on the first table. Readers of the first table queue behind the applier,
@@ -158,7 +158,7 @@ def test_lock_timeout_is_retried_without_blocking_other_sessions(
         with holding(dsn, f"select * from {second}"):
             held_since = time.monotonic()
             probe = Probe(dsn, first)
-            job = Background(lambda: rec.apply("dev"))
+            job = Background(lambda: reconciler.apply("dev"))
             wait_for(lambda: len(audit.audit_records(event="lock_timeout")) >= 4, what="four lock timeouts")
             held_for = time.monotonic() - held_since
         result: ApplyResult = job.join()
@@ -186,7 +186,7 @@ def test_lock_timeout_is_retried_without_blocking_other_sessions(
     assert held_for > 3 * longest
 
     # The audit trail has every wait and the attempts of every applied statement.
-    store = rec.store
+    store = reconciler.store
     waits = store.audit_records("dev", event="lock_timeout")
     assert [r.payload["attempt"] for r in waits] == list(range(1, n))
     applied = [r.payload for r in store.audit_records("dev", event="statement_applied")]
@@ -283,14 +283,14 @@ def test_terminated_applier_rolls_back_fails_the_plan_and_a_later_apply_resumes(
         {"010.sql": "create table a (id int);\ncreate table b (id int);\n"},
         {"dev": {"dsn": dsn, "lock_timeout": "30s"}},
     )
-    rec = reconciler_for(cfg)
-    _first, second = first_and_second_table(rec)
-    queued = rec.apply("dev").queued_plan_id
+    reconciler = reconciler_for(cfg)
+    _first, second = first_and_second_table(reconciler)
+    queued = reconciler.apply("dev").queued_plan_id
     assert queued is not None
-    rec.approve(queued, "alice")
+    reconciler.approve(queued, "alice")
 
     with holding(dsn, f"select * from {second}"):
-        job = Background(lambda: rec.apply("dev"))
+        job = Background(lambda: reconciler.apply("dev"))
         pid = wait_for(lambda: waiting_applier(dsn), what="the applier to wait for the lock")
         run_sql(dsn, f"select pg_terminate_backend({pid})")
         job.join()
@@ -298,27 +298,27 @@ def test_terminated_applier_rolls_back_fails_the_plan_and_a_later_apply_resumes(
     # The first statement of the transaction ran before the second waited; it was rolled back with it.
     assert columns(dsn, "a") == ["id", "x"] and columns(dsn, "b") == ["id", "y"]
     assert run_sql(dsn, "select count(*) from a") == [(1,)]
-    failed = rec.store.get_plan(queued)
+    failed = reconciler.store.get_plan(queued)
     assert failed.status is PlanStatus.FAILED and failed.resumable
     assert failed.error is not None and "terminating connection" in failed.error
     assert failed.completed_steps == ()
-    [fail] = rec.store.audit_records("dev", event="apply_failed")
+    [fail] = reconciler.store.audit_records("dev", event="apply_failed")
     assert fail.plan_id == queued and f'"{second}"' in fail.payload["statement"]
     assert fail.payload["sqlstate"] == "57P01"
-    assert rec.store.audit_records("dev", event="statement_applied") == []
-    status = rec.store.load_status("dev")
+    assert reconciler.store.audit_records("dev", event="statement_applied") == []
+    status = reconciler.store.load_status("dev")
     assert status is not None and not status.is_true(ConditionType.READY)
     assert "terminating connection" in (status.last_error or "")
 
     # Later: the same approved plan resumes (nothing had committed) and the environment converges.
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.in_sync and result.applied_plan_id == queued
     assert any("resuming plan" in m for m in result.messages)
     assert columns(dsn, "a") == ["id"] and columns(dsn, "b") == ["id"]
-    assert rec.store.get_plan(queued).status is PlanStatus.APPLIED
-    events = [r.event for r in rec.store.audit_records("dev", plan_id=queued)]
+    assert reconciler.store.get_plan(queued).status is PlanStatus.APPLIED
+    events = [r.event for r in reconciler.store.audit_records("dev", plan_id=queued)]
     assert events[-5:] == ["plan_resumed", "statement_applied", "statement_applied", "plan_applied", "apply_finished"]
-    assert rec.store.verify_audit().ok
+    assert reconciler.store.verify_audit().ok
 
 
 def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Path) -> None:
@@ -329,7 +329,7 @@ def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Pat
     store = open_store(f"sqlite:///{tmp_path}/state.db", key=b"k" * 32)
     queued = store.queue_plan(Plan("dev", "r", (), fingerprint="f"))
     assert queued.plan_id is not None
-    rec = store.get_plan(queued.plan_id)
+    record = store.get_plan(queued.plan_id)
     steps = [
         ExecStep("create table c (id int)"),
         ExecStep("create index concurrently a_id on a (id)", transactional=False),
@@ -338,7 +338,7 @@ def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Pat
     ]
 
     def committed(batch: list[AppliedStatement]) -> None:
-        store.record_applied(environment="dev", plan_id=rec.id, statements=[a.to_json() for a in batch])
+        store.record_applied(environment="dev", plan_id=record.id, statements=[a.to_json() for a in batch])
 
     try:
         with holding(dsn, "select * from b"):
@@ -352,14 +352,14 @@ def test_resume_skips_committed_steps(make_db: Callable[..., str], tmp_path: Pat
             run_sql(dsn, f"select pg_terminate_backend({pid})")
             job.join()
         assert isinstance(job.error, ApplyInterruptedError) and job.error.index == 2
-        done = {p.step_index for p in store.progress_of(rec.id)}
+        done = {p.step_index for p in store.progress_of(record.id)}
         assert done == {0, 1}
         assert "z" not in columns(dsn, "c") and "y" not in columns(dsn, "b")
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             again = execute_steps(conn, steps, env, skip=done, on_commit=committed)
         assert [a.index for a in again] == [2, 3]
-        assert {p.step_index for p in store.progress_of(rec.id)} == {0, 1, 2, 3}
+        assert {p.step_index for p in store.progress_of(record.id)} == {0, 1, 2, 3}
         applied = [r.payload["index"] for r in store.audit_records(event="statement_applied")]
         assert sorted(applied) == [0, 1, 2, 3]  # each step exactly once
         assert columns(dsn, "b") == ["id", "y"] and columns(dsn, "c") == ["id", "z"]
@@ -381,8 +381,8 @@ def test_a_busy_environment_changes_nothing(
 ) -> None:
     dsn = make_db(TWO_TABLES)
     cfg = project({"010.sql": DESIRED_SAFE}, {"dev": {"dsn": dsn}})
-    rec = reconciler_for(cfg)
-    key = rec.lock_key(rec.target("dev"))  # derived from the installation's secret
+    reconciler = reconciler_for(cfg)
+    key = reconciler.lock_key(reconciler.target("dev"))  # derived from the installation's secret
     with psycopg.connect(dsn, autocommit=True) as other:
         other.execute("select pg_advisory_lock(%s)", (key,))
         holder_pid = other.info.backend_pid
@@ -398,7 +398,7 @@ def test_a_busy_environment_changes_nothing(
     assert proc.stderr.startswith("error: applying to environment 'dev': busy: ") and f"pid {holder_pid}" in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert columns(dsn, "a") == ["id"]
-    assert rec.store.list_plans() == [] and rec.store.audit_records() == []
+    assert reconciler.store.list_plans() == [] and reconciler.store.audit_records() == []
 
 
 def test_two_appliers_started_at_once_apply_the_plan_exactly_once(
@@ -420,12 +420,12 @@ def test_two_appliers_started_at_once_apply_the_plan_exactly_once(
     for (_, err), p in zip(outs, procs, strict=True):
         if p.returncode == 3:
             assert "busy: another applier holds the environment's apply lock" in err
-    rec = reconciler_for(cfg)
-    statements = [r.payload["sql"] for r in rec.store.audit_records("dev", event="statement_applied")]
+    reconciler = reconciler_for(cfg)
+    statements = [r.payload["sql"] for r in reconciler.store.audit_records("dev", event="statement_applied")]
     assert len(statements) == 3 and len(set(statements)) == 3
     assert columns(dsn, "a") == ["id", "x"] and columns(dsn, "b") == ["id", "y"]
-    assert rec.plan("dev").in_sync
-    assert rec.store.verify_audit().ok
+    assert reconciler.plan("dev").in_sync
+    assert reconciler.store.verify_audit().ok
 
 
 def test_two_appliers_of_an_approved_destructive_plan_overlap_and_one_is_busy(
@@ -445,10 +445,10 @@ def test_two_appliers_of_an_approved_destructive_plan_overlap_and_one_is_busy(
             }
         },
     )
-    rec = reconciler_for(cfg)
-    plan_id = rec.apply("dev").queued_plan_id
+    reconciler = reconciler_for(cfg)
+    plan_id = reconciler.apply("dev").queued_plan_id
     assert plan_id is not None
-    rec.approve(plan_id, "alice")
+    reconciler.approve(plan_id, "alice")
     cmd = [sys.executable, "-m", "reconciler", "-c", str(cfg), "apply", "dev", "--format", "json"]
     with psycopg.connect(dsn) as reader:
         reader.execute("select * from a")  # holds ACCESS SHARE until this transaction ends
@@ -456,7 +456,7 @@ def test_two_appliers_of_an_approved_destructive_plan_overlap_and_one_is_busy(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=ROOT
         )
         deadline = time.monotonic() + 60
-        while not any(r.event == "lock_timeout" for r in rec.store.audit_records("dev")):
+        while not any(r.event == "lock_timeout" for r in reconciler.store.audit_records("dev")):
             assert time.monotonic() < deadline and first.poll() is None, first.communicate()
             time.sleep(0.05)
         second = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=120)
@@ -467,5 +467,5 @@ def test_two_appliers_of_an_approved_destructive_plan_overlap_and_one_is_busy(
     assert first.returncode == 0, err
     assert json.loads(out)["applied"] == ['alter table "public"."a" drop column "legacy"']
     assert columns(dsn, "a") == ["id"]
-    assert [r.plan_id for r in rec.store.audit_records("dev", event="plan_applied")] == [plan_id]
-    assert len(rec.store.audit_records("dev", event="statement_applied")) == 1
+    assert [r.plan_id for r in reconciler.store.audit_records("dev", event="plan_applied")] == [plan_id]
+    assert len(reconciler.store.audit_records("dev", event="statement_applied")) == 1

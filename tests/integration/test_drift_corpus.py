@@ -273,12 +273,12 @@ def reader_role(pg_server: EmbeddedPostgres) -> str:
     return "drift_reader"
 
 
-def _apply_all(rec: Reconciler) -> None:
+def _apply_all(reconciler: Reconciler) -> None:
     """Apply; approve and apply once more what needed approval."""
-    first = rec.apply("dev")
+    first = reconciler.apply("dev")
     if first.queued_plan_id is not None:
-        rec.approve(first.queued_plan_id, "alice")
-        rec.apply("dev")
+        reconciler.approve(first.queued_plan_id, "alice")
+        reconciler.apply("dev")
 
 
 # Known gaps of the guarantee, kept as strict expected failures so that they are reported (and a fix shows up).
@@ -304,13 +304,13 @@ def test_drift_case(
 ) -> None:
     env = make_db(case.current)
     built = make_db(case.desired)
-    rec = reconciler_for(project({"010.sql": case.desired}, {"dev": {"dsn": env, "privileges": True}}))
+    reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": {"dsn": env, "privileges": True}}))
     assert pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
-    before = rec.plan("dev")
+    before = reconciler.plan("dev")
     assert not before.in_sync
 
-    _apply_all(rec)
-    after = rec.plan("dev")
+    _apply_all(reconciler)
+    after = reconciler.plan("dev")
     same = pg_dump_schema(env, privileges=True) == pg_dump_schema(built, privileges=True)
     assert same or not after.in_sync  # the guarantee: never "in sync" while the dumps differ
     if case.expect == CONVERGES:

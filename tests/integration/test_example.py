@@ -38,13 +38,13 @@ def test_example_plan_apply_approve(make_db: Callable[..., str], pg_server: Embe
             }
         )
     )
-    with Reconciler(load_config(cfg_path)) as rec:
-        plan = rec.plan("demo")
+    with Reconciler(load_config(cfg_path)) as reconciler:
+        plan = reconciler.plan("demo")
         destructive = [s for s in plan.statements if s.destructive]
         assert [h.code for s in destructive for h in s.hazards if h.kind == "DESTRUCTIVE"] == ["DS102", "DS103"]
         assert len(plan.statements) > 10
 
-        result = rec.apply("demo")
+        result = reconciler.apply("demo")
         assert result.queued_plan_id is not None
         # Policies, functions, triggers and the materialized view need a person by default, and the unattended
         # statements depend on them: nothing runs until the plan is approved.
@@ -56,16 +56,16 @@ def test_example_plan_apply_approve(make_db: Callable[..., str], pg_server: Embe
         assert run_sql(dsn, "select count(*) from legacy_sessions") == [(3,)]
         assert run_sql(dsn, "select count(*) from pg_matviews where matviewname = 'leaderboard'") == [(0,)]
 
-        rec.approve(result.queued_plan_id, "alice")
-        final = rec.apply("demo")
+        reconciler.approve(result.queued_plan_id, "alice")
+        final = reconciler.apply("demo")
         assert final.in_sync
         assert run_sql(dsn, "select count(*) from pg_matviews where matviewname = 'leaderboard'") == [(1,)]
         assert run_sql(dsn, "select count(*) from users where is_public = false") == [(4,)]
-        assert rec.store.get_plan(result.queued_plan_id).status is PlanStatus.APPLIED
+        assert reconciler.store.get_plan(result.queued_plan_id).status is PlanStatus.APPLIED
         assert run_sql(dsn, "select count(*) from information_schema.tables where table_name = 'legacy_sessions'") == [
             (0,)
         ]
-        assert rec.plan("demo").in_sync
+        assert reconciler.plan("demo").in_sync
         # Row level security is on for every table of the example.
         assert run_sql(
             dsn,

@@ -29,11 +29,11 @@ def test_schema_filters(
     reconciler_for: Callable[[Path], Reconciler],
 ) -> None:
     dsn = make_db(CURRENT)
-    rec = reconciler_for(project({"010.sql": DESIRED}, {"dev": {"dsn": dsn, **filters}}))
-    sqls = rec.plan("dev").sqls
+    reconciler = reconciler_for(project({"010.sql": DESIRED}, {"dev": {"dsn": dsn, **filters}}))
+    sqls = reconciler.plan("dev").sqls
     assert 'alter table "public"."t" add column "name" text' in sqls
     assert any('drop table "other"."keep"' in s for s in sqls) is expect_drop
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.in_sync is (not expect_drop)
     assert run_sql(dsn, "select count(*) from information_schema.tables where table_schema = 'other'") == [(1,)]
 
@@ -52,20 +52,20 @@ def test_privileges(
     reconciler_for: Callable[[Path], Reconciler],
 ) -> None:
     dsn = make_db(ROLE_SQL + "create table t (id int);")
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010.sql": "create table t (id int);\ngrant select on t to reconciler_test_reader;\n"},
             {"dev": {"dsn": dsn, "privileges": privileges}},
         )
     )
-    plan = rec.plan("dev")
+    plan = reconciler.plan("dev")
     assert plan.in_sync is (not privileges)
     if privileges:
         assert plan.sqls == ('grant select on table "public"."t" to "reconciler_test_reader"',)
-        queued = rec.apply("dev").queued_plan_id  # a grant (AZ108) waits for a person by default
+        queued = reconciler.apply("dev").queued_plan_id  # a grant (AZ108) waits for a person by default
         assert queued is not None
-        rec.approve(queued, "alice")
-        assert rec.apply("dev").in_sync
+        reconciler.approve(queued, "alice")
+        assert reconciler.apply("dev").in_sync
         assert run_sql(dsn, "select has_table_privilege('reconciler_test_reader', 't', 'select')") == [(True,)]
 
 
@@ -76,18 +76,18 @@ def test_vetting_catches_migra_grant_to_public(
 ) -> None:
     """migra writes GRANT ... TO "PUBLIC" (a role that does not exist); vetting stops it before the environment."""
     dsn = make_db("create table t (id int);")
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010.sql": "create table t (id int);\ngrant select on t to public;\n"},
             {"dev": {"dsn": dsn, "privileges": True}},
         )
     )
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.applied == [] and not result.in_sync
     assert result.vet is not None and not result.vet.ok
     assert 'role "PUBLIC" does not exist' in (result.vet.error or "")
     assert any("vetting on a scratch clone failed" in m for m in result.messages)
-    events = [r.event for r in rec.store.audit_records("dev")]
+    events = [r.event for r in reconciler.store.audit_records("dev")]
     assert "vet_failed" in events and "statement_applied" not in events
 
 

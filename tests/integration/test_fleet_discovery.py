@@ -35,11 +35,11 @@ def test_a_discovered_fleet_is_reconciled_tenant_by_tenant(
         "template": {"interval": "5m"},
         "overrides": {"c": {"suspend": True}},
     }
-    rec = reconciler_for(project({"010.sql": SCHEMA}, {}, fleets={"tenants": fleet}))
-    assert sorted(rec.config.environments) == ["a", "b", "c"]
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    reconciler = reconciler_for(project({"010.sql": SCHEMA}, {}, fleets={"tenants": fleet}))
+    assert sorted(reconciler.config.environments) == ["a", "b", "c"]
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(save=reconciler.store.save_status))
     outcomes = {name: reconcile(Request(name), ctx).outcome for name in ("a", "b", "c")}
     assert outcomes == {"a": Outcome.SUCCESS, "b": Outcome.SUCCESS, "c": Outcome.REQUEUE}  # c is suspended
     drift = {n: ctx.metrics.registry.get_sample_value("schema_reconciler_drift", {"environment": n}) for n in "abc"}
     assert drift == {"a": 0.0, "b": 0.0, "c": 1.0}
-    assert rec.plan("a").in_sync and not rec.plan("c").in_sync
+    assert reconciler.plan("a").in_sync and not reconciler.plan("c").in_sync

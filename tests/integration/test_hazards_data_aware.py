@@ -95,12 +95,12 @@ def test_rewrite_on_large_table_needs_approval_in_production(
     dsn = make_db(
         "create table t (id int, v int); insert into t select g, g from generate_series(1, 300) g; analyze t;"
     )
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project({"010.sql": "create table t (id int, v bigint);\n"}, env(dsn, production=production, **threshold))
     )
-    [stmt] = rec.plan("dev").statements
+    [stmt] = reconciler.plan("dev").statements
     assert [h.code for h in stmt.hazards] == codes and stmt.decision is decision
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.in_sync is (decision is Decision.AUTO)
     assert (result.queued_plan_id is not None) is (decision is Decision.NEEDS_APPROVAL)
 
@@ -113,21 +113,21 @@ def test_index_on_large_table_is_built_concurrently(
     dsn = make_db(
         "create table t (id int, v int); insert into t select g, g % 7 from generate_series(1, 500) g; analyze t;"
     )
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project({"010.sql": "create table t (id int, v int);\ncreate index t_v on t (v);\n"}, env(dsn, **LOW))
     )
-    [stmt] = rec.plan("dev").statements
+    [stmt] = reconciler.plan("dev").statements
     assert stmt.hazards == () and stmt.decision is Decision.AUTO
     assert [(e.sql, e.transactional) for e in stmt.execution()] == [
         ("CREATE INDEX CONCURRENTLY t_v ON public.t (v)", False)
     ]
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     # PostgreSQL refuses CONCURRENTLY inside a transaction block: it ran on its own, and the plan converged.
     assert result.in_sync and result.applied == [stmt.sql]
     assert [a.sql for a in result.executed] == ["CREATE INDEX CONCURRENTLY t_v ON public.t (v)"]
     assert run_sql(dsn, "select indisvalid from pg_index where indexrelid = 't_v'::regclass") == [(True,)]
     # The audit trail counts the plan's statement, as migra wrote it.
-    assert [r.payload["sql"] for r in rec.store.audit_records("dev", event="statement_applied")] == [stmt.sql]
+    assert [r.payload["sql"] for r in reconciler.store.audit_records("dev", event="statement_applied")] == [stmt.sql]
 
 
 def test_invalid_index_left_by_a_failed_build_is_dropped_before_the_retry(
@@ -140,7 +140,7 @@ def test_invalid_index_left_by_a_failed_build_is_dropped_before_the_retry(
         "create table t (id int, v int) with (autovacuum_enabled = off);"
         "insert into t select g, g % 50 from generate_series(1, 500) g; analyze t;"
     )
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {
                 "010.sql": "create table t (id int, v int) with (autovacuum_enabled = off);\n"
@@ -150,17 +150,17 @@ def test_invalid_index_left_by_a_failed_build_is_dropped_before_the_retry(
         )
     )
     with pytest.raises(ApplyError, match="could not create unique index"):
-        rec.apply("dev")
+        reconciler.apply("dev")
     assert run_sql(dsn, "select indisvalid from pg_index where indexrelid = 't_v'::regclass") == [(False,)]
 
     # An INVALID index is no index: the next plan builds it again, dropping the leftover first.
     run_sql(dsn, "delete from t where id > 50")
-    [stmt] = rec.plan("dev").statements
+    [stmt] = reconciler.plan("dev").statements
     assert [(e.sql, e.transactional) for e in stmt.execution()] == [
         ('DROP INDEX CONCURRENTLY IF EXISTS "public"."t_v"', False),
         ("CREATE UNIQUE INDEX CONCURRENTLY t_v ON public.t (v)", False),
     ]
-    assert rec.apply("dev").in_sync
+    assert reconciler.apply("dev").in_sync
     assert run_sql(dsn, "select indisvalid, indisunique from pg_index where indexrelid = 't_v'::regclass") == [
         (True, True)
     ]
@@ -176,17 +176,17 @@ def test_foreign_key_added_not_valid_then_validated_on_its_own(
         schema + "insert into u select generate_series(1, 10);"
         "insert into o select g, 1 + g % 10 from generate_series(1, 400) g; analyze o; analyze u;"
     )
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010.sql": "create table u (id int primary key);\ncreate table o (id int, uid int references u (id));\n"},
             env(dsn, policy={"auto_apply": ["MF106"]}, **LOW),
         )
     )
-    add, validate = rec.plan("dev").statements
+    add, validate = reconciler.plan("dev").statements
     assert "not valid" in add.sql and add.execution()[0].transactional
     assert [(e.sql, e.transactional) for e in validate.execution()] == [(validate.sql, False)]
     assert [h.code for h in validate.hazards] == ["MF106"]
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.in_sync and result.applied == [add.sql, validate.sql]
     assert run_sql(dsn, "select convalidated from pg_constraint where conname = 'o_uid_fkey'") == [(True,)]
 
@@ -199,14 +199,14 @@ def test_set_not_null_proven_by_a_validated_check(
     dsn = make_db(
         "create table t (id int, v int); insert into t select g, g from generate_series(1, 300) g; analyze t;"
     )
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010.sql": "create table t (id int, v int not null);\n"}, env(dsn, policy={"auto_apply": ["MF104"]}, **LOW)
         )
     )
-    [stmt] = rec.plan("dev").statements
+    [stmt] = reconciler.plan("dev").statements
     assert [e.transactional for e in stmt.execution()] == [True, True, False, True, True]
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.in_sync and result.applied == [stmt.sql]
     assert run_sql(dsn, "select attnotnull from pg_attribute where attrelid = 't'::regclass and attname = 'v'") == [
         (True,)
@@ -225,16 +225,16 @@ def test_denied_statement_is_queued_but_never_approved_or_run(
         {"010.sql": "create table t (id int, note text);\n"},
         env(dsn, policy={"deny": ["DS103"]}),
     )
-    rec = reconciler_for(cfg)
-    drop, add = rec.plan("dev").statements
+    reconciler = reconciler_for(cfg)
+    drop, add = reconciler.plan("dev").statements
     assert drop.decision is Decision.DENIED and add.decision is Decision.AUTO
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     # The rest runs; the denied drop is queued so that people see it.
     assert result.applied == [add.sql] and result.queued_plan_id is not None
-    queued = rec.store.get_plan(result.queued_plan_id)
+    queued = reconciler.store.get_plan(result.queued_plan_id)
     assert [s.decision for s in queued.statements] == ["denied"]
     with pytest.raises(PlanError, match="denies 1 of its statements even with approval"):
-        rec.approve(result.queued_plan_id, "alice")
+        reconciler.approve(result.queued_plan_id, "alice")
     assert main(["-c", str(cfg), "approve", str(result.queued_plan_id), "--by", "alice"]) == 1
     assert "policy denies" in capsys.readouterr().err
     assert run_sql(dsn, "select id, legacy from t") == [(1, 10)]

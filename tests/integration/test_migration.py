@@ -66,8 +66,8 @@ def test_migration_from_an_environment_applies_and_keeps_concurrent_steps_apart(
     assert "-- Concurrent step: PostgreSQL does not allow it in a transaction" in text
     assert "-- online-safe form of: CREATE INDEX t_v_idx" in text
     run_file(dsn, path)
-    with Reconciler(load_config(config)) as rec:
-        assert rec.plan("dev").in_sync
+    with Reconciler(load_config(config)) as reconciler:
+        assert reconciler.plan("dev").in_sync
 
 
 def test_migration_from_a_folder_names_hazards(

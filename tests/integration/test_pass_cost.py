@@ -30,8 +30,8 @@ def test_an_in_sync_pass_plans_once_and_opens_few_connections(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
     dsn = make_db(SCHEMA)
-    rec = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    reconciler = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(save=reconciler.store.save_status))
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # warms the desired build up
     # The full path: without a fingerprint from the last convergence the fast path cannot apply.
     status = ctx.status.get("dev")
@@ -44,12 +44,12 @@ def test_an_in_sync_pass_plans_once_and_opens_few_connections(
     assert result.outcome is Outcome.SUCCESS
     assert diffs(ctx) == 2  # one plan (one diff) in each of the two passes
     assert 1 <= opened <= MAX_ENV_CONNECTIONS, opened
-    stored = rec.store.load_status("dev")
+    stored = reconciler.store.load_status("dev")
     assert stored is not None and stored.fingerprint and stored.consecutive_failures == 0
 
 
-def plans_queued(rec: Reconciler) -> int:
-    return len(rec.store.list_plans("dev"))
+def plans_queued(reconciler: Reconciler) -> int:
+    return len(reconciler.store.list_plans("dev"))
 
 
 def fast_passes(ctx: ReconcileContext) -> float | None:
@@ -61,8 +61,8 @@ def test_an_unchanged_environment_takes_the_fast_path_one_connection_and_no_plan
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
     dsn = make_db(SCHEMA)
-    rec = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    reconciler = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(save=reconciler.store.save_status))
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # converges: fingerprint and revision kept
     dbname = parse_dsn(dsn)["dbname"]
     before = connections_opened().get(dbname, 0)
@@ -80,13 +80,13 @@ def test_a_changed_schema_leaves_the_fast_path_and_is_reconciled(
     from reconciler.db import connect
 
     dsn = make_db(SCHEMA)
-    rec = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    reconciler = reconciler_for(project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}}))
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(save=reconciler.store.save_status))
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
     with connect(dsn, what="dropping the index by hand", autocommit=True) as conn:
         conn.execute("drop index t_v")
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # the index is built again
-    assert rec.plan("dev").in_sync
+    assert reconciler.plan("dev").in_sync
     assert not fast_passes(ctx)
     # A pass that applied keeps no fingerprint (the schema changed under it): the next one measures in full
     # and records it, the one after takes the fast path.
@@ -102,12 +102,12 @@ def test_a_new_desired_revision_leaves_the_fast_path(
 ) -> None:
     dsn = make_db(SCHEMA)
     root = project({"010.sql": SCHEMA}, {"dev": {"dsn": dsn}})
-    rec = reconciler_for(root)
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+    reconciler = reconciler_for(root)
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(save=reconciler.store.save_status))
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS
-    (Path(rec.config.desired_state) / "020.sql").write_text("create table u (id int primary key);\n")
+    (Path(reconciler.config.desired_state) / "020.sql").write_text("create table u (id int primary key);\n")
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # creates u
-    assert not fast_passes(ctx) and plans_queued(rec) == 0
+    assert not fast_passes(ctx) and plans_queued(reconciler) == 0
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS  # measures in full after the apply
     planned = diffs(ctx)
     assert reconcile(Request("dev"), ctx).outcome is Outcome.SUCCESS

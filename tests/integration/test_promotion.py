@@ -46,8 +46,8 @@ def test_promote_to_prod_before_staging_converged_is_refused(
 ) -> None:
     dsns = {name: make_db() for name in ("dev", "staging", "prod")}
     config = write(tmp_path, pg_server, dsns)
-    with Reconciler(load_config(config)) as rec:
-        revision = rec.load_desired().revision
+    with Reconciler(load_config(config)) as reconciler:
+        revision = reconciler.load_desired().revision
     assert main(["-c", str(config), "apply", "dev"]) == 0
     capsys.readouterr()
 
@@ -69,11 +69,11 @@ def test_the_daemon_waits_with_a_reason_and_a_metric(
 ) -> None:
     dsns = {name: make_db() for name in ("dev", "staging", "prod")}
     config = write(tmp_path, pg_server, dsns)
-    with Reconciler(load_config(config)) as rec:
+    with Reconciler(load_config(config)) as reconciler:
         metrics = Metrics()
-        ctx = ReconcileContext(rec, metrics, StatusBoard(rec.store.save_status))
+        ctx = ReconcileContext(reconciler, metrics, StatusBoard(reconciler.store.save_status))
         reconcile(Request("staging"), ctx)
-        status = rec.store.load_status("staging")
+        status = reconciler.store.load_status("staging")
         assert status is not None
         ready = status.condition(st.ConditionType.READY)
         assert ready.reason == st.Reason.AWAITING_PROMOTION

@@ -33,7 +33,7 @@ from reconciler.reconcile.loop import ReconcileContext, reconcile
 from reconciler.reconcile.result import Request
 from reconciler.service import Reconciler
 from reconciler.status import ConditionType, Reason
-from reconciler.store.store import GENESIS, audit_hash
+from reconciler.store.store import GENESIS, AuditFields, audit_hash
 
 KEEP = "create table keep (id int primary key);\n"
 CURRENT = KEEP + "create table gone (id int, v text);\ninsert into gone values (1, 'a'), (2, 'b');\n"
@@ -289,7 +289,9 @@ def test_a_recomputed_or_truncated_audit_chain_is_detected(
     for r in store_sql(
         cfg, "select id, at, environment, event, plan_id, actor, payload from reconciler_audit order by id"
     ):
-        new = audit_hash(prev, datetime.fromisoformat(r.at), r.environment, r.event, r.plan_id, r.actor, r.payload)
+        new = audit_hash(
+            AuditFields(prev, datetime.fromisoformat(r.at), r.environment, r.event, r.plan_id, r.actor, r.payload)
+        )
         store_sql(cfg, "update reconciler_audit set prev_hash = :p, hash = :h where id = :i", p=prev, h=new, i=r.id)
         prev = new
     code, out, _ = cli(capsys, "-c", c, "audit", "verify")
@@ -360,16 +362,16 @@ def test_the_apply_lock_key_is_secret_and_a_long_holder_raises_an_alert(
     dsn = make_db(CURRENT)
     in_sync = KEEP + "create table gone (id int, v text);\n"
     cfg = project({"010.sql": in_sync}, {"dev": {"dsn": dsn, "lock_held_alert_after": "300ms"}})
-    rec = reconciler_for(cfg)
+    reconciler = reconciler_for(cfg)
     public = int.from_bytes(hashlib.sha256(b"schema-reconciler/apply").digest()[:8], "big", signed=True)
     with psycopg.connect(dsn, autocommit=True) as squatter:
         squatter.execute("select pg_advisory_lock(%s)", (public,))  # the old, well-known key blocks nothing now
-        assert rec.apply("dev").in_sync
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard())
+        assert reconciler.apply("dev").in_sync
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard())
     with psycopg.connect(dsn, autocommit=True) as holder:
-        holder.execute("select pg_advisory_lock(%s)", (rec.lock_key(rec.target("dev")),))
+        holder.execute("select pg_advisory_lock(%s)", (reconciler.lock_key(reconciler.target("dev")),))
         with pytest.raises(BusyError, match=f"pid {holder.info.backend_pid}"):
-            rec.apply("dev")
+            reconciler.apply("dev")
         reconcile(Request("dev"), ctx)
         time.sleep(0.4)
         reconcile(Request("dev"), ctx)
@@ -387,5 +389,5 @@ def test_the_apply_lock_key_is_secret_and_a_long_holder_raises_an_alert(
         == 0
     )
     assert ctx.metrics.registry.get_sample_value("schema_reconciler_audit_chain_records") == len(
-        rec.store.audit_records()
+        reconciler.store.audit_records()
     )

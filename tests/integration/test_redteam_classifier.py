@@ -151,15 +151,15 @@ def test_attack_is_stopped(
 ) -> None:
     dsn = make_db(SEED + attack.current)
     before = run_sql(dsn, attack.probe), run_sql(dsn, AUDIT_ROWS)
-    rec = reconciler_for(project({"010_schema.sql": attack.desired}, {"dev": {"dsn": dsn}}))
+    reconciler = reconciler_for(project({"010_schema.sql": attack.desired}, {"dev": {"dsn": dsn}}))
     if attack.outcome == "refused":
         with pytest.raises(UnsafeSqlError, match="unescaped"):
-            rec.apply("dev")
+            reconciler.apply("dev")
     else:
-        plan = rec.plan("dev")
+        plan = reconciler.plan("dev")
         stopped = {h.code for s in plan.statements if s.decision is not Decision.AUTO for h in s.hazards}
         assert set(attack.codes) <= stopped, [(s.sql, s.hazard_codes, s.decision) for s in plan.statements]
-        result = rec.apply("dev")
+        result = reconciler.apply("dev")
         assert result.queued_plan_id is not None
     assert (run_sql(dsn, attack.probe), run_sql(dsn, AUDIT_ROWS)) == before
 

@@ -165,9 +165,9 @@ def test_an_attacking_desired_file_is_refused_and_harms_nothing(
     marker = marker_dir / "pwned"
     sql = attack.sql.replace(MARKER, str(marker)).replace(ENV_DB, env_db)
     roles = _roles(pg_server)
-    rec = reconciler_for(project({"010_attack.sql": sql}, {"dev": {"dsn": dsn}}))
+    reconciler = reconciler_for(project({"010_attack.sql": sql}, {"dev": {"dsn": dsn}}))
     with pytest.raises(DesiredStateError, match=attack.refusal) as caught:
-        rec.plan("dev")
+        reconciler.plan("dev")
     assert f"010_attack.sql:{attack.line}" in str(caught.value)
     assert (caught.value.file, caught.value.line) == ("010_attack.sql", attack.line)
     assert _roles(pg_server) == roles
@@ -186,7 +186,7 @@ def test_a_hanging_desired_file_times_out_naming_its_line(
 ) -> None:
     dsn = make_db(ENV)
     desired = "create table t (id int);\ncreate materialized view m as select 1 as x from pg_sleep(3600);\n"
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010_slow.sql": desired},
             {"dev": {"dsn": dsn}},
@@ -195,7 +195,7 @@ def test_a_hanging_desired_file_times_out_naming_its_line(
     )
     started = time.monotonic()
     with pytest.raises(DesiredStateError, match=r"statement timeout at 010_slow\.sql:2 .*statement_timeout 1s"):
-        rec.plan("dev")
+        reconciler.plan("dev")
     assert time.monotonic() - started < 15
     # The scratch lock is free again: the next build (of a fixed file) runs at once.
     fixed = project({"010_slow.sql": "create table users (id int primary key, name text);\n"}, {"dev": {"dsn": dsn}})

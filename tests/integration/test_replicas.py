@@ -83,9 +83,9 @@ def at_revision(store: Store, names: list[str], revision: str) -> list[str]:
 
 def applies(store: Store) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
-    for rec in store.audit_records(event="apply_finished"):
-        if rec.payload.get("applied") and rec.environment:
-            key = (rec.environment, rec.payload["desired_revision"])
+    for entry in store.audit_records(event="apply_finished"):
+        if entry.payload.get("applied") and entry.environment:
+            key = (entry.environment, entry.payload["desired_revision"])
             out[key] = out.get(key, 0) + 1
     return out
 

@@ -19,16 +19,16 @@ def test_unchanged_queued_plan_is_not_vetted_again(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
     dsn = make_db("create table t (id int, legacy int);")
-    rec = reconciler_for(project({"010.sql": "create table t (id int);"}, {"dev": {"dsn": dsn}}))
-    first = rec.apply("dev")
+    reconciler = reconciler_for(project({"010.sql": "create table t (id int);"}, {"dev": {"dsn": dsn}}))
+    first = reconciler.apply("dev")
     assert first.queued_plan_id is not None and first.vet is not None and first.vet.ok
-    second = rec.apply("dev")
+    second = reconciler.apply("dev")
     assert second.queued_plan_id == first.queued_plan_id
     assert second.vet is None  # the same plan (revision, statements, fingerprint): no second clone
     # A change of the environment makes it a different plan: vetted again, and the old one superseded.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("alter table t add column extra int")
-    third = rec.apply("dev")
+    third = reconciler.apply("dev")
     assert third.vet is not None and third.queued_plan_id != first.queued_plan_id
 
 
@@ -36,7 +36,7 @@ def test_vetting_does_not_queue_behind_a_lock_holder(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
     dsn = make_db("create table t (id int); create table busy (id int);")
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010.sql": "create table t (id int, name text); create table busy (id int);"},
             {"dev": {"dsn": dsn, "lock_timeout": "300ms", "lock_retries": 0}},
@@ -57,7 +57,7 @@ def test_vetting_does_not_queue_behind_a_lock_holder(
         assert holding.wait(10)
         started = time.monotonic()
         with pytest.raises(LockTimeoutError, match="pg_dump waited longer than lock_timeout"):
-            rec.apply("dev")
+            reconciler.apply("dev")
         assert time.monotonic() - started < 10
     finally:
         release.set()
@@ -66,7 +66,7 @@ def test_vetting_does_not_queue_behind_a_lock_holder(
         assert conn.execute(
             "select count(*) from information_schema.columns where table_name = 't' and column_name = 'name'"
         ).fetchone() == (0,)
-    assert rec.apply("dev").in_sync
+    assert reconciler.apply("dev").in_sync
 
 
 def test_planning_does_not_hang_behind_a_lock_holder(
@@ -74,16 +74,16 @@ def test_planning_does_not_hang_behind_a_lock_holder(
 ) -> None:
     """Every connection to an environment carries its lock_timeout: a catalog read gives up instead of queueing."""
     dsn = make_db("create table t (id int);")
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project({"010.sql": "create table t (id int, name text);"}, {"dev": {"dsn": dsn, "lock_timeout": "300ms"}})
     )
     with psycopg.connect(dsn) as holder:
         holder.execute("lock table t in access exclusive mode")
         started = time.monotonic()
         with pytest.raises(LockTimeoutError, match="environment 'dev'"):
-            rec.plan("dev")
+            reconciler.plan("dev")
         assert time.monotonic() - started < 10
-    assert not rec.plan("dev").in_sync  # the lock is gone: planning works again
+    assert not reconciler.plan("dev").in_sync  # the lock is gone: planning works again
 
 
 def _approved_drop(
@@ -110,12 +110,12 @@ def _approved_drop(
     return dsn, operator, applier, plan_id
 
 
-def _apply_in_thread(rec: Reconciler) -> tuple[threading.Thread, list[BaseException]]:
+def _apply_in_thread(reconciler: Reconciler) -> tuple[threading.Thread, list[BaseException]]:
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            rec.apply("dev")
+            reconciler.apply("dev")
         except BaseException as exc:
             errors.append(exc)
 
@@ -124,10 +124,10 @@ def _apply_in_thread(rec: Reconciler) -> tuple[threading.Thread, list[BaseExcept
     return t, errors
 
 
-def _wait_for_lock_wait(rec: Reconciler) -> None:
+def _wait_for_lock_wait(reconciler: Reconciler) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if any(r.event == "lock_timeout" for r in rec.store.audit_records("dev")):
+        if any(r.event == "lock_timeout" for r in reconciler.store.audit_records("dev")):
             return
         time.sleep(0.05)
     raise AssertionError("the apply never waited for a lock")

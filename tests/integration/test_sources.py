@@ -42,10 +42,10 @@ def test_a_command_source_is_applied_and_its_revision_hashes_the_sql(
     (tmp_path / "schema.sql").write_text(sql)
     dsn = make_db()
     config = open_with(tmp_path, pg_server, {"command": ["cat", "schema.sql"]}, dsn)  # run in the config's folder
-    with Reconciler(load_config(config)) as rec:
-        desired = rec.load_desired()
+    with Reconciler(load_config(config)) as reconciler:
+        desired = reconciler.load_desired()
         assert desired.revision == hashlib.sha256(sql.encode()).hexdigest()
-        assert rec.apply("dev").in_sync
+        assert reconciler.apply("dev").in_sync
     assert run_sql(dsn, "select count(*) from information_schema.tables where table_name = 'items'") == [(1,)]
 
 
@@ -55,8 +55,8 @@ def test_a_failing_command_names_it_and_its_exit_status_and_applies_nothing(
     dsn = make_db()
     command = ["sh", "-c", "echo 'create table half (id int);'; echo 'schema.prisma: no such file' >&2; exit 3"]
     config = open_with(tmp_path, pg_server, {"command": command}, dsn)
-    with Reconciler(load_config(config)) as rec, pytest.raises(DesiredStateError) as err:
-        rec.apply("dev")
+    with Reconciler(load_config(config)) as reconciler, pytest.raises(DesiredStateError) as err:
+        reconciler.apply("dev")
     assert "failed with exit status 3: schema.prisma: no such file" in str(err.value)
     assert "sh -c" in str(err.value)
     assert main(["-c", str(config), "apply", "dev"]) == 1
@@ -91,11 +91,11 @@ def test_an_sqlalchemy_metadata_source(
     )
     dsn = make_db()
     config = open_with(tmp_path, pg_server, {"sqlalchemy": "app_models:metadata"}, dsn)
-    with Reconciler(load_config(config)) as rec:
-        desired = rec.load_desired()
+    with Reconciler(load_config(config)) as reconciler:
+        desired = reconciler.load_desired()
         assert desired.files[0].path == "sqlalchemy:app_models:metadata"
         assert "CREATE TYPE user_kind AS ENUM ('person', 'robot')" in desired.files[0].text
-        result = rec.apply("dev")
+        result = reconciler.apply("dev")
         # migra creates the serial columns' sequences as bigint; the sequence AS type is detected, not yet planned:
         # the apply says so (unmanaged drift of kind sequence) instead of "in sync".
         assert result.applied and not result.in_sync

@@ -31,7 +31,7 @@ from reconciler.model import (
 from reconciler.status import Observation, Outcome, record_outcome
 from reconciler.store import Store, open_store
 from reconciler.store.schema import STORE_VERSION
-from reconciler.store.store import GENESIS, audit_hash
+from reconciler.store.store import GENESIS, AuditFields, audit_hash
 
 KEY = b"k" * 32  # the installation's secret, held by the process, never by the store
 
@@ -145,7 +145,7 @@ def test_upgrades_a_version_1_store(request: pytest.FixtureRequest, tmp_path: Pa
         t=now,
         p=body,
         g=GENESIS,
-        h=audit_hash(GENESIS, now, "dev", "plan_queued", 1, None, body),
+        h=audit_hash(AuditFields(GENESIS, now, "dev", "plan_queued", 1, None, body)),
     )
 
     store = open_store(url, key=KEY)
@@ -282,9 +282,9 @@ def test_concurrent_approvals_are_not_lost(backend: Backend) -> None:
 def test_rejection_records_who_why_and_what_it_binds_to(backend: Backend) -> None:
     store = backend.store
     pid = plan(store, fingerprint="f1")
-    rec = store.reject(pid, "carol", "too risky")
-    assert rec.status is PlanStatus.REJECTED and rec.decided_by == "carol" and rec.reason == "too risky"
-    assert [(a.actor, a.decision, a.reason) for a in rec.approvals] == [("carol", "reject", "too risky")]
+    record = store.reject(pid, "carol", "too risky")
+    assert record.status is PlanStatus.REJECTED and record.decided_by == "carol" and record.reason == "too risky"
+    assert [(a.actor, a.decision, a.reason) for a in record.approvals] == [("carol", "reject", "too risky")]
     again = store.queue_plan(Plan("dev", "r1" * 8, STATEMENTS, fingerprint="f1" * 8))
     assert (again.plan_id, again.rejected_id) == (None, pid)
     assert store.queue_plan(Plan("dev", "r1" * 8, STATEMENTS, fingerprint="f2" * 8)).created

@@ -92,26 +92,26 @@ def test_vetting_stops_what_migra_gets_wrong(
     reconciler_for: Callable[[Path], Reconciler],
 ) -> None:
     dsn = make_db(case.current)
-    rec = reconciler_for(project({"010_schema.sql": case.desired}, {"dev": {"dsn": dsn}}))
-    before = rec.env_fingerprint("dev")
+    reconciler = reconciler_for(project({"010_schema.sql": case.desired}, {"dev": {"dsn": dsn}}))
+    before = reconciler.env_fingerprint("dev")
 
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
 
     # Nothing ran: not even the part that would have run unattended.
     assert result.applied == [] and not result.in_sync
-    assert rec.env_fingerprint("dev") == before
+    assert reconciler.env_fingerprint("dev") == before
     assert result.vet is not None and result.vet.failed
     assert any("vetting on a scratch clone failed" in m and case.error in m for m in result.messages)
     # The audit trail and the environment's status say which statement failed and why.
-    [audit] = rec.store.audit_records("dev", event="vet_failed")
+    [audit] = reconciler.store.audit_records("dev", event="vet_failed")
     assert case.error in audit.payload["error"] + " ".join(audit.payload["residue"])
     if case.statement:
         assert case.statement in audit.payload["statement"]
-    status = rec.store.load_status("dev")
+    status = reconciler.store.load_status("dev")
     assert status is not None and case.error in status.condition(ConditionType.READY).message
     # The whole plan waits for a human, its error recorded.
     assert result.queued_plan_id is not None
-    queued = rec.store.get_plan(result.queued_plan_id)
+    queued = reconciler.store.get_plan(result.queued_plan_id)
     assert queued.status is PlanStatus.PENDING and queued.error is not None and case.error in queued.error
 
 
@@ -119,21 +119,21 @@ def test_an_approved_plan_that_fails_vetting_is_never_half_applied(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
     dsn = make_db(ENUM + "create view v as select id from t where m = 'a'; insert into t values (1, 'a');")
-    rec = reconciler_for(
+    reconciler = reconciler_for(
         project(
             {"010_schema.sql": ENUM_MORE + "create view v as select id from t where m = 'a';"}, {"dev": {"dsn": dsn}}
         )
     )
-    queued = rec.apply("dev").queued_plan_id
+    queued = reconciler.apply("dev").queued_plan_id
     assert queued is not None
     # Applying again changes nothing and records nothing new.
-    again = rec.apply("dev")
+    again = reconciler.apply("dev")
     assert again.applied == [] and again.queued_plan_id == queued
-    assert len(rec.store.audit_records("dev", event="vet_failed")) == 1
-    rec.approve(queued, "alice")
-    result = rec.apply("dev")
+    assert len(reconciler.store.audit_records("dev", event="vet_failed")) == 1
+    reconciler.approve(queued, "alice")
+    result = reconciler.apply("dev")
     assert result.applied == []
-    plan = rec.store.get_plan(queued)
+    plan = reconciler.store.get_plan(queued)
     assert plan.status is PlanStatus.FAILED and plan.error is not None
     assert "cannot alter type of a column used by a view or rule" in plan.error
     # The enum is untouched: no renamed old version, no new value, the row is still there.
@@ -149,10 +149,10 @@ def test_enum_value_added_without_dependants_converges(
 ) -> None:
     # The same change passes vetting when nothing depends on the enum; on an empty table it runs unattended.
     dsn = make_db(ENUM)
-    rec = reconciler_for(project({"010_schema.sql": ENUM_MORE}, {"dev": {"dsn": dsn}}))
-    plan = rec.plan("dev")
+    reconciler = reconciler_for(project({"010_schema.sql": ENUM_MORE}, {"dev": {"dsn": dsn}}))
+    plan = reconciler.plan("dev")
     assert [h.code for s in plan.statements for h in s.hazards] == ["RC105"]
-    result = rec.apply("dev")
+    result = reconciler.apply("dev")
     assert result.in_sync and result.queued_plan_id is None
     assert run_sql(
         dsn, "select count(*) from pg_enum e join pg_type t on t.oid = e.enumtypid where t.typname = 'mood'"

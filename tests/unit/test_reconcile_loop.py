@@ -84,8 +84,8 @@ class FakeReconciler:
         return [Statement(s) for s in sqls]
 
 
-def run(rec: FakeReconciler, at: datetime = T0) -> tuple[Any, ReconcileContext]:
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(), clock=lambda: at)  # type: ignore[arg-type]
+def run(reconciler: FakeReconciler, at: datetime = T0) -> tuple[Any, ReconcileContext]:
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(), clock=lambda: at)  # type: ignore[arg-type]
     return reconcile(Request("dev"), ctx), ctx
 
 
@@ -94,10 +94,10 @@ def sample(ctx: ReconcileContext, name: str, **labels: str) -> float | None:
 
 
 def test_in_sync_after_applying_is_success_after_the_interval() -> None:
-    rec = FakeReconciler({"dsn": "x", "interval": "30s"}, [ADD])
-    result, ctx = run(rec)
+    reconciler = FakeReconciler({"dsn": "x", "interval": "30s"}, [ADD])
+    result, ctx = run(reconciler)
     assert (result.outcome, result.requeue_after) == (Outcome.SUCCESS, timedelta(seconds=30))
-    assert rec.calls == ["apply"]
+    assert reconciler.calls == ["apply"]
     assert sample(ctx, "schema_reconciler_drift") == 0
     assert sample(ctx, "schema_reconciler_statements_applied_total", kind="NONE") == 1
     assert sample(ctx, "schema_reconciler_last_success_timestamp_seconds") == T0.timestamp()
@@ -106,10 +106,10 @@ def test_in_sync_after_applying_is_success_after_the_interval() -> None:
 
 
 def test_destructive_remainder_is_a_requeue_with_drift_measured() -> None:
-    rec = FakeReconciler({"dsn": "x"}, [ADD, DROP])
-    result, ctx = run(rec)
+    reconciler = FakeReconciler({"dsn": "x"}, [ADD, DROP])
+    result, ctx = run(reconciler)
     assert result.outcome is Outcome.REQUEUE and result.requeue_after == timedelta(seconds=60)
-    assert rec.calls == ["apply"]  # apply reports what is left: no second plan
+    assert reconciler.calls == ["apply"]  # apply reports what is left: no second plan
     assert sample(ctx, "schema_reconciler_drift") == 1
     assert sample(ctx, "schema_reconciler_pending_statements", hazard="DESTRUCTIVE") == 1
     assert sample(ctx, "schema_reconciler_pending_statements", hazard="NONE") == 0
@@ -123,9 +123,9 @@ def test_destructive_remainder_is_a_requeue_with_drift_measured() -> None:
     ],
 )
 def test_blocked_environments_are_measured_not_applied(env: dict[str, Any], reason: str) -> None:
-    rec = FakeReconciler({"dsn": "x", **env}, [ADD])
-    result, ctx = run(rec)
-    assert rec.calls == ["plan"] and rec.drift == [ADD]
+    reconciler = FakeReconciler({"dsn": "x", **env}, [ADD])
+    result, ctx = run(reconciler)
+    assert reconciler.calls == ["plan"] and reconciler.drift == [ADD]
     assert result.outcome is Outcome.REQUEUE
     status = ctx.status.get("dev")
     assert status is not None and status.condition(ConditionType.READY).reason.value == reason
@@ -133,21 +133,21 @@ def test_blocked_environments_are_measured_not_applied(env: dict[str, Any], reas
 
 
 def test_requeue_when_the_window_opens_if_sooner_than_the_interval() -> None:
-    rec = FakeReconciler({"dsn": "x", "maintenance_windows": [{"cron": "0 2 * * *", "duration": "1h"}]}, [ADD])
-    result, _ = run(rec, T0)  # 01:59:30, the window opens at 02:00
+    reconciler = FakeReconciler({"dsn": "x", "maintenance_windows": [{"cron": "0 2 * * *", "duration": "1h"}]}, [ADD])
+    result, _ = run(reconciler, T0)  # 01:59:30, the window opens at 02:00
     assert result.requeue_after == timedelta(seconds=30)
-    inside, _ = run(rec, T0 + timedelta(minutes=1))
-    assert inside.outcome is Outcome.SUCCESS and rec.calls[-1] == "apply"
+    inside, _ = run(reconciler, T0 + timedelta(minutes=1))
+    assert inside.outcome is Outcome.SUCCESS and reconciler.calls[-1] == "apply"
 
 
 def test_a_crash_is_an_error_of_this_environment_with_backoff_and_no_secret() -> None:
-    rec = FakeReconciler({"dsn": "x"}, [ADD])
+    reconciler = FakeReconciler({"dsn": "x"}, [ADD])
 
     def boom() -> None:
         raise RuntimeError("kaput near postgresql://app:hunter2-secret@db/app")
 
-    rec.fail = boom
-    ctx = ReconcileContext(rec, Metrics(), StatusBoard(), clock=lambda: T0)  # type: ignore[arg-type]
+    reconciler.fail = boom
+    ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(), clock=lambda: T0)  # type: ignore[arg-type]
     delays = [reconcile(Request("dev"), ctx).requeue_after for _ in range(4)]
     assert delays == [timedelta(seconds=s) for s in (2, 4, 5, 5)]
     status = ctx.status.get("dev")
@@ -160,13 +160,13 @@ def test_a_crash_is_an_error_of_this_environment_with_backoff_and_no_secret() ->
 
 
 def test_unreachable_environment_is_probed_and_reported_unreachable() -> None:
-    rec = FakeReconciler({"dsn": "x", "connect_timeout": "1s"}, [ADD])
+    reconciler = FakeReconciler({"dsn": "x", "connect_timeout": "1s"}, [ADD])
 
     def unreachable() -> None:
         raise UnreachableError("inspecting environment 'dev': cannot connect: refused")
 
-    rec.fail = unreachable
-    result, ctx = run(rec)
+    reconciler.fail = unreachable
+    result, ctx = run(reconciler)
     assert result.outcome is Outcome.ERROR
     assert sample(ctx, "schema_reconciler_environment_reachable") == 0
     status = ctx.status.get("dev")
@@ -174,11 +174,11 @@ def test_unreachable_environment_is_probed_and_reported_unreachable() -> None:
 
 
 def test_terminal_error_is_not_requeued() -> None:
-    rec = FakeReconciler({"dsn": "x"}, [ADD])
-    rec.fail_desired = DesiredStateError("syntax error at 010.sql:3")
-    result, ctx = run(rec)
+    reconciler = FakeReconciler({"dsn": "x"}, [ADD])
+    reconciler.fail_desired = DesiredStateError("syntax error at 010.sql:3")
+    result, ctx = run(reconciler)
     assert result.outcome is Outcome.TERMINAL and result.requeue_after is None
-    assert rec.calls == []
+    assert reconciler.calls == []
     assert sample(ctx, "schema_reconciler_environment_stalled") == 1
     status = ctx.status.get("dev")
     assert status is not None and status.condition(ConditionType.STALLED).reason.value == "DesiredStateInvalid"
