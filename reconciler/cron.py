@@ -82,10 +82,10 @@ def _field(text: str, lo: int, hi: int, names: dict[str, int], field: str) -> fr
     for part in text.split(","):
         if not part:
             raise CronError(f"{field}: empty list element in {text!r}")
-        rng, _, step_text = part.partition("/")
-        step = 1
-        if step_text:
-            step = _value(step_text, 1, hi - lo + 1, {}, field)
+        rng, _, stride_text = part.partition("/")
+        stride = 1
+        if stride_text:
+            stride = _value(stride_text, 1, hi - lo + 1, {}, field)
         if rng == "*":
             start, end = lo, hi
         elif "-" in rng:
@@ -95,8 +95,8 @@ def _field(text: str, lo: int, hi: int, names: dict[str, int], field: str) -> fr
                 raise CronError(f"{field}: range {rng!r} runs backwards")
         else:
             start = _value(rng, lo, hi, names, field)
-            end = hi if step_text else start
-        out.update(range(start, end + 1, step))
+            end = hi if stride_text else start
+        out.update(range(start, end + 1, stride))
     return frozenset(out)
 
 

@@ -359,17 +359,17 @@ class Daemon:
     def verify_audit(self) -> AuditVerification:
         return self.reconciler.store.verify_audit()
 
-    def row_counts(self, plan: PlanRecord) -> dict[str, tuple[int | None, bool]]:
+    def row_counts(self, record: PlanRecord) -> dict[str, tuple[int | None, bool]]:
         """Rows of the tables the plan's destructive statements touch: exact when cheap to count, else the
         estimate. An environment that cannot be reached now keeps the plan's estimates."""
-        figures = {n: t for s in plan.statements if s.destructive for n, t in s.tables.items()}
+        figures = {n: t for s in record.statements if s.destructive for n, t in s.tables.items()}
         try:
-            target = self.reconciler.target(plan.environment)
+            target = self.reconciler.target(record.environment)
             return row_counts(
                 target.dsn, figures, what=target.doing("counting rows in"), connect_timeout=target.env.connect_timeout
             )
         except ReconcilerError as exc:
-            log.warning("row_count_failed", environment=plan.environment, error=str(exc))
+            log.warning("row_count_failed", environment=record.environment, error=str(exc))
             return {n: (t.rows, False) for n, t in figures.items()}
 
     # -- several replicas ---------------------------------------------------------------------------

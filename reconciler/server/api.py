@@ -63,7 +63,7 @@ class PageBackend(Backend, Protocol):
     def approvals_required(self, environment: str) -> int: ...
     def audit_records(self, environment: str | None, event: str | None, limit: int | None) -> list[AuditRecord]: ...
     def verify_audit(self) -> AuditVerification: ...
-    def row_counts(self, plan: PlanRecord) -> dict[str, tuple[int | None, bool]]: ...
+    def row_counts(self, record: PlanRecord) -> dict[str, tuple[int | None, bool]]: ...
 
 
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="schema-reconciler"'}
@@ -242,36 +242,36 @@ def _read_routes(router: APIRouter, backend: Backend, reader: Any) -> None:
         return JsonResponse(_plan(backend, principal, plan_id).to_json())
 
 
-def authorize_decision(backend: Backend, principal: Principal, plan: PlanRecord, what: str) -> None:
+def authorize_decision(backend: Backend, principal: Principal, record: PlanRecord, what: str) -> None:
     """403 unless the principal may decide the plan's environment and is one of its approvers."""
-    if not principal.may_decide(plan.environment):
-        log.warning("api_forbidden", identity=principal.identity, action=what, plan_environment=plan.environment)
+    if not principal.may_decide(record.environment):
+        log.warning("api_forbidden", identity=principal.identity, action=what, plan_environment=record.environment)
         raise ApiError(
-            403, "forbidden", f"{principal.identity!r} may not {what} plans of environment {plan.environment!r}"
+            403, "forbidden", f"{principal.identity!r} may not {what} plans of environment {record.environment!r}"
         )
-    if not backend.is_approver(plan.environment, principal.identity):
+    if not backend.is_approver(record.environment, principal.identity):
         raise ApiError(
             403,
             "forbidden",
-            f"{principal.identity!r} is not an approver of environment {plan.environment!r} (its approvers)",
+            f"{principal.identity!r} is not an approver of environment {record.environment!r} (its approvers)",
         )
 
 
-def decide(backend: Backend, principal: Principal, plan: PlanRecord, what: str, reason: str = "") -> PlanRecord:
+def decide(backend: Backend, principal: Principal, record: PlanRecord, what: str, reason: str = "") -> PlanRecord:
     """Approve or reject through the daemon (which audits it and reconciles); conflicts are 409."""
-    authorize_decision(backend, principal, plan, what)
+    authorize_decision(backend, principal, record, what)
     try:
         if what == "approve":
-            record = backend.approve(plan.id, principal.identity)
+            decided = backend.approve(record.id, principal.identity)
         else:
-            record = backend.reject(plan.id, principal.identity, reason)
+            decided = backend.reject(record.id, principal.identity, reason)
     except PlanError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except BusyError as exc:  # an apply holds the environment's lock: it may be running this plan
         raise ApiError(409, "busy", str(exc)) from None
     event = "api_plan_approved" if what == "approve" else "api_plan_rejected"
-    log.info(event, plan_environment=record.environment, identity=principal.identity)
-    return record
+    log.info(event, plan_environment=decided.environment, identity=principal.identity)
+    return decided
 
 
 async def raw_body(request: Request) -> bytes:
@@ -280,34 +280,32 @@ async def raw_body(request: Request) -> bytes:
 
 
 def _write_routes(router: APIRouter, backend: Backend, access: Access) -> None:
-    writes = error_responses(400, 401, 403, 404, 409, 413, 415)
+    def decision_route(what: str, body: type[ApproveBody] | type[RejectBody], summary: str) -> Callable[[Any], Any]:
+        return router.post(
+            f"/api/v1/plans/{{plan_id}}/{what}",
+            response_model=Plan,
+            responses=error_responses(400, 401, 403, 404, 409, 413, 415),
+            openapi_extra=_body_doc(body, body is RejectBody),
+            tags=["api"],
+            summary=summary,
+        )
 
-    @router.post(
-        "/api/v1/plans/{plan_id}/approve",
-        response_model=Plan,
-        responses=writes,
-        openapi_extra=_body_doc(ApproveBody, False),
-        tags=["api"],
-        summary="approve as the token's identity; the environment is reconciled at once",
-    )
+    def read(
+        request: Request, plan_id: int, raw: bytes, fields: tuple[str, ...]
+    ) -> tuple[Principal, PlanRecord, dict[str, Any]]:
+        """The caller (authenticated first), the plan it decides, and its JSON body."""
+        principal = access.principal(request)
+        body = parse_json_object(raw, request.headers.get("content-type"), fields)
+        return principal, _plan(backend, None, plan_id), body
+
+    @decision_route("approve", ApproveBody, "approve as the token's identity; the environment is reconciled at once")
     def approve(request: Request, plan_id: PlanId, body: bytes = Depends(raw_body)) -> JsonResponse:
-        principal = access.principal(request)
-        parse_json_object(body, request.headers.get("content-type"), ())
-        plan = _plan(backend, None, plan_id)
-        return JsonResponse(decide(backend, principal, plan, "approve").to_json())
+        principal, record, _ = read(request, plan_id, body, ())
+        return JsonResponse(decide(backend, principal, record, "approve").to_json())
 
-    @router.post(
-        "/api/v1/plans/{plan_id}/reject",
-        response_model=Plan,
-        responses=writes,
-        openapi_extra=_body_doc(RejectBody, True),
-        tags=["api"],
-        summary='reject with {"reason": "..."}',
-    )
+    @decision_route("reject", RejectBody, 'reject with {"reason": "..."}')
     def reject(request: Request, plan_id: PlanId, raw: bytes = Depends(raw_body)) -> JsonResponse:
-        principal = access.principal(request)
-        body = parse_json_object(raw, request.headers.get("content-type"), ("reason",))
-        plan = _plan(backend, None, plan_id)
+        principal, record, body = read(request, plan_id, raw, ("reason",))
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise ApiError(
@@ -315,4 +313,4 @@ def _write_routes(router: APIRouter, backend: Backend, access: Access) -> None:
             )
         if len(reason) > MAX_REASON:
             raise ApiError(400, "bad_request", f"the reason may have at most {MAX_REASON} characters")
-        return JsonResponse(decide(backend, principal, plan, "reject", reason).to_json())
+        return JsonResponse(decide(backend, principal, record, "reject", reason).to_json())

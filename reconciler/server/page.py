@@ -120,11 +120,11 @@ class Page:
             raise ApiError(404, "not_found", f"plan {plan_id} does not exist")
         return record
 
-    def may_decide(self, principal: Principal | None, plan: PlanRecord, what: str) -> bool:
+    def may_decide(self, principal: Principal | None, record: PlanRecord, what: str) -> bool:
         if principal is None:
             return False
         try:
-            authorize_decision(self.backend, principal, plan, what)
+            authorize_decision(self.backend, principal, record, what)
         except ApiError:
             return False
         return True
@@ -245,25 +245,25 @@ def _overview_routes(router: APIRouter, page: Page) -> None:
         )
 
 
-def _plan_view(page: Page, principal: Principal | None, plan: PlanRecord) -> dict[str, Any]:
+def _plan_view(page: Page, principal: Principal | None, record: PlanRecord) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    for st in plan.statements:
+    for st in record.statements:
         if st.destructive:
             figures.update(st.tables)
-    counts = page.backend.row_counts(plan) if figures and plan.status in _LIVE else {}
-    required = page.backend.approvals_required(plan.environment)
-    approved_by = list(plan.approvers)
+    counts = page.backend.row_counts(record) if figures and record.status in _LIVE else {}
+    required = page.backend.approvals_required(record.environment)
+    approved_by = list(record.approvers)
     already = principal is not None and principal.identity in approved_by
     return {
-        "plan": plan,
-        "doc": plan.to_json(),
+        "plan": record,
+        "doc": record.to_json(),
         "counts": counts,
         "required": required,
         "approved_by": approved_by,
-        "may_approve": plan.status is PlanStatus.PENDING
+        "may_approve": record.status is PlanStatus.PENDING
         and not already
-        and page.may_decide(principal, plan, "approve"),
-        "may_reject": plan.status in (*_LIVE, PlanStatus.FAILED) and page.may_decide(principal, plan, "reject"),
+        and page.may_decide(principal, record, "approve"),
+        "may_reject": record.status in (*_LIVE, PlanStatus.FAILED) and page.may_decide(principal, record, "reject"),
         "already_approved": already,
     }
 
@@ -292,14 +292,14 @@ def _plan_routes(router: APIRouter, page: Page) -> None:
             raise ApiError(404, "not_found", f"no such path: {request.url.path[:200]}")
         form = parse_form(body, request.headers.get("content-type"), ("csrf", "reason"))
         session = _csrf_session(page, request, form)
-        plan = page.plan(session.principal, plan_id)
+        record = page.plan(session.principal, plan_id)
         reason = form.get("reason", "").strip()
         if action == "reject" and not reason:
             raise ApiError(400, "bad_request", "a rejection needs a reason")
         try:
-            decide(page.backend, session.principal, plan, action, reason)
+            decide(page.backend, session.principal, record, action, reason)
         except ApiError as exc:
             view = _plan_view(page, session.principal, page.plan(session.principal, plan_id))
             return page.render(request, "plan.html", exc.status, done="", error=exc.message, **view)
-        log.info("page_plan_decided", action=action, plan_environment=plan.environment)
+        log.info("page_plan_decided", action=action, plan_environment=record.environment)
         return RedirectResponse(f"/plans/{plan_id}?done={'approved' if action == 'approve' else 'rejected'}", 303)
