@@ -60,9 +60,27 @@ class _OldestPendingAge(Collector):
         yield g
 
 
+def _gauge(registry: CollectorRegistry, name: str, documentation: str, labels: Iterable[str] = ()) -> Gauge:
+    """A gauge named with the daemon's prefix, with one value per combination of ``labels``."""
+    return Gauge(f"{PREFIX}{name}", documentation, list(labels), registry=registry)
+
+
 def _env_gauge(registry: CollectorRegistry, name: str, documentation: str) -> Gauge:
     """A gauge of one value per environment."""
-    return Gauge(f"{PREFIX}{name}", documentation, ["environment"], registry=registry)
+    return _gauge(registry, name, documentation, ["environment"])
+
+
+def _counter(registry: CollectorRegistry, name: str, documentation: str, labels: Iterable[str]) -> Counter:
+    return Counter(f"{PREFIX}{name}", documentation, list(labels), registry=registry)
+
+
+def _duration(registry: CollectorRegistry, name: str, documentation: str, labels: Iterable[str]) -> Histogram:
+    """A histogram of wall times in seconds, in the daemon's duration buckets."""
+    return Histogram(f"{PREFIX}{name}", documentation, list(labels), buckets=DURATION_BUCKETS, registry=registry)
+
+
+def _info(registry: CollectorRegistry, name: str, documentation: str) -> Info:
+    return Info(f"{PREFIX}{name}", documentation, registry=registry)
 
 
 class Metrics:
@@ -76,11 +94,11 @@ class Metrics:
             "drift",
             "1 when the environment's schema differs from the desired state at its last measurement, else 0",
         )
-        self.pending_statements = Gauge(
-            f"{PREFIX}pending_statements",
+        self.pending_statements = _gauge(
+            r,
+            "pending_statements",
             "Statements of the current drift not yet applied, by the kind of their most severe hazard",
             ["environment", "hazard"],
-            registry=r,
         )
         self._add_unmanaged_drift(r)
         self.plans_awaiting_approval = _env_gauge(
@@ -122,10 +140,8 @@ class Metrics:
             "1 while the desired revision waits for an earlier environment of the promotion order to converge on it",
         )
         self._add_scale_metrics(r)
-        self.desired_revision = Info(
-            f"{PREFIX}desired_revision",
-            "The desired-state revision (sha256 of the files) the daemon reconciles towards",
-            registry=r,
+        self.desired_revision = _info(
+            r, "desired_revision", "The desired-state revision (sha256 of the files) the daemon reconciles towards"
         )
         self._add_security_metrics(r)
 
@@ -137,66 +153,58 @@ class Metrics:
             "apply_lock_blocked_seconds",
             "How long the environment's apply lock has been found held by another session (0: not blocked)",
         )
-        self.audit_chain_records = Gauge(
-            f"{PREFIX}audit_chain_records", "Records in the store's keyed audit chain", registry=r
-        )
-        self.audit_chain_head = Info(
-            f"{PREFIX}audit_chain_head", "The id and keyed hash of the audit chain's last record", registry=r
-        )
+        self.audit_chain_records = _gauge(r, "audit_chain_records", "Records in the store's keyed audit chain")
+        self.audit_chain_head = _info(r, "audit_chain_head", "The id and keyed hash of the audit chain's last record")
 
     # -- lifecycle of an environment's series -------------------------------------------------------
 
     def _add_pass_metrics(self, r: CollectorRegistry) -> None:
         """What each reconcile pass counts and times."""
-        self.reconciles = Counter(
-            f"{PREFIX}reconciles",
+        self.reconciles = _counter(
+            r,
+            "reconciles",
             "Reconciles by environment and outcome (success: in sync; requeue: drift remains; error: retried with "
             "backoff; terminal: stalled)",
             ["environment", "outcome"],
-            registry=r,
         )
-        self.reconcile_duration = Histogram(
-            f"{PREFIX}reconcile_duration_seconds",
+        self.reconcile_duration = _duration(
+            r,
+            "reconcile_duration_seconds",
             "Wall time of one whole reconcile",
             ["environment"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.phase_duration = Histogram(
-            f"{PREFIX}reconcile_phase_duration_seconds",
+        self.phase_duration = _duration(
+            r,
+            "reconcile_phase_duration_seconds",
             "Wall time of the phases of a reconcile: inspect, diff, classify, vet, apply",
             ["environment", "phase"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
         )
-        self.statements_applied = Counter(
-            f"{PREFIX}statements_applied",
+        self.statements_applied = _counter(
+            r,
+            "statements_applied",
             "Statements applied to the environment, by the kind of their most severe hazard",
             ["environment", "kind"],
-            registry=r,
         )
 
     def _add_scale_metrics(self, r: CollectorRegistry) -> None:
         """The fast path, and which replica owns which environment when several share the store."""
-        self.fast_path = Counter(
-            f"{PREFIX}fast_path_passes",
+        self.fast_path = _counter(
+            r,
+            "fast_path_passes",
             "Passes that found the schema fingerprint unchanged since the environment was last in sync at this "
             "desired revision, and skipped inspection and diff",
             ["environment"],
-            registry=r,
         )
         self.owned = _env_gauge(
             r,
             "environment_owned",
             "1 for each environment this replica owns (holds its advisory lock on the store); absent otherwise",
         )
-        self.replicas_live = Gauge(
-            f"{PREFIX}replicas_live", "Replicas registered on the shared store, this one included", registry=r
-        )
-        self.share_held = Gauge(
-            f"{PREFIX}replica_share_held",
+        self.replicas_live = _gauge(r, "replicas_live", "Replicas registered on the shared store, this one included")
+        self.share_held = _gauge(
+            r,
+            "replica_share_held",
             "1 when this replica holds every environment that rendezvous hashing gives it, else 0",
-            registry=r,
         )
 
     def count_fast_path(self, environment: str) -> None:
@@ -267,12 +275,12 @@ class Metrics:
             self.pending_statements.labels(environment, kind).set(pending_by_kind.get(kind, 0))
 
     def _add_unmanaged_drift(self, r: CollectorRegistry) -> None:
-        self.unmanaged_drift = Gauge(
-            f"{PREFIX}unmanaged_drift",
+        self.unmanaged_drift = _gauge(
+            r,
+            "unmanaged_drift",
             "Differences between the environment's catalog and the desired build's that the plan does not resolve, "
             "by object kind (comment, acl, options, ...)",
             ["environment", "kind"],
-            registry=r,
         )
         self._drift_kinds: dict[str, set[str]] = {}
         self._drift_kinds_lock = threading.Lock()
