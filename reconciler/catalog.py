@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .db import Connection, connect, database_errors
+from .db import Connection, fetch_all
 
 
 @dataclass(frozen=True, order=True)
@@ -393,14 +393,7 @@ def describe(
         "owners": options.compare_owners,
         "ignore_order": options.ignore_column_order,
     }
-    with database_errors(what):
-        if isinstance(conn_or_dsn, str):
-            with connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
-                rows = conn.execute(_SQL, params).fetchall()
-        else:
-            rows = conn_or_dsn.execute(_SQL, params).fetchall()
-            if not conn_or_dsn.autocommit:
-                conn_or_dsn.rollback()
+    rows = fetch_all(conn_or_dsn, _SQL, params, what=what, connect_timeout=connect_timeout)
     return tuple(_row(*r) for r in rows if not _empty_default_acl(r))
 
 

@@ -264,6 +264,26 @@ def database_errors(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
+def fetch_all(
+    conn_or_dsn: Connection | str,
+    sql: str,
+    params: Mapping[str, Any],
+    *,
+    what: str,
+    connect_timeout: timedelta = timedelta(seconds=10),
+) -> list[Any]:
+    """The rows of one read-only query, on ``conn_or_dsn`` (a connection of the caller's, whose transaction is
+    rolled back unless it autocommits) or on a connection opened for it and closed again."""
+    with database_errors(what):
+        if isinstance(conn_or_dsn, str):
+            with connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
+                return conn.execute(sql, params).fetchall()
+        rows = conn_or_dsn.execute(sql, params).fetchall()
+        if not conn_or_dsn.autocommit:
+            conn_or_dsn.rollback()
+        return rows
+
+
 def database_identity(dsn: str) -> str:
     """``host:port/dbname`` of a DSN (libpq defaults filled in), without connecting: what plans are bound to."""
     params = parse_dsn(dsn)

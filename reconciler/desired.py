@@ -16,6 +16,17 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
+def check_syntax(text: str, file: str, where: str) -> None:
+    """Stop desired-state SQL that does not parse (from its authors), naming ``file`` and the line: the error says
+    ``syntax error {where}{line}``."""
+    try:
+        split_statements(text)
+    except SqlSyntaxError as exc:
+        raise DesiredStateError(
+            f"reading desired state: syntax error {where}{exc.line}: {exc.message}", file=file, line=exc.line
+        ) from exc
+
+
 def load_desired(root: str | Path) -> DesiredState:
     """Read every ``*.sql`` file below ``root`` (subfolders included, hidden ones not) and check its syntax.
 
@@ -40,14 +51,7 @@ def load_desired(root: str | Path) -> DesiredState:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DesiredStateError(f"reading desired state: {rel}: {exc}", file=rel) from exc
-        try:
-            split_statements(text)
-        except SqlSyntaxError as exc:
-            raise DesiredStateError(
-                f"reading desired state: syntax error at {rel}:{exc.line}: {exc.message}",
-                file=rel,
-                line=exc.line,
-            ) from exc
+        check_syntax(text, rel, f"at {rel}:")
         digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         files.append(SqlFile(path=rel, text=text))
     return DesiredState(root=str(base), files=tuple(files), revision=digest.hexdigest())

@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     from schemainspect.pg.obj import PROPS, PostgreSQL
 
 from .catalog import MANAGED_SCHEMAS_WHERE
-from .db import Connection, connect, database_errors, engine_for
+from .db import Connection, database_errors, engine_for, fetch_all
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
 
@@ -237,14 +237,7 @@ def schema_listing(
 ) -> list[tuple[str, str, str]]:
     """The canonical listing that :func:`schema_fingerprint` hashes: (kind, identity, definition) rows, sorted."""
     params = {"schemas": list(schemas), "exclude": list(exclude_schemas), "privileges": privileges}
-    with database_errors(what):
-        if isinstance(conn_or_dsn, str):
-            with connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
-                rows = conn.execute(_FINGERPRINT_SQL, params).fetchall()
-        else:
-            rows = conn_or_dsn.execute(_FINGERPRINT_SQL, params).fetchall()
-            if not conn_or_dsn.autocommit:
-                conn_or_dsn.rollback()
+    rows = fetch_all(conn_or_dsn, _FINGERPRINT_SQL, params, what=what, connect_timeout=connect_timeout)
     return [(str(k), str(i), str(d) if d is not None else "") for k, i, d in rows]
 
 

@@ -22,10 +22,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.named_types import CreateEnumType
 
 from .config import CommandSource, DesiredSource, SqlAlchemySource
-from .desired import load_desired
+from .desired import check_syntax, load_desired
 from .errors import DesiredStateError
 from .model import DesiredState, SqlFile
-from .sqltext import SqlSyntaxError, split_statements
 
 
 def load_source(source: DesiredSource) -> DesiredState:
@@ -43,14 +42,7 @@ def command_label(source: CommandSource) -> str:
 
 def from_sql(label: str, sql: str) -> DesiredState:
     """A desired state of one SQL text; its syntax is checked, its revision is the sha256 of the text."""
-    try:
-        split_statements(sql)
-    except SqlSyntaxError as exc:
-        raise DesiredStateError(
-            f"reading desired state: syntax error in the output of {label} at line {exc.line}: {exc.message}",
-            file=label,
-            line=exc.line,
-        ) from exc
+    check_syntax(sql, label, f"in the output of {label} at line ")
     if not sql.strip():
         raise DesiredStateError(f"reading desired state: {label} produced no SQL")
     revision = hashlib.sha256(sql.encode()).hexdigest()
