@@ -21,7 +21,7 @@ from .desired import load_desired
 from .diff import diff
 from .errors import PlanError
 from .inspect import Inspection, inspect_database
-from .model import DesiredState, ExecStep, Statement
+from .model import DesiredState, ExecStep, Statement, fields_json
 from .planning import classify, inspect_target, read_plan_figures
 from .sandbox import check_desired
 from .scratch import ScratchServer, run_checked
@@ -39,13 +39,7 @@ class MigrationFile:
     concurrent_steps: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "source": self.source,
-            "desired_revision": self.desired_revision,
-            "statements": self.statements,
-            "concurrent_steps": self.concurrent_steps,
-        }
+        return fields_json(self)
 
 
 def source_statements(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -437,3 +437,12 @@ class PlanKey:
 
     def matches(self, fresh: PlanKey) -> bool:
         return self.mismatch(fresh) is None
+
+
+def fields_json(record: Any) -> dict[str, Any]:
+    """Every field of a dataclass instance by name, in declaration order; datetimes as ISO 8601 text."""
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+    return out

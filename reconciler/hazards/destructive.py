@@ -100,10 +100,9 @@ def _type_changes(node: Any, ctx: PlanContext) -> Iterator[tuple[str, str, Any]]
     """(table.column, old type text or "", new TypeName) for each column type change of an ALTER TABLE."""
     table = qualified(node.relation)
     st = ctx.stats(table)
-    for cmd in node.cmds or ():
-        if cmd.subtype == enums.AlterTableType.AT_AlterColumnType and cmd.def_ is not None:
-            old = st.columns.get(str(cmd.name), "") if st is not None else ""
-            yield f"{relname(node.relation)}.{cmd.name}", old, cmd.def_.typeName
+    for cmd in _type_cmds(node):
+        old = st.columns.get(str(cmd.name), "") if st is not None else ""
+        yield f"{relname(node.relation)}.{cmd.name}", old, cmd.def_.typeName
 
 
 @check("DS107", HazardKind.DESTRUCTIVE, Severity.DANGER, "column type changed", nodes=["AlterTableStmt"])

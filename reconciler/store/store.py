@@ -30,7 +30,7 @@ from sqlalchemy.pool import NullPool
 from .. import signing
 from ..db import redact
 from ..errors import PlanError, StoreError
-from ..model import LIVE_PLAN_STATUSES, Plan, PlanKey, PlanStatus, Statement, steps_digest
+from ..model import LIVE_PLAN_STATUSES, Plan, PlanKey, PlanStatus, Statement, fields_json, steps_digest
 from ..status import EnvironmentStatus, initial_status
 from .schema import (
     LIVE_STATUSES,
@@ -224,14 +224,7 @@ class AuditVerification:
     head_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "records": self.records,
-            "first_broken_id": self.first_broken_id,
-            "message": self.message,
-            "head": self.head,
-            "head_id": self.head_id,
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -259,17 +252,7 @@ class ApplyStatusRow:
     updated_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "environment": self.environment,
-            "last_attempted_revision": self.last_attempted_revision,
-            "last_applied_revision": self.last_applied_revision,
-            "converged": self.converged,
-            "fingerprint": self.fingerprint,
-            "last_plan_id": self.last_plan_id,
-            "last_apply_at": _iso(self.last_apply_at),
-            "last_error": self.last_error,
-            "updated_at": _iso(self.updated_at),
-        }
+        return fields_json(self)
 
 
 class AuditFields(NamedTuple):
