@@ -133,9 +133,9 @@ def test_an_approved_plan_that_fails_vetting_is_never_half_applied(
     reconciler.approve(queued, "alice")
     result = reconciler.apply("dev")
     assert result.applied == []
-    plan = reconciler.store.get_plan(queued)
-    assert plan.status is PlanStatus.FAILED and plan.error is not None
-    assert "cannot alter type of a column used by a view or rule" in plan.error
+    record = reconciler.store.get_plan(queued)
+    assert record.status is PlanStatus.FAILED and record.error is not None
+    assert "cannot alter type of a column used by a view or rule" in record.error
     # The enum is untouched: no renamed old version, no new value, the row is still there.
     assert run_sql(dsn, "select typname from pg_type where typname like 'mood%' order by 1") == [("mood",)]
     assert run_sql(
