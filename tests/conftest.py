@@ -6,6 +6,7 @@ unprivileged user when the tests run as root). Tests that do not touch a databas
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import psycopg
 import pytest
 import yaml
 
+from reconciler.cli import main
 from reconciler.config import Config, load_config
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.service import Reconciler
@@ -59,6 +61,20 @@ def make_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[..., str]]:
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         for name in made:
             conn.execute(f'drop database if exists "{name}" with (force)'.encode())
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the command line in this process: its exit code, standard output and standard error."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """The JSON output of a command line that must succeed."""
+    code, out, err = cli(capsys, *args, "--format", "json")
+    assert code == 0, err
+    return json.loads(out)
 
 
 def run_sql(dsn: str, sql: str) -> list[tuple[Any, ...]]:

@@ -9,27 +9,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import run_sql
-
-from reconciler.cli import main
+from conftest import cli, cli_json, run_sql
 
 CURRENT = """
 create table users (id int primary key, name text not null, legacy_score int);
 insert into users values (1, 'ann', 10), (2, 'bob', 20);
 """
 DESIRED = "create table users (id int primary key, name text not null, email text);\n"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
-    code, out, err = cli(capsys, *args, "--format", "json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 @pytest.fixture()

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import run_sql
+from conftest import cli, run_sql
 
-from reconciler.cli import main
 from reconciler.pgembedded import EmbeddedPostgres
 
 CURRENT = """
@@ -18,12 +17,6 @@ create table users (id int primary key, name text not null, legacy_score int);
 insert into users values (1, 'ann', 10), (2, 'bob', 20);
 """
 DESIRED = "create table users (id int primary key, name text not null, email text);\ncreate index users_name on users (name);\n"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

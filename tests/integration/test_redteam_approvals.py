@@ -21,9 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from conftest import run_sql
+from conftest import cli, cli_json, run_sql
 
-from reconciler.cli import main
 from reconciler.db import parse_dsn
 from reconciler.errors import BusyError, ReconcilerError
 from reconciler.obs.metrics import Metrics
@@ -37,18 +36,6 @@ from reconciler.store.store import GENESIS, AuditFields, audit_hash
 
 KEEP = "create table keep (id int primary key);\n"
 CURRENT = KEEP + "create table gone (id int, v text);\ninsert into gone values (1, 'a'), (2, 'b');\n"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
-    code, out, err = cli(capsys, *args, "--format", "json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def rows_of(dsn: str, table: str) -> int:
