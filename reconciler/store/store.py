@@ -1023,18 +1023,8 @@ class Store:
         prev_hash = prev or GENESIS
         at = _now()
         body = self._payload_text(payload)
-        conn.execute(
-            sa.insert(audit).values(
-                at=at,
-                environment=environment,
-                event=event,
-                plan_id=plan_id,
-                actor=actor,
-                payload=body,
-                prev_hash=prev_hash,
-                hash=audit_mac(self._audit_key, AuditFields(prev_hash, at, environment, event, plan_id, actor, body)),
-            )
-        )
+        fields = AuditFields(prev_hash, at, environment, event, plan_id, actor, body)
+        conn.execute(sa.insert(audit).values(**fields._asdict(), hash=audit_mac(self._audit_key, fields)))
 
     def audit_records(
         self,
