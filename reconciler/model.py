@@ -12,7 +12,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
+
+
+def display_ident(part: str) -> str:
+    """``part`` as SQL writes it: bare when it is a plain lower-case identifier, else double-quoted."""
+    plain = bool(part) and (part[0].isascii() and (part[0].islower() or part[0] == "_"))
+    plain = plain and all(c.isascii() and (c.islower() or c.isdigit() or c in "_$") for c in part)
+    return part if plain else '"' + part.replace('"', '""') + '"'
+
+
+class QualifiedName(NamedTuple):
+    """A catalog object's (schema, name): the key of every lookup of tables, types and functions.
+
+    Never a dotted string: a desired-state author who creates a schema ``a.b`` or a table ``b.c`` would otherwise
+    alias another object (``"a.b".c`` and ``a."b.c"`` both print as ``a.b.c``), and an empty table's figures could
+    make a destructive statement on a big one look harmless. Its text (``str``) quotes what needs quoting, so the
+    text is as unambiguous as the pair; it is what plans store and show.
+    """
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{display_ident(self.schema)}.{display_ident(self.name)}"
 
 
 class HazardKind(StrEnum):

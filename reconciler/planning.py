@@ -18,7 +18,7 @@ from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, desired_description, plan_statements, residual
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
-from .model import DatabaseIdentity, DesiredState, Plan, Statement, TableStats
+from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
 from .stats import Figures, invalid_indexes, read_figures, without_indexes
@@ -126,7 +126,7 @@ def read_plan_figures(target: Target, sqls: Sequence[str]) -> Figures:
 def classify(
     sqls: Sequence[str],
     env: EnvironmentConfig,
-    table_stats: Mapping[str, TableStats] | None = None,
+    table_stats: Mapping[QualifiedName, TableStats] | None = None,
     *,
     figures: Figures | None = None,
 ) -> list[Statement]:

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from .db import Connection, connect, database_errors, quote_ident
 from .inspect import Inspection
-from .model import TableStats
+from .model import QualifiedName, TableStats
 
 _STATS_SQL = """
 with q(nsp, rel) as (select * from unnest(%(nsp)s::text[], %(rel)s::text[]))
@@ -70,25 +70,20 @@ where not i.indisvalid and c.relkind = 'i'
 """
 
 
-def _split(name: str) -> tuple[str, str]:
-    schema, _, rel = name.partition(".")
-    return (schema, rel) if rel else ("public", schema)
-
-
-def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, TableStats]:
-    """Figures of the relations ``names`` (``schema.name``) that exist, keyed by those names."""
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
+def query_table_stats(conn: Connection, names: Iterable[QualifiedName]) -> dict[QualifiedName, TableStats]:
+    """Figures of the relations ``names`` that exist, keyed by (schema, name) as the catalog spells them: never a
+    dotted string, which a schema named ``a.b`` could alias (a desired-state author's attack)."""
+    pairs = list(dict.fromkeys(names))
+    if not pairs:
         return {}
-    pairs = [_split(n) for n in wanted]
     with conn.transaction():
         conn.execute("set local search_path = pg_catalog")
         rows = conn.execute(
             _STATS_SQL.encode(), {"nsp": [p[0] for p in pairs], "rel": [p[1] for p in pairs]}
         ).fetchall()
-    out: dict[str, TableStats] = {}
+    out: dict[QualifiedName, TableStats] = {}
     for nsp, rel, kind, rows_known, nrows, total, heap, columns, indexes, invalid, dependants, grants, unique in rows:
-        out[f"{nsp}.{rel}"] = TableStats(
+        out[QualifiedName(str(nsp), str(rel))] = TableStats(
             rows=int(nrows) if rows_known else None,
             bytes=int(total),
             heap_bytes=int(heap),
@@ -104,8 +99,8 @@ def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, Table
 
 
 def read_table_stats(
-    dsn: str, names: Iterable[str], *, what: str, connect_timeout: timedelta = timedelta(seconds=10)
-) -> dict[str, TableStats]:
+    dsn: str, names: Iterable[QualifiedName], *, what: str, connect_timeout: timedelta = timedelta(seconds=10)
+) -> dict[QualifiedName, TableStats]:
     """Connect to ``dsn`` and read the figures of ``names`` with one catalog query."""
     wanted = list(names)
     if not wanted:
@@ -138,6 +133,13 @@ def without_indexes(inspection: Inspection, names: set[tuple[str, str]]) -> Insp
     return out
 
 
+_RESOLVE_SQL = """
+select n.nspname::text, c.relname::text
+from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.oid = pg_catalog.to_regclass(%s)
+"""
+
+
 def row_counts(
     dsn: str,
     figures: Mapping[str, TableStats],
@@ -148,21 +150,20 @@ def row_counts(
 ) -> dict[str, tuple[int | None, bool]]:
     """Rows of each table of ``figures`` as ``(count, exact)``: counted with ``count(*)`` when the table is small
     enough for that to be cheap (under ``exact_below_bytes``), else the planner's estimate (``exact`` False).
-    A table that is gone since the figures were read keeps its estimate."""
+    A table that is gone since the figures were read keeps its estimate. ``figures`` is keyed by the text of each
+    table's :class:`~reconciler.model.QualifiedName` (as plans store it), which quotes what needs quoting: the
+    server resolves that text, so ``"a.b".c`` and ``a."b.c"`` stay apart."""
     out: dict[str, tuple[int | None, bool]] = {name: (st.rows, False) for name, st in figures.items()}
     cheap = [name for name, st in figures.items() if st.bytes < exact_below_bytes]
     if not cheap:
         return out
     with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
         for name in cheap:
-            schema, rel = _split(name)
-            sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(rel)}"
             with conn.transaction():
                 conn.execute("set local statement_timeout = '5s'")
-                exists = conn.execute(
-                    b"select to_regclass(%s) is not null", (f"{quote_ident(schema)}.{quote_ident(rel)}",)
-                ).fetchone()
-                if exists and exists[0]:
+                found = conn.execute(_RESOLVE_SQL.encode(), (name,)).fetchone()
+                if found and found[0] is not None:
+                    sql = f"select count(*) from {quote_ident(str(found[0]))}.{quote_ident(str(found[1]))}"
                     row = conn.execute(sql.encode()).fetchone()
                     out[name] = (int(row[0]) if row else 0, True)
     return out
@@ -191,8 +192,8 @@ cross join lateral (
 
 
 def query_code_facts(
-    conn: Connection, functions: Iterable[tuple[str, str]]
-) -> tuple[frozenset[str], dict[tuple[str, str], tuple[str, ...]]]:
+    conn: Connection, functions: Iterable[QualifiedName]
+) -> tuple[frozenset[str], dict[QualifiedName, tuple[str, ...]]]:
     """The names of pg_catalog's functions (an unqualified call of one is built-in), and for each of
     ``functions`` ((schema, name) that a plan changes) what in the environment uses it: policies (``pg_depend``),
     triggers, and SECURITY DEFINER functions whose body mentions its name."""
@@ -207,9 +208,9 @@ def query_code_facts(
             if wanted
             else []
         )
-    users: dict[tuple[str, str], list[str]] = {}
+    users: dict[QualifiedName, list[str]] = {}
     for nsp, fn, what in rows:
-        users.setdefault((str(nsp), str(fn)), []).append(str(what))
+        users.setdefault(QualifiedName(str(nsp), str(fn)), []).append(str(what))
     return builtins, {k: tuple(sorted(v)) for k, v in users.items()}
 
 
@@ -217,15 +218,15 @@ def query_code_facts(
 class Figures:
     """What the hazard checks read from an environment's catalog for one plan (one connection)."""
 
-    tables: dict[str, TableStats]
+    tables: dict[QualifiedName, TableStats]
     builtin_functions: frozenset[str] | None = None
-    function_users: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    function_users: dict[QualifiedName, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_figures(
     dsn: str,
-    relations: Iterable[str],
-    functions: Iterable[tuple[str, str]],
+    relations: Iterable[QualifiedName],
+    functions: Iterable[QualifiedName],
     *,
     what: str,
     connect_timeout: timedelta = timedelta(seconds=10),

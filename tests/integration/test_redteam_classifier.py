@@ -7,7 +7,7 @@ what must hold afterwards with a probe query whose answer must not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 from conftest import run_sql
 
+from reconciler import hazards
 from reconciler.apply import apply_statements, execute_steps
 from reconciler.config import EnvironmentConfig
 from reconciler.db import connect
 from reconciler.errors import ApplyError, ReconcilerError, UnsafeSqlError
-from reconciler.model import Decision, ExecStep, TableStats
+from reconciler.model import Decision, ExecStep, QualifiedName, TableStats
+from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.planning import classify
 from reconciler.service import Reconciler
+from reconciler.stats import read_figures
 
 SEED = """
 create table public.audit (id int primary key, note text);
@@ -200,7 +203,7 @@ def test_a_failure_between_a_policy_drop_and_its_re_create_keeps_the_policy(make
         'create policy "only_own" on "public"."secrets" as restrictive for select using ((owner <> \'y\'))',
     ]
     large = TableStats(rows=50_000_000, bytes=20 * 1024**3, heap_bytes=19 * 1024**3)
-    statements = classify(sqls, env, {"public.secrets": large})
+    statements = classify(sqls, env, {QualifiedName("public", "secrets"): large})
     assert all(step.transactional for s in statements for step in s.execution())
     with pytest.raises(ReconcilerError):
         apply_statements(dsn, [step for s in statements for step in s.execution()], env, what="applying")
@@ -215,3 +218,60 @@ def test_a_pair_runs_under_one_decision() -> None:
     ]
     decisions = [s.decision for s in classify(sqls, env, {})]
     assert decisions == [Decision.NEEDS_APPROVAL, Decision.NEEDS_APPROVAL]
+
+
+# A desired-state author names a schema or a table with a dot in it, so that as a dotted string an empty object's
+# name is the same as a big one's: "a.b".c and a."b.c" are both "a.b.c". Figures are keyed by (schema, name), so a
+# statement on the table with rows is still judged by its own figures, and one on the empty table by its own.
+ALIASING = """
+create schema "a.b"; create schema a;
+create table "a.b".c (id int primary key, v int);
+insert into "a.b".c select g, case when g % 2 = 0 then null else g end from generate_series(1, 2000) g;
+create table a."b.c" (id int primary key, v int);
+create schema "x"; create table x."Y" (v int); insert into x."Y" values (1);
+create table x.y (v int);
+analyze "a.b".c; analyze a."b.c"; analyze x."Y"; analyze x.y;
+"""
+
+
+@dataclass(frozen=True)
+class Alias:
+    sql: str
+    table: str  # the text of the (schema, name) the statement touches, as the plan stores it
+    rows: bool  # whether that table holds rows in the environment
+    codes: tuple[str, ...]  # hazards the statement must get (none on the empty table)
+
+
+ALIASES = [
+    Alias('alter table "a.b"."c" alter column "v" set not null', '"a.b".c', True, ("MF104",)),
+    Alias('alter table "a"."b.c" alter column "v" set not null', 'a."b.c"', False, ()),
+    Alias('alter table "a.b"."c" add column "w" int not null', '"a.b".c', True, ("MF101",)),
+    Alias('alter table "x"."Y" alter column "v" set not null', 'x."Y"', True, ("MF104",)),
+    Alias('alter table "x"."y" alter column "v" set not null', "x.y", False, ()),
+    Alias('drop table "a.b"."c"', '"a.b".c', True, ("DS102",)),
+]
+
+
+@pytest.fixture(scope="module")
+def aliasing_env(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    dsn = pg_server.create_database("redteam_aliasing")
+    run_sql(dsn, ALIASING)
+    yield dsn
+    run_sql(pg_server.dsn(), 'drop database if exists "redteam_aliasing" with (force)')
+
+
+@pytest.mark.parametrize("case", ALIASES, ids=[a.sql for a in ALIASES])
+def test_an_aliasing_schema_or_table_name_does_not_borrow_figures(aliasing_env: str, case: Alias) -> None:
+    parsed = hazards.parse_plan([case.sql])
+    figures = read_figures(
+        aliasing_env, hazards.affected_relations(parsed), hazards.changed_functions(parsed), what="reading"
+    )
+    [statement] = classify([case.sql], EnvironmentConfig(dsn=aliasing_env), figures=figures)
+    assert list(statement.tables) == [case.table]
+    assert (statement.tables[case.table].rows or 0) > 0 if case.rows else statement.tables[case.table].empty
+    found = {h.code for h in statement.hazards}
+    assert set(case.codes) <= found
+    if not case.rows:
+        assert not found & {"MF101", "MF104"}
+    else:
+        assert statement.decision is not Decision.AUTO
