@@ -306,6 +306,15 @@ def transaction_units(statements: Sequence[Statement]) -> list[tuple[int, ...]]:
     return out
 
 
+def statement_phases(statements: Sequence[Statement]) -> list[str]:
+    """For each statement, its phase: ``transactional`` (runs in a transaction with its neighbours), ``after`` (runs
+    outside a transaction once every transactional unit is done) or ``in place`` (outside a transaction, kept
+    before a later statement that depends on it). Shown to approvers beside ``units``."""
+    tx = [any(step.transactional for step in s.execution()) for s in statements]
+    last_tx = max((i for i, t in enumerate(tx) if t), default=-1)
+    return ["transactional" if t else "after" if i > last_tx else "in place" for i, t in enumerate(tx)]
+
+
 def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
     """A stable hash of an ordered list of SQL statements (what an approval binds to)."""
     payload = json.dumps(list(sqls), ensure_ascii=False, separators=(",", ":"))
@@ -412,8 +421,13 @@ class Plan:
             "in_sync": self.in_sync,
             "statements_hash": self.hash,
             "statements": [
-                {**s.to_json(), "units": list(u)}
-                for s, u in zip(self.statements, transaction_units(self.statements), strict=True)
+                {**s.to_json(), "units": list(u), "phase": p}
+                for s, u, p in zip(
+                    self.statements,
+                    transaction_units(self.statements),
+                    statement_phases(self.statements),
+                    strict=True,
+                )
             ],
             "unmanaged_drift": [d.to_json() for d in self.unmanaged_drift],
         }

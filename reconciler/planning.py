@@ -17,6 +17,7 @@ from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, desired_description, plan_statements, residual
+from .hazards.phases import order_phases
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
 from .obs.phases import phase
@@ -41,7 +42,7 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
         sqls = plan_statements(current, want, described, wanted, privileges=env.privileges)
         unmanaged = residual(described, wanted, sqls)
     with phase("classify"):
-        statements = tuple(classify(sqls, env, figures=read_plan_figures(target, sqls)))
+        statements = tuple(order_phases(classify(sqls, env, figures=read_plan_figures(target, sqls))))
     found = Plan(
         target.name,
         desired.revision,

@@ -20,7 +20,15 @@ from reconciler.apply import apply_statements, execute_steps
 from reconciler.config import EnvironmentConfig
 from reconciler.db import connect
 from reconciler.errors import ApplyError, ReconcilerError, UnsafeSqlError
-from reconciler.model import Decision, ExecStep, QualifiedName, TableStats
+from reconciler.hazards.phases import order_phases
+from reconciler.model import (
+    Decision,
+    ExecStep,
+    QualifiedName,
+    TableStats,
+    statement_phases,
+    transaction_units,
+)
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.planning import classify
 from reconciler.service import Reconciler
@@ -275,3 +283,39 @@ def test_an_aliasing_schema_or_table_name_does_not_borrow_figures(aliasing_env: 
         assert not found & {"MF101", "MF104"}
     else:
         assert statement.decision is not Decision.AUTO
+
+
+# A concurrent index build cannot roll back with its neighbours: between a policy and a trigger it would split
+# their unit, and its failure would leave the policy without the trigger. It runs after every transactional unit.
+DUPLICATES = """
+create table public.accounts (id int primary key, email text, owner text);
+insert into public.accounts select g, 'same@x', 'o' || g from generate_series(1, 50) g;
+create function public.stamp() returns trigger language plpgsql as $$ begin return new; end $$;
+analyze public.accounts;
+"""
+PHASED = [
+    'alter table "public"."accounts" enable row level security',
+    'create policy "own" on "public"."accounts" as permissive for all to public using ((owner = current_user))',
+    'create unique index "accounts_email_key" on "public"."accounts" using btree ("email")',  # meets duplicates
+    'create trigger "stamp" before update on "public"."accounts" for each row execute function public.stamp()',
+    'grant select on table "public"."accounts" to public',
+]
+
+
+def test_a_failing_concurrent_index_build_runs_after_every_transactional_unit(make_db: Callable[..., str]) -> None:
+    dsn = make_db(DUPLICATES)
+    env = EnvironmentConfig(dsn=dsn, production=True, lock_retries=0, statement_timeout=timedelta(seconds=30))
+    figures = read_figures(dsn, [QualifiedName("public", "accounts")], [], what="reading")
+    ordered = order_phases(classify(PHASED, env, figures=figures))
+    assert [s.sql for s in ordered] == [*PHASED[:2], *PHASED[3:], PHASED[2]]
+    assert statement_phases(ordered) == ["transactional"] * 4 + ["after"]
+    assert transaction_units(ordered) == [(1,), (1,), (1,), (1,), (2,)]
+    with pytest.raises(ReconcilerError):
+        apply_statements(dsn, [step for s in ordered for step in s.execution()], env, what="applying")
+    facts = """
+    select (select relrowsecurity from pg_class where oid = 'public.accounts'::regclass),
+           (select count(*) from pg_policies where policyname = 'own'),
+           (select count(*) from pg_trigger where tgname = 'stamp'),
+           has_table_privilege('public', 'public.accounts', 'select')
+    """
+    assert run_sql(dsn, facts) == [(True, 1, 1, True)]
