@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .db import Connection, connect, database_errors, quote_ident
+from .hazards.callgraph import CallGraph, body_refs
 from .inspect import Inspection
 from .model import QualifiedName, TableStats
 
@@ -171,47 +172,84 @@ def row_counts(
 
 _BUILTINS_SQL = "select distinct proname::text from pg_catalog.pg_proc where pronamespace = 'pg_catalog'::regnamespace"
 
-_FUNCTION_USERS_SQL = """
-with q(nsp, fn) as (select * from unnest(%(nsp)s::text[], %(fn)s::text[]))
-select q.nsp, q.fn, u.what
-from q
-join pg_namespace n on n.nspname = q.nsp
-join pg_proc p on p.pronamespace = n.oid and p.proname = q.fn
-cross join lateral (
-    select 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text as what
-    from pg_depend d join pg_policy pol on pol.oid = d.objid
-    where d.classid = 'pg_policy'::regclass and d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
-    union
-    select 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text
-    from pg_trigger t where t.tgfoid = p.oid and not t.tgisinternal
-    union
-    select 'SECURITY DEFINER function ' || s.oid::regprocedure::text
-    from pg_proc s where s.prosecdef and s.oid <> p.oid and position(q.fn in s.prosrc) > 0
-) u
+_GRAPH_FUNCTIONS_SQL = """
+select p.oid::bigint, n.nspname::text, p.proname::text, l.lanname::text, coalesce(p.prosrc, ''), p.prosecdef,
+       p.oid::regprocedure::text
+from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
+where n.nspname not in ('pg_catalog', 'information_schema') and l.lanname not in ('internal', 'c')
 """
+_GRAPH_OPERATORS_SQL = """
+select o.oprname::text, o.oprcode::oid::bigint from pg_operator o
+where o.oprnamespace <> 'pg_catalog'::regnamespace and o.oprcode <> 0
+"""
+_GRAPH_CASTS_SQL = """
+select t.typname::text, c.castfunc::bigint from pg_cast c join pg_type t on t.oid = c.casttarget
+join pg_proc p on p.oid = c.castfunc where p.pronamespace <> 'pg_catalog'::regnamespace
+"""
+_GUARDS_SQL = """
+select 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text,
+       array(select d.refobjid::bigint from pg_depend d where d.classid = 'pg_policy'::regclass
+             and d.objid = pol.oid and d.refclassid = 'pg_proc'::regclass
+             union
+             select o.oprcode::oid::bigint from pg_depend d join pg_operator o on o.oid = d.refobjid
+             where d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+               and d.refclassid = 'pg_operator'::regclass)
+from pg_policy pol
+union all
+select 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text, array[t.tgfoid::bigint]
+from pg_trigger t where not t.tgisinternal
+"""
+
+
+def _read_graph(conn: Connection) -> tuple[CallGraph, dict[int, str], list[tuple[str, list[int]]]]:
+    """The call graph of the environment's functions, its SECURITY DEFINER functions (oid -> signature), and
+    its policies and triggers with the functions each uses."""
+    graph, definers = CallGraph(), {}
+    for oid, nsp, name, lang, src, secdef, signature in conn.execute(_GRAPH_FUNCTIONS_SQL.encode()).fetchall():
+        graph.names[int(oid)] = QualifiedName(str(nsp), str(name))
+        graph.bodies[int(oid)] = body_refs(str(lang), str(src))
+        if secdef:
+            definers[int(oid)] = str(signature)
+    for name, fn in conn.execute(_GRAPH_OPERATORS_SQL.encode()).fetchall():
+        graph.operators.setdefault(str(name), set()).add(int(fn))
+    for name, fn in conn.execute(_GRAPH_CASTS_SQL.encode()).fetchall():
+        graph.casts.setdefault(str(name), set()).add(int(fn))
+    guards = [(str(what), [int(f) for f in fns or ()]) for what, fns in conn.execute(_GUARDS_SQL.encode()).fetchall()]
+    return graph, definers, guards
+
+
+def _users(
+    graph: CallGraph, definers: Mapping[int, str], guards: list[tuple[str, list[int]]], fn: QualifiedName
+) -> tuple[str, ...]:
+    """What uses ``fn``, directly or through other functions, operators and casts (named on the way)."""
+    via = graph.callers(graph.oids_of(fn))
+
+    def through(oid: int) -> str:
+        path = graph.path(via, oid)[:-1]
+        return f" (through {' -> '.join(str(p) for p in path)})" if path else ""
+
+    out = {f"{what}{through(f)}" for what, fns in guards for f in fns if f in via}
+    out |= {f"SECURITY DEFINER function {sig}{through(via[oid])}" for oid, sig in definers.items()
+            if oid in via and via[oid] != oid}  # fmt: skip
+    return tuple(sorted(out))
 
 
 def query_code_facts(
     conn: Connection, functions: Iterable[QualifiedName]
 ) -> tuple[frozenset[str], dict[QualifiedName, tuple[str, ...]]]:
     """The names of pg_catalog's functions (an unqualified call of one is built-in), and for each of
-    ``functions`` ((schema, name) that a plan changes) what in the environment uses it: policies (``pg_depend``),
-    triggers, and SECURITY DEFINER functions whose body mentions its name."""
+    ``functions`` ((schema, name) that a plan changes) what in the environment uses it, also through other
+    functions, operators and casts (:mod:`.hazards.callgraph`): policies (``pg_depend``), triggers, and
+    SECURITY DEFINER functions."""
     wanted = list(dict.fromkeys(functions))
     with conn.transaction():
         conn.execute("set local search_path = pg_catalog")
         builtins = frozenset(str(r[0]) for r in conn.execute(_BUILTINS_SQL.encode()).fetchall())
-        rows = (
-            conn.execute(
-                _FUNCTION_USERS_SQL.encode(), {"nsp": [f[0] for f in wanted], "fn": [f[1] for f in wanted]}
-            ).fetchall()
-            if wanted
-            else []
-        )
-    users: dict[QualifiedName, list[str]] = {}
-    for nsp, fn, what in rows:
-        users.setdefault(QualifiedName(str(nsp), str(fn)), []).append(str(what))
-    return builtins, {k: tuple(sorted(v)) for k, v in users.items()}
+        if not wanted:
+            return builtins, {}
+        graph, definers, guards = _read_graph(conn)
+    users = {fn: _users(graph, definers, guards, fn) for fn in wanted}
+    return builtins, {fn: u for fn, u in users.items() if u}
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,19 @@ DISCARD = "create function public.discard() returns trigger language plpgsql as 
 RLS = "alter table public.t enable row level security;"
 ADMIN = "create schema auth; create function auth.is_admin() returns boolean language sql as 'select {}';"
 ADMINS_POLICY = "create policy admins on public.t using (auth.is_admin());"
+ROLE_OF = "create schema auth; create function auth.role_of() returns text language sql as $$ select '{}' $$;"
+INDIRECT_ADMIN = (
+    "create function auth.is_admin() returns boolean language sql as $$ select auth.role_of() = 'admin' $$;"
+)
+PLPGSQL_ADMIN = (
+    "create function auth.is_admin() returns boolean language plpgsql as "
+    "$$ begin return auth.role_of() = 'admin'; end $$;"
+)
+OWNS = (
+    "create schema auth; create function auth.owns(a text, b text) returns boolean language sql as 'select {}';"
+    "create operator auth.=== (function = auth.owns, leftarg = text, rightarg = text);"
+)
+OWNS_POLICY = RLS + "create policy own on public.t using ((v::text) operator(auth.===) current_user);"
 
 ATTACKS = [
     Attack(
@@ -115,6 +128,30 @@ ATTACKS = [
         "needs_approval",
         ("AZ113",),
         "select auth.is_admin()",
+    ),
+    Attack(
+        "function that a policy reaches through another function changed",
+        ROLE_OF.format("user") + INDIRECT_ADMIN + RLS + ADMINS_POLICY,
+        KEEP + ROLE_OF.format("admin") + INDIRECT_ADMIN + RLS + ADMINS_POLICY,
+        "needs_approval",
+        ("AZ113",),
+        "select auth.is_admin()",
+    ),
+    Attack(
+        "function that a policy reaches through a PL/pgSQL function changed",
+        ROLE_OF.format("user") + PLPGSQL_ADMIN + RLS + ADMINS_POLICY,
+        KEEP + ROLE_OF.format("admin") + PLPGSQL_ADMIN + RLS + ADMINS_POLICY,
+        "needs_approval",
+        ("AZ113",),
+        "select auth.is_admin()",
+    ),
+    Attack(
+        "function behind an operator that a policy uses changed",
+        OWNS.format("a = b") + OWNS_POLICY,
+        KEEP + OWNS.format("true") + OWNS_POLICY,
+        "needs_approval",
+        ("AZ113",),
+        "select auth.owns('x', 'y')",
     ),
     Attack(
         "permissive policy USING (true)",
