@@ -80,6 +80,16 @@ OWNS = (
     "create operator auth.=== (function = auth.owns, leftarg = text, rightarg = text);"
 )
 OWNS_POLICY = RLS + "create policy own on public.t using ((v::text) operator(auth.===) current_user);"
+# (name, the guarded function's definition, its body before, after, the rest of the schema, probe): the changed
+# function is reached from a policy through another function or an operator.
+GUARDS_REACHED = [
+    ("function that a policy reaches through another function changed", ROLE_OF, "user", "admin",
+     INDIRECT_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
+    ("function that a policy reaches through a PL/pgSQL function changed", ROLE_OF, "user", "admin",
+     PLPGSQL_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
+    ("function behind an operator that a policy uses changed", OWNS, "a = b", "true", OWNS_POLICY,
+     "select auth.owns('x', 'y')"),
+]  # fmt: skip
 
 ATTACKS = [
     Attack(
@@ -129,29 +139,9 @@ ATTACKS = [
         ("AZ113",),
         "select auth.is_admin()",
     ),
-    Attack(
-        "function that a policy reaches through another function changed",
-        ROLE_OF.format("user") + INDIRECT_ADMIN + RLS + ADMINS_POLICY,
-        KEEP + ROLE_OF.format("admin") + INDIRECT_ADMIN + RLS + ADMINS_POLICY,
-        "needs_approval",
-        ("AZ113",),
-        "select auth.is_admin()",
-    ),
-    Attack(
-        "function that a policy reaches through a PL/pgSQL function changed",
-        ROLE_OF.format("user") + PLPGSQL_ADMIN + RLS + ADMINS_POLICY,
-        KEEP + ROLE_OF.format("admin") + PLPGSQL_ADMIN + RLS + ADMINS_POLICY,
-        "needs_approval",
-        ("AZ113",),
-        "select auth.is_admin()",
-    ),
-    Attack(
-        "function behind an operator that a policy uses changed",
-        OWNS.format("a = b") + OWNS_POLICY,
-        KEEP + OWNS.format("true") + OWNS_POLICY,
-        "needs_approval",
-        ("AZ113",),
-        "select auth.owns('x', 'y')",
+    *(
+        Attack(name, before.format(old) + rest, KEEP + before.format(new) + rest, "needs_approval", ("AZ113",), probe)
+        for name, before, old, new, rest, probe in GUARDS_REACHED
     ),
     Attack(
         "permissive policy USING (true)",
