@@ -19,7 +19,7 @@ from .check import CheckReport
 from .docs import DocsOutcome, cell
 from .hazards.registry import human_bytes
 from .migration import MigrationFile
-from .model import Plan, PlanStatus, Statement, transaction_units
+from .model import Plan, PlanStatus, Statement, statement_phases, transaction_units
 from .policytests import PolicyReport
 from .store import AuditRecord, PlanRecord
 
@@ -127,6 +127,9 @@ def render_plan(plan: Plan) -> str:
         "",
     ]
     lines.insert(1, f"units, in plan order (each one transaction, or one step alone): {_units(plan.statements)}")
+    after = [str(i) for i, p in enumerate(statement_phases(plan.statements), 1) if p == "after"]
+    if after:
+        lines.insert(2, f"non-transactional phase, after every transactional unit: statement(s) {', '.join(after)}")
     if not plan.statements:
         lines[0] = f"environment {plan.environment}: not in sync with desired revision {plan.desired_revision[:12]}"
     for i, s in enumerate(plan.statements, 1):

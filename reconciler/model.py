@@ -12,7 +12,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
+
+
+def display_ident(part: str) -> str:
+    """``part`` as SQL writes it: bare when it is a plain lower-case identifier, else double-quoted."""
+    plain = bool(part) and (part[0].isascii() and (part[0].islower() or part[0] == "_"))
+    plain = plain and all(c.isascii() and (c.islower() or c.isdigit() or c in "_$") for c in part)
+    return part if plain else '"' + part.replace('"', '""') + '"'
+
+
+class QualifiedName(NamedTuple):
+    """A catalog object's (schema, name): the key of every lookup of tables, types and functions.
+
+    Never a dotted string: a desired-state author who creates a schema ``a.b`` or a table ``b.c`` would otherwise
+    alias another object (``"a.b".c`` and ``a."b.c"`` both print as ``a.b.c``), and an empty table's figures could
+    make a destructive statement on a big one look harmless. Its text (``str``) quotes what needs quoting, so the
+    text is as unambiguous as the pair; it is what plans store and show.
+    """
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{display_ident(self.schema)}.{display_ident(self.name)}"
 
 
 class HazardKind(StrEnum):
@@ -283,6 +306,15 @@ def transaction_units(statements: Sequence[Statement]) -> list[tuple[int, ...]]:
     return out
 
 
+def statement_phases(statements: Sequence[Statement]) -> list[str]:
+    """For each statement, its phase: ``transactional`` (runs in a transaction with its neighbours), ``after`` (runs
+    outside a transaction once every transactional unit is done) or ``in place`` (outside a transaction, kept
+    before a later statement that depends on it). Shown to approvers beside ``units``."""
+    tx = [any(step.transactional for step in s.execution()) for s in statements]
+    last_tx = max((i for i, t in enumerate(tx) if t), default=-1)
+    return ["transactional" if t else "after" if i > last_tx else "in place" for i, t in enumerate(tx)]
+
+
 def statements_hash(sqls: list[str] | tuple[str, ...]) -> str:
     """A stable hash of an ordered list of SQL statements (what an approval binds to)."""
     payload = json.dumps(list(sqls), ensure_ascii=False, separators=(",", ":"))
@@ -389,8 +421,13 @@ class Plan:
             "in_sync": self.in_sync,
             "statements_hash": self.hash,
             "statements": [
-                {**s.to_json(), "units": list(u)}
-                for s, u in zip(self.statements, transaction_units(self.statements), strict=True)
+                {**s.to_json(), "units": list(u), "phase": p}
+                for s, u, p in zip(
+                    self.statements,
+                    transaction_units(self.statements),
+                    statement_phases(self.statements),
+                    strict=True,
+                )
             ],
             "unmanaged_drift": [d.to_json() for d in self.unmanaged_drift],
         }

@@ -17,8 +17,9 @@ from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, desired_description, plan_statements, residual
+from .hazards.phases import order_phases
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
-from .model import DatabaseIdentity, DesiredState, Plan, Statement, TableStats
+from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
 from .stats import Figures, invalid_indexes, read_figures, without_indexes
@@ -41,7 +42,7 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
         sqls = plan_statements(current, want, described, wanted, privileges=env.privileges)
         unmanaged = residual(described, wanted, sqls)
     with phase("classify"):
-        statements = tuple(classify(sqls, env, figures=read_plan_figures(target, sqls)))
+        statements = tuple(order_phases(classify(sqls, env, figures=read_plan_figures(target, sqls))))
     found = Plan(
         target.name,
         desired.revision,
@@ -126,7 +127,7 @@ def read_plan_figures(target: Target, sqls: Sequence[str]) -> Figures:
 def classify(
     sqls: Sequence[str],
     env: EnvironmentConfig,
-    table_stats: Mapping[str, TableStats] | None = None,
+    table_stats: Mapping[QualifiedName, TableStats] | None = None,
     *,
     figures: Figures | None = None,
 ) -> list[Statement]:

@@ -16,9 +16,18 @@ with its JWT claims in ``request.jwt.claims``, and expects exactly one of: ``row
         query: select handle from public.users
         rows: [{handle: alice}]
 
-Test files and their queries are written by the desired state's authors: they run only in a scratch database, each
-case with a statement timeout, and a case's SQL is one statement (several are refused), so a test cannot end the
-transaction that confines it.
+Test files and their queries are written by the desired state's authors, whom nothing here trusts:
+
+- a case's SQL is one statement of an allowed shape, checked with pglast when the file is read: ``SELECT``
+  (without ``INTO``), ``INSERT``, ``UPDATE``, ``DELETE``, or ``SET ROLE`` to the role the case names; anything
+  else (``COPY``, ``CREATE ROLE``, ``RESET ROLE``, ``SET SESSION AUTHORIZATION`` ...) refuses the file;
+- cases run in a scratch copy of the build, connected as that copy's unprivileged build role (which owns its
+  objects: an ``owner: true`` case runs as it), never as the scratch admin: ``RESET ROLE``, ``set_config('role',
+  ...)`` or a function call lead back to that role, which cannot create roles, run programs, read server files
+  or reach another database;
+- a case's role is granted to the build role only when it is as unprivileged (no superuser, create-role,
+  create-db, replication or bypass-RLS, and no member of a ``pg_`` role);
+- each case runs with a statement timeout, in a transaction that is always rolled back.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pglast import ast, enums, parser
 
 from .db import Connection, connect, database_errors, quote_ident, with_dbname
 from .errors import DatabaseError, PolicyTestFileError
@@ -156,6 +166,7 @@ def _case(path: Path, index: int, doc: Any) -> PolicyCase:
             raise PolicyTestFileError(f"{where}: the query must be exactly one statement")
     except SqlSyntaxError as exc:
         raise PolicyTestFileError(f"{where}: syntax error in the query: {exc.message}") from exc
+    _check_query(where, doc["query"], doc.get("role"))
     rows = doc.get("rows")
     return PolicyCase(
         name=doc["name"],
@@ -169,13 +180,42 @@ def _case(path: Path, index: int, doc: Any) -> PolicyCase:
     )
 
 
+_QUERY_SHAPES = (ast.SelectStmt, ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)
+
+
+def _check_query(where: str, query: str, role: object) -> None:
+    """Refuse a case query that is not a plain SELECT, INSERT, UPDATE or DELETE, or ``SET ROLE`` to the case's own
+    role (the allow-list that stops a test author from running anything else in the scratch server)."""
+    [raw] = parser.parse_sql(query)
+    node = raw.stmt
+    if isinstance(node, _QUERY_SHAPES) and getattr(node, "intoClause", None) is None:
+        return
+    if isinstance(node, ast.VariableSetStmt) and node.name == "role" and isinstance(role, str):
+        args = [getattr(a, "val", None) for a in node.args or ()]
+        if (
+            node.kind == enums.VariableSetKind.VAR_SET_VALUE
+            and len(args) == 1
+            and isinstance(args[0], ast.String)
+            and args[0].sval == role
+        ):
+            return
+    shape = type(node).__name__ + (" INTO" if getattr(node, "intoClause", None) is not None else "")
+    raise PolicyTestFileError(
+        f"{where}: a case query may only SELECT, INSERT, UPDATE, DELETE or SET ROLE to the case's role; "
+        f"{shape} is refused"
+    )
+
+
 # -- a scratch database with the fixtures -----------------------------------------------------------------------
 @contextmanager
 def fixture_database(scratch: ScratchServer, desired: DesiredState, suite: PolicySuite) -> Iterator[tuple[str, str]]:
-    """A copy of the desired build with the suite's fixture rows and a tester role; yields (DSN, tester role)."""
+    """A copy of the desired build with the suite's fixture rows and a tester role; yields (DSN, tester role).
+
+    The DSN connects as the copy's unprivileged build role, which owns the copy's objects and may set only the
+    tester role and the unprivileged roles the suite's cases name: where the cases run."""
     built = scratch.build_desired(desired)
-    name, _ = scratch.create_database(template=built.dbname)
-    # Fixtures are inserted by the owner, bypassing row-level security: the scratch admin on the copy.
+    name, case_dsn = scratch.create_database(template=built.dbname)
+    # Fixtures are inserted by the scratch admin on the copy, bypassing row-level security (never a case query).
     dsn = with_dbname(scratch.admin_dsn, name)
     tester = f"reconciler_policy_{secrets.token_hex(5)}"
     try:
@@ -183,12 +223,14 @@ def fixture_database(scratch: ScratchServer, desired: DesiredState, suite: Polic
             database_errors(f"loading the fixtures of {suite.path}"),
             connect(dsn, what=f"loading the fixtures of {suite.path}", autocommit=True) as conn,
         ):
+            _take_ownership(conn, built.dbname, name)
             _create_tester(conn, tester)
+            _grant_case_roles(conn, name, [tester, *sorted({c.role for c in suite.cases if c.role})])
             for table, rows in suite.fixtures:
                 for row in rows:
                     _insert(conn, table, row)
             conn.execute("analyze")
-        yield dsn, tester
+        yield case_dsn, tester
     finally:
         scratch.drop_database(name)
         with (
@@ -214,6 +256,33 @@ def _create_tester(conn: Connection, role: str) -> None:
         conn.execute(f"grant select, insert, update, delete on all tables in schema {q} to {r}".encode())
         conn.execute(f"grant usage, select on all sequences in schema {q} to {r}".encode())
         conn.execute(f"grant execute on all functions in schema {q} to {r}".encode())
+
+
+def _take_ownership(conn: Connection, template_role: str, build_role: str) -> None:
+    """Make the copy's build role the owner of the copy's objects (REASSIGN OWNED moves the template database too,
+    a shared object: it goes back to its own build role)."""
+    old, new = quote_ident(template_role), quote_ident(build_role)
+    conn.execute(f"reassign owned by {old} to {new}".encode())
+    conn.execute(f"alter database {old} owner to {old}".encode())
+
+
+_UNPRIVILEGED_SQL = """
+select r.rolname::text from pg_catalog.pg_roles r
+where r.rolname = any(%s::text[]) and not (r.rolsuper or r.rolcreaterole or r.rolcreatedb or r.rolreplication
+      or r.rolbypassrls)
+  and not exists (select from pg_catalog.pg_roles g
+                  where g.oid <> r.oid and pg_catalog.pg_has_role(r.oid, g.oid, 'member')
+                    and (starts_with(g.rolname, 'pg_') or g.rolsuper or g.rolcreaterole or g.rolcreatedb
+                         or g.rolreplication or g.rolbypassrls))
+"""
+
+
+def _grant_case_roles(conn: Connection, build_role: str, roles: Sequence[str]) -> None:
+    """Let ``build_role`` set each of ``roles`` that is unprivileged; a case naming any other role fails when it
+    runs (permission denied to set it)."""
+    plain = [str(r[0]) for r in conn.execute(_UNPRIVILEGED_SQL.encode(), (list(roles),)).fetchall()]
+    for role in plain:
+        conn.execute(f"grant {quote_ident(role)} to {quote_ident(build_role)}".encode())
 
 
 def _qualified(table: str) -> str:
@@ -259,7 +328,7 @@ def _sorted_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def run_case(conn: Connection, case: PolicyCase, tester: str) -> tuple[bool, str]:
     """Whether the case passed, and what happened."""
     try:
-        with as_case(conn, case, tester), database_errors(f"case {case.name!r}"):
+        with database_errors(f"case {case.name!r}"), as_case(conn, case, tester):
             cur = conn.execute(case.query.encode())
             names = [d.name for d in cur.description] if cur.description else []
             got = [dict(zip(names, r, strict=True)) for r in cur.fetchall()] if names else []
@@ -319,7 +388,7 @@ def explain_cases(scratch: ScratchServer, desired: DesiredState, path: str | Pat
         ):
             for case in suite.cases:
                 if case.error is None:
-                    with as_case(conn, case, tester), database_errors(f"explaining case {case.name!r}"):
+                    with database_errors(f"explaining case {case.name!r}"), as_case(conn, case, tester):
                         conn.execute("set local enable_seqscan = off")
                         row = conn.execute(b"explain (format json) " + case.query.encode()).fetchone()
                         plans[case.name] = row[0][0]["Plan"] if row else {}

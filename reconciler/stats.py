@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .db import Connection, connect, database_errors, quote_ident
+from .hazards.callgraph import CallGraph, body_refs
 from .inspect import Inspection
-from .model import TableStats
+from .model import QualifiedName, TableStats
 
 _STATS_SQL = """
 with q(nsp, rel) as (select * from unnest(%(nsp)s::text[], %(rel)s::text[]))
@@ -70,25 +71,20 @@ where not i.indisvalid and c.relkind = 'i'
 """
 
 
-def _split(name: str) -> tuple[str, str]:
-    schema, _, rel = name.partition(".")
-    return (schema, rel) if rel else ("public", schema)
-
-
-def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, TableStats]:
-    """Figures of the relations ``names`` (``schema.name``) that exist, keyed by those names."""
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
+def query_table_stats(conn: Connection, names: Iterable[QualifiedName]) -> dict[QualifiedName, TableStats]:
+    """Figures of the relations ``names`` that exist, keyed by (schema, name) as the catalog spells them: never a
+    dotted string, which a schema named ``a.b`` could alias (a desired-state author's attack)."""
+    pairs = list(dict.fromkeys(names))
+    if not pairs:
         return {}
-    pairs = [_split(n) for n in wanted]
     with conn.transaction():
         conn.execute("set local search_path = pg_catalog")
         rows = conn.execute(
             _STATS_SQL.encode(), {"nsp": [p[0] for p in pairs], "rel": [p[1] for p in pairs]}
         ).fetchall()
-    out: dict[str, TableStats] = {}
+    out: dict[QualifiedName, TableStats] = {}
     for nsp, rel, kind, rows_known, nrows, total, heap, columns, indexes, invalid, dependants, grants, unique in rows:
-        out[f"{nsp}.{rel}"] = TableStats(
+        out[QualifiedName(str(nsp), str(rel))] = TableStats(
             rows=int(nrows) if rows_known else None,
             bytes=int(total),
             heap_bytes=int(heap),
@@ -104,8 +100,8 @@ def query_table_stats(conn: Connection, names: Iterable[str]) -> dict[str, Table
 
 
 def read_table_stats(
-    dsn: str, names: Iterable[str], *, what: str, connect_timeout: timedelta = timedelta(seconds=10)
-) -> dict[str, TableStats]:
+    dsn: str, names: Iterable[QualifiedName], *, what: str, connect_timeout: timedelta = timedelta(seconds=10)
+) -> dict[QualifiedName, TableStats]:
     """Connect to ``dsn`` and read the figures of ``names`` with one catalog query."""
     wanted = list(names)
     if not wanted:
@@ -138,6 +134,13 @@ def without_indexes(inspection: Inspection, names: set[tuple[str, str]]) -> Insp
     return out
 
 
+_RESOLVE_SQL = """
+select n.nspname::text, c.relname::text
+from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.oid = pg_catalog.to_regclass(%s)
+"""
+
+
 def row_counts(
     dsn: str,
     figures: Mapping[str, TableStats],
@@ -148,21 +151,20 @@ def row_counts(
 ) -> dict[str, tuple[int | None, bool]]:
     """Rows of each table of ``figures`` as ``(count, exact)``: counted with ``count(*)`` when the table is small
     enough for that to be cheap (under ``exact_below_bytes``), else the planner's estimate (``exact`` False).
-    A table that is gone since the figures were read keeps its estimate."""
+    A table that is gone since the figures were read keeps its estimate. ``figures`` is keyed by the text of each
+    table's :class:`~reconciler.model.QualifiedName` (as plans store it), which quotes what needs quoting: the
+    server resolves that text, so ``"a.b".c`` and ``a."b.c"`` stay apart."""
     out: dict[str, tuple[int | None, bool]] = {name: (st.rows, False) for name, st in figures.items()}
     cheap = [name for name, st in figures.items() if st.bytes < exact_below_bytes]
     if not cheap:
         return out
     with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
         for name in cheap:
-            schema, rel = _split(name)
-            sql = f"select count(*) from {quote_ident(schema)}.{quote_ident(rel)}"
             with conn.transaction():
                 conn.execute("set local statement_timeout = '5s'")
-                exists = conn.execute(
-                    b"select to_regclass(%s) is not null", (f"{quote_ident(schema)}.{quote_ident(rel)}",)
-                ).fetchone()
-                if exists and exists[0]:
+                found = conn.execute(_RESOLVE_SQL.encode(), (name,)).fetchone()
+                if found and found[0] is not None:
+                    sql = f"select count(*) from {quote_ident(str(found[0]))}.{quote_ident(str(found[1]))}"
                     row = conn.execute(sql.encode()).fetchone()
                     out[name] = (int(row[0]) if row else 0, True)
     return out
@@ -170,62 +172,99 @@ def row_counts(
 
 _BUILTINS_SQL = "select distinct proname::text from pg_catalog.pg_proc where pronamespace = 'pg_catalog'::regnamespace"
 
-_FUNCTION_USERS_SQL = """
-with q(nsp, fn) as (select * from unnest(%(nsp)s::text[], %(fn)s::text[]))
-select q.nsp, q.fn, u.what
-from q
-join pg_namespace n on n.nspname = q.nsp
-join pg_proc p on p.pronamespace = n.oid and p.proname = q.fn
-cross join lateral (
-    select 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text as what
-    from pg_depend d join pg_policy pol on pol.oid = d.objid
-    where d.classid = 'pg_policy'::regclass and d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
-    union
-    select 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text
-    from pg_trigger t where t.tgfoid = p.oid and not t.tgisinternal
-    union
-    select 'SECURITY DEFINER function ' || s.oid::regprocedure::text
-    from pg_proc s where s.prosecdef and s.oid <> p.oid and position(q.fn in s.prosrc) > 0
-) u
+_GRAPH_FUNCTIONS_SQL = """
+select p.oid::bigint, n.nspname::text, p.proname::text, l.lanname::text, coalesce(p.prosrc, ''), p.prosecdef,
+       p.oid::regprocedure::text
+from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
+where n.nspname not in ('pg_catalog', 'information_schema') and l.lanname not in ('internal', 'c')
+"""
+_GRAPH_OPERATORS_SQL = """
+select o.oprname::text, o.oprcode::oid::bigint from pg_operator o
+where o.oprnamespace <> 'pg_catalog'::regnamespace and o.oprcode <> 0
+"""
+_GRAPH_CASTS_SQL = """
+select t.typname::text, c.castfunc::bigint from pg_cast c join pg_type t on t.oid = c.casttarget
+join pg_proc p on p.oid = c.castfunc where p.pronamespace <> 'pg_catalog'::regnamespace
+"""
+_GUARDS_SQL = """
+select 'policy ' || quote_ident(pol.polname) || ' on ' || pol.polrelid::regclass::text,
+       array(select d.refobjid::bigint from pg_depend d where d.classid = 'pg_policy'::regclass
+             and d.objid = pol.oid and d.refclassid = 'pg_proc'::regclass
+             union
+             select o.oprcode::oid::bigint from pg_depend d join pg_operator o on o.oid = d.refobjid
+             where d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+               and d.refclassid = 'pg_operator'::regclass)
+from pg_policy pol
+union all
+select 'trigger ' || quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text, array[t.tgfoid::bigint]
+from pg_trigger t where not t.tgisinternal
 """
 
 
+def _read_graph(conn: Connection) -> tuple[CallGraph, dict[int, str], list[tuple[str, list[int]]]]:
+    """The call graph of the environment's functions, its SECURITY DEFINER functions (oid -> signature), and
+    its policies and triggers with the functions each uses."""
+    graph, definers = CallGraph(), {}
+    for oid, nsp, name, lang, src, secdef, signature in conn.execute(_GRAPH_FUNCTIONS_SQL.encode()).fetchall():
+        graph.names[int(oid)] = QualifiedName(str(nsp), str(name))
+        graph.bodies[int(oid)] = body_refs(str(lang), str(src))
+        if secdef:
+            definers[int(oid)] = str(signature)
+    for name, fn in conn.execute(_GRAPH_OPERATORS_SQL.encode()).fetchall():
+        graph.operators.setdefault(str(name), set()).add(int(fn))
+    for name, fn in conn.execute(_GRAPH_CASTS_SQL.encode()).fetchall():
+        graph.casts.setdefault(str(name), set()).add(int(fn))
+    guards = [(str(what), [int(f) for f in fns or ()]) for what, fns in conn.execute(_GUARDS_SQL.encode()).fetchall()]
+    return graph, definers, guards
+
+
+def _users(
+    graph: CallGraph, definers: Mapping[int, str], guards: list[tuple[str, list[int]]], fn: QualifiedName
+) -> tuple[str, ...]:
+    """What uses ``fn``, directly or through other functions, operators and casts (named on the way)."""
+    via = graph.callers(graph.oids_of(fn))
+
+    def through(oid: int) -> str:
+        path = graph.path(via, oid)[:-1]
+        return f" (through {' -> '.join(str(p) for p in path)})" if path else ""
+
+    out = {f"{what}{through(f)}" for what, fns in guards for f in fns if f in via}
+    out |= {f"SECURITY DEFINER function {sig}{through(via[oid])}" for oid, sig in definers.items()
+            if oid in via and via[oid] != oid}  # fmt: skip
+    return tuple(sorted(out))
+
+
 def query_code_facts(
-    conn: Connection, functions: Iterable[tuple[str, str]]
-) -> tuple[frozenset[str], dict[tuple[str, str], tuple[str, ...]]]:
+    conn: Connection, functions: Iterable[QualifiedName]
+) -> tuple[frozenset[str], dict[QualifiedName, tuple[str, ...]]]:
     """The names of pg_catalog's functions (an unqualified call of one is built-in), and for each of
-    ``functions`` ((schema, name) that a plan changes) what in the environment uses it: policies (``pg_depend``),
-    triggers, and SECURITY DEFINER functions whose body mentions its name."""
+    ``functions`` ((schema, name) that a plan changes) what in the environment uses it, also through other
+    functions, operators and casts (:mod:`.hazards.callgraph`): policies (``pg_depend``), triggers, and
+    SECURITY DEFINER functions."""
     wanted = list(dict.fromkeys(functions))
     with conn.transaction():
         conn.execute("set local search_path = pg_catalog")
         builtins = frozenset(str(r[0]) for r in conn.execute(_BUILTINS_SQL.encode()).fetchall())
-        rows = (
-            conn.execute(
-                _FUNCTION_USERS_SQL.encode(), {"nsp": [f[0] for f in wanted], "fn": [f[1] for f in wanted]}
-            ).fetchall()
-            if wanted
-            else []
-        )
-    users: dict[tuple[str, str], list[str]] = {}
-    for nsp, fn, what in rows:
-        users.setdefault((str(nsp), str(fn)), []).append(str(what))
-    return builtins, {k: tuple(sorted(v)) for k, v in users.items()}
+        if not wanted:
+            return builtins, {}
+        graph, definers, guards = _read_graph(conn)
+    users = {fn: _users(graph, definers, guards, fn) for fn in wanted}
+    return builtins, {fn: u for fn, u in users.items() if u}
 
 
 @dataclass(frozen=True)
 class Figures:
     """What the hazard checks read from an environment's catalog for one plan (one connection)."""
 
-    tables: dict[str, TableStats]
+    tables: dict[QualifiedName, TableStats]
     builtin_functions: frozenset[str] | None = None
-    function_users: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    function_users: dict[QualifiedName, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_figures(
     dsn: str,
-    relations: Iterable[str],
-    functions: Iterable[tuple[str, str]],
+    relations: Iterable[QualifiedName],
+    functions: Iterable[QualifiedName],
     *,
     what: str,
     connect_timeout: timedelta = timedelta(seconds=10),

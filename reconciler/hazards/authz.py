@@ -7,7 +7,7 @@ from typing import Any
 
 from pglast import ast, enums
 
-from ..model import HazardKind, Severity
+from ..model import HazardKind, QualifiedName, Severity
 from .context import ParsedStatement, PlanContext
 from .names import alter_commands, qualified, qualified_name, relname
 from .plan import references
@@ -114,7 +114,7 @@ def policy_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterat
 def _grant_text(node: Any) -> str:
     privs = ", ".join(str(p.priv_name) for p in node.privileges or ()) or "ALL"
     objs = ", ".join(
-        relname(o) if isinstance(o, ast.RangeVar) else qualified_name(getattr(o, "objname", None) or [o])
+        relname(o) if isinstance(o, ast.RangeVar) else str(qualified_name(getattr(o, "objname", None) or [o]))
         for o in node.objects or ()
     )
     roles = ", ".join(_role(r) for r in node.grantees or ())
@@ -186,7 +186,7 @@ def default_privileges(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> It
     yield "changes default privileges: objects created from now on get other grants"
 
 
-def _function_users(name: str, stmt: ParsedStatement, ctx: PlanContext) -> list[str]:
+def _function_users(name: QualifiedName, stmt: ParsedStatement, ctx: PlanContext) -> list[str]:
     """What uses function ``name``: policies and triggers of the plan, and those the environment records."""
     users: list[str] = []
     for other in ctx.statements:
@@ -197,8 +197,7 @@ def _function_users(name: str, stmt: ParsedStatement, ctx: PlanContext) -> list[
                 users.append(f"policy {node.policy_name} on {relname(node.table)}")
         elif isinstance(node, ast.CreateTrigStmt) and qualified_name(node.funcname) == name:
             users.append(f"trigger {node.trigname} on {relname(node.relation)}")
-    schema, _, fname = name.partition(".")
-    users += [u for u in ctx.function_users.get((schema, fname), ()) if u not in users]
+    users += [u for u in ctx.function_users.get(name, ()) if u not in users]
     return users
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
-from ..model import TableStats
+from ..model import QualifiedName, TableStats
 from .plan import PlanIndex
 
 __all__ = [
@@ -103,13 +103,13 @@ def human_bytes(n: int) -> str:
 class PlanContext:
     """What a check may look at besides its own statement.
 
-    ``table_stats`` maps ``schema.name`` to the environment's figures. A table that is not in it and is not
+    ``table_stats`` maps (schema, name) to the environment's figures. A table that is not in it and is not
     created by an earlier statement of the plan has unknown size: checks then assume the worst. ``online_indexes``
     are the positions of the statements that the online pass runs in an online-safe form.
     """
 
     statements: tuple[ParsedStatement, ...] = ()
-    table_stats: Mapping[str, TableStats] = field(default_factory=dict)
+    table_stats: Mapping[QualifiedName, TableStats] = field(default_factory=dict)
     large: LargeTable = field(default_factory=LargeTable)
     online_rewrites: bool = True
     plan: PlanIndex = field(default_factory=PlanIndex)
@@ -118,14 +118,14 @@ class PlanContext:
     # ones in :data:`KNOWN_BUILTINS` count.
     builtin_functions: frozenset[str] | None = None
     # (schema, function) -> what in the environment uses it: policies and triggers (read from pg_depend).
-    function_users: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    function_users: Mapping[QualifiedName, tuple[str, ...]] = field(default_factory=dict)
     production: bool = False  # the environment is marked production: index builds on tables with rows go online
 
     @classmethod
     def build(
         cls,
         statements: Sequence[ParsedStatement],
-        table_stats: Mapping[str, TableStats],
+        table_stats: Mapping[QualifiedName, TableStats],
         large: LargeTable,
         *,
         online_rewrites: bool = True,
@@ -138,10 +138,10 @@ class PlanContext:
         """Whether ``stmt`` runs in an online-safe form (CONCURRENTLY, NOT VALID + VALIDATE ...)."""
         return stmt.index in self.online_indexes
 
-    def stats(self, table: str) -> TableStats | None:
+    def stats(self, table: QualifiedName) -> TableStats | None:
         return self.table_stats.get(table)
 
-    def size(self, table: str, before: int) -> Size:
+    def size(self, table: QualifiedName, before: int) -> Size:
         """How big ``table`` is when statement ``before`` runs."""
         if self.plan.created_before(table, before):
             return "empty"
@@ -154,15 +154,15 @@ class PlanContext:
             return "large"
         return "small"
 
-    def has_rows(self, table: str, before: int) -> bool:
+    def has_rows(self, table: QualifiedName, before: int) -> bool:
         """Whether ``table`` may hold rows when statement ``before`` runs (unknown counts as yes)."""
         return self.size(table, before) != "empty"
 
-    def is_large(self, table: str, before: int) -> bool:
+    def is_large(self, table: QualifiedName, before: int) -> bool:
         """Whether ``table`` is above the large-table threshold (unknown counts as yes)."""
         return self.size(table, before) in ("large", "unknown")
 
-    def figures(self, table: str) -> str:
+    def figures(self, table: QualifiedName) -> str:
         """``public.t: ~1200 rows, 96 kB`` or ``public.t: size unknown``."""
         st = self.table_stats.get(table)
         if st is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pglast import ast, enums
 
-from ..model import HazardKind, Severity
+from ..model import HazardKind, QualifiedName, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
 from .names import added_constraint, qualified, subcommands, validated_constraints
@@ -28,7 +28,7 @@ def _cmds(node: Any) -> tuple[Any, ...]:
     return tuple(node.cmds or ()) if node.objtype == OT.OBJECT_TABLE else ()
 
 
-def _on_rows(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[tuple[str, Any]]:
+def _on_rows(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[tuple[QualifiedName, Any]]:
     """(table, command) for each command of an ALTER TABLE whose table may hold rows (nothing on an empty one)."""
     table = qualified(node.relation)
     if ctx.has_rows(table, stmt.index):

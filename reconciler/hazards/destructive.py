@@ -7,9 +7,9 @@ from typing import Any
 
 from pglast import ast, enums
 
-from ..model import HazardKind, Severity
+from ..model import HazardKind, QualifiedName, Severity
 from .context import ParsedStatement, PlanContext
-from .names import dropped_name, object_name, qualified, relname
+from .names import dropped_key, object_name, qualified, relname
 from .registry import check
 from .types import compare, from_type_name, parse_type, same_type
 
@@ -31,7 +31,8 @@ def _drops(node: Any, kind: Any, keep: Any = None) -> Iterator[str]:
     """Messages for each object that ``node`` drops if it drops ``kind``; ``keep(name)`` True skips one."""
     if node.removeType == kind:
         for obj in node.objects or ():
-            if keep is not None and keep(dropped_name(obj)):
+            key = dropped_key(obj)
+            if keep is not None and key is not None and keep(key):
                 continue
             cascade = (
                 " with CASCADE (dependent objects go too)" if node.behavior == enums.DropBehavior.DROP_CASCADE else ""
@@ -68,7 +69,7 @@ def type_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
     yield from _drops(node, OT.OBJECT_DOMAIN, lambda name: type_replaced(name, stmt, ctx) is not None)
 
 
-def type_replaced(name: str, stmt: ParsedStatement, ctx: PlanContext) -> str | None:
+def type_replaced(name: QualifiedName, stmt: ParsedStatement, ctx: PlanContext) -> QualifiedName | None:
     """If type ``name`` is the old version of a type that the plan renamed away and created anew, its new name.
 
     migra changes an enum by renaming it to ``..._old_version_to_be_dropped``, creating the new one, recasting
@@ -78,7 +79,7 @@ def type_replaced(name: str, stmt: ParsedStatement, ctx: PlanContext) -> str | N
     if renamed is None or renamed[1] > stmt.index:
         return None
     old, _ = renamed
-    return old if ("type", old) in ctx.plan.created else None
+    return old if ("type", str(old)) in ctx.plan.created else None
 
 
 @check("DS106", HazardKind.DESTRUCTIVE, Severity.WARNING, "materialized view dropped", nodes=["DropStmt"])
@@ -131,12 +132,12 @@ def recast_to_recreated(new: Any, stmt: ParsedStatement, ctx: PlanContext) -> bo
     domain ...): rows whose values the new type lacks make the recast fail (MF107)."""
     if new.builtin:
         return False
-    at = ctx.plan.created.get(("type", _type_key(new)))
+    at = ctx.plan.created.get(("type", str(_type_key(new))))
     return at is not None and at < stmt.index
 
 
-def _type_key(new: Any) -> str:
-    return f"{new.schema}.{new.name}" if new.schema else f"public.{new.name}"
+def _type_key(new: Any) -> QualifiedName:
+    return QualifiedName(new.schema or "public", new.name)
 
 
 def enum_swap(cmd: Any, new: Any, stmt: ParsedStatement, ctx: PlanContext) -> bool:
@@ -146,7 +147,7 @@ def enum_swap(cmd: Any, new: Any, stmt: ParsedStatement, ctx: PlanContext) -> bo
     if new.builtin:
         return False
     name = _type_key(new)
-    at = ctx.plan.created.get(("enum", name))
+    at = ctx.plan.created.get(("enum", str(name)))
     if at is None or at >= stmt.index:
         return False
     renamed_away = any(old == name and i < at for old, i in ctx.plan.type_renames.values())

@@ -13,7 +13,7 @@ from typing import Any
 from pglast import ast, enums, parser
 from pglast.visitors import Visitor
 
-from ..model import ExecStep, Hazard, HazardKind, Severity, TableStats
+from ..model import ExecStep, Hazard, HazardKind, QualifiedName, Severity, TableStats
 from . import (  # noqa: F401 - registers the checks
     authz,
     code,
@@ -26,7 +26,7 @@ from . import (  # noqa: F401 - registers the checks
     renames,
 )
 from .context import LargeTable, ParsedStatement, PlanContext, StepTimeouts
-from .names import dropped_name, qualified, qualified_child, strings
+from .names import UNKNOWN, dropped_key, qualified, qualified_child, qualified_name, strings
 from .online import online_pass
 from .plan import PlanIndex
 from .registry import REGISTRY, Check, check
@@ -59,6 +59,7 @@ class Examined:
     """What the engine found for one statement: hazards, figures of the tables it touches, the steps that run it.
 
     ``steps`` is never empty: the statement as written, or its online-safe form, each step with its timeouts.
+    ``tables`` is keyed by the text of each table's :class:`~reconciler.model.QualifiedName` (what plans store).
     """
 
     sql: str
@@ -101,14 +102,14 @@ class _Targets(Visitor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.names: list[str] = []
+        self.names: list[QualifiedName] = []
 
     def visit_RangeVar(self, ancestors: Any, node: Any) -> None:
         self.names.append(qualified(node))
 
 
-def statement_relations(stmt: ParsedStatement) -> list[str]:
-    """``schema.name`` of every relation (or index) ``stmt`` refers to, in order of appearance, no repeats."""
+def statement_relations(stmt: ParsedStatement) -> list[QualifiedName]:
+    """(schema, name) of every relation (or index) ``stmt`` refers to, in order of appearance, no repeats."""
     node = stmt.node
     if node is None:
         return []
@@ -119,9 +120,9 @@ def statement_relations(stmt: ParsedStatement) -> list[str]:
         for obj in node.objects or ():
             if node.removeType in _CHILD_DROPS:
                 names.append(qualified_child(obj)[0])
-            elif node.removeType in _RELATION_DROPS:
-                names.append(dropped_name(obj))
-    return list(dict.fromkeys(n for n in names if n != "?"))
+            elif node.removeType in _RELATION_DROPS and (key := dropped_key(obj)) is not None:
+                names.append(key)
+    return list(dict.fromkeys(n for n in names if n != UNKNOWN))
 
 
 def recreate_pairs(sqls: Sequence[str]) -> list[tuple[int, int]]:
@@ -131,20 +132,18 @@ def recreate_pairs(sqls: Sequence[str]) -> list[tuple[int, int]]:
     return PlanIndex.build((s.index, s.node) for s in parsed).pairs()
 
 
-def changed_functions(parsed: Iterable[ParsedStatement]) -> list[tuple[str, str]]:
+def changed_functions(parsed: Iterable[ParsedStatement]) -> list[QualifiedName]:
     """(schema, name) of every function or procedure the plan creates or replaces: what to look up users of."""
-    out: dict[tuple[str, str], None] = {}
+    out: dict[QualifiedName, None] = {}
     for stmt in parsed:
-        if isinstance(stmt.node, ast.CreateFunctionStmt):
-            parts = strings(stmt.node.funcname)
-            if parts:
-                out[(parts[-2] if len(parts) > 1 else "public", parts[-1])] = None
+        if isinstance(stmt.node, ast.CreateFunctionStmt) and strings(stmt.node.funcname):
+            out[qualified_name(stmt.node.funcname)] = None
     return list(out)
 
 
-def affected_relations(parsed: Iterable[ParsedStatement]) -> list[str]:
+def affected_relations(parsed: Iterable[ParsedStatement]) -> list[QualifiedName]:
     """Every relation a plan refers to: what to read figures for, with one catalog query."""
-    out: dict[str, None] = {}
+    out: dict[QualifiedName, None] = {}
     for stmt in parsed:
         out.update(dict.fromkeys(statement_relations(stmt)))
     return list(out)
@@ -165,14 +164,14 @@ def hazards_of(stmt: ParsedStatement, ctx: PlanContext) -> tuple[Hazard, ...]:
 
 def examine(
     sqls: Sequence[str],
-    table_stats: Mapping[str, TableStats] | None = None,
+    table_stats: Mapping[QualifiedName, TableStats] | None = None,
     *,
     timeouts: StepTimeouts,
     large: LargeTable | None = None,
     online_rewrites: bool = True,
     production: bool = False,
     builtin_functions: frozenset[str] | None = None,
-    function_users: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
+    function_users: Mapping[QualifiedName, tuple[str, ...]] | None = None,
 ) -> list[Examined]:
     """Hazards, figures and steps of each statement of a plan, in plan order.
 
@@ -195,7 +194,7 @@ def examine(
         Examined(
             stmt.sql,
             hazards_of(stmt, ctx),
-            {t: stats[t] for t in statement_relations(stmt) if t in stats},
+            {str(t): stats[t] for t in statement_relations(stmt) if t in stats},
             executions[stmt.index].steps,
         )
         for stmt in parsed

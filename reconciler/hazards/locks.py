@@ -13,10 +13,10 @@ from typing import Any
 from pglast import ast, enums
 from pglast.visitors import Visitor
 
-from ..model import HazardKind, Severity
+from ..model import HazardKind, QualifiedName, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, dropped_name, qualified, qualified_child, validated_constraints
+from .names import added_constraint, dropped_key, qualified, qualified_child, validated_constraints
 from .registry import Rule, Select, check, check_rules
 from .types import compare, from_type_name, parse_type
 
@@ -64,7 +64,7 @@ _NON_VOLATILE = {
 }
 
 
-def _large(table: str, stmt: ParsedStatement, ctx: PlanContext) -> bool:
+def _large(table: QualifiedName, stmt: ParsedStatement, ctx: PlanContext) -> bool:
     return ctx.is_large(table, stmt.index)
 
 
@@ -74,7 +74,7 @@ def _cmds(node: Any) -> tuple[Any, ...]:
 
 def _on_large(
     node: Any, stmt: ParsedStatement, ctx: PlanContext, *, unless_online: bool = False
-) -> Iterator[tuple[str, Any]]:
+) -> Iterator[tuple[QualifiedName, Any]]:
     """(table, command) for each command of an ALTER TABLE on a large table; with ``unless_online``, nothing when
     the statement runs in an online-safe form."""
     table = qualified(node.relation)
@@ -254,7 +254,7 @@ def _covered(cmd: Any) -> bool:
     nodes=["AlterTableStmt", "DropStmt", "CreatePolicyStmt", "AlterPolicyStmt", "RenameStmt"],
 )
 def access_exclusive(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
-    targets: list[tuple[str, str]] = []  # (stats key, what)
+    targets: list[tuple[QualifiedName, str]] = []  # (stats key, what)
     if isinstance(node, ast.AlterTableStmt):
         if any(not _covered(c) for c in _cmds(node)):
             targets.append((qualified(node.relation), "an ACCESS EXCLUSIVE lock on"))
@@ -262,8 +262,9 @@ def access_exclusive(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
         if node.removeType == OT.OBJECT_INDEX and not node.concurrent and not ctx.online(stmt):
             # An index's figures are those of its table.
             targets += [
-                (dropped_name(o), "an ACCESS EXCLUSIVE lock (no CONCURRENTLY) on the table of")
-                for o in node.objects or ()
+                (key, "an ACCESS EXCLUSIVE lock (no CONCURRENTLY) on the table of")
+                for key in (dropped_key(o) for o in node.objects or ())
+                if key is not None
             ]
         elif node.removeType in (OT.OBJECT_TRIGGER, OT.OBJECT_POLICY, OT.OBJECT_RULE):
             targets += [(qualified_child(o)[0], "an ACCESS EXCLUSIVE lock on") for o in node.objects or ()]

@@ -36,9 +36,9 @@ from typing import Any
 from pglast import ast, enums
 from pglast.stream import RawStream
 
-from ..model import ExecStep
+from ..model import ExecStep, QualifiedName
 from .context import ParsedStatement, PlanContext, StepTimeouts
-from .names import dropped_name, qualified, quote_ident, quote_qualified
+from .names import dropped_key, qualified, quote_ident, quote_qualified
 
 AT = enums.AlterTableType
 CT = enums.ConstrType
@@ -124,14 +124,14 @@ def _deparse(node: Any) -> str:
     return str(RawStream()(node))
 
 
-def _online(ctx: PlanContext, table: str, index: int) -> bool:
+def _online(ctx: PlanContext, table: QualifiedName, index: int) -> bool:
     if not ctx.online_rewrites or ctx.size(table, index) != "large":
         return False
     st = ctx.stats(table)
     return st is not None and st.kind in _ONLINE_KINDS
 
 
-def _production_index(ctx: PlanContext, table: str, index: int) -> bool:
+def _production_index(ctx: PlanContext, table: QualifiedName, index: int) -> bool:
     """In an environment marked ``production``, an index on an existing table that holds rows is built
     CONCURRENTLY whatever its size."""
     if not (ctx.production and ctx.online_rewrites) or ctx.size(table, index) not in ("small", "large"):
@@ -166,8 +166,7 @@ def _create_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _Ste
     steps: list[ExecStep] = []
     st = ctx.stats(table)
     if node.idxname and st is not None and node.idxname in st.invalid_indexes:
-        schema = table.rsplit(".", 1)[0]
-        leftover = f"{quote_ident(schema)}.{quote_ident(node.idxname)}"
+        leftover = f"{quote_ident(table.schema)}.{quote_ident(node.idxname)}"
         steps.append(make.concurrently(f"DROP INDEX CONCURRENTLY IF EXISTS {leftover}"))
     if _online(ctx, table, stmt.index) or _production_index(ctx, table, stmt.index):
         online = copy.deepcopy(node)
@@ -187,9 +186,9 @@ def _drop_index(node: Any, stmt: ParsedStatement, ctx: PlanContext, make: _StepB
         or node.behavior == enums.DropBehavior.DROP_CASCADE
     ):
         return None
-    name = dropped_name(node.objects[0])
-    st = ctx.stats(name)  # an index's figures are those of its table
-    if not ctx.online_rewrites or st is None or st.kind != "i" or ctx.size(name, stmt.index) != "large":
+    name = dropped_key(node.objects[0])
+    st = ctx.stats(name) if name is not None else None  # an index's figures are those of its table
+    if name is None or not ctx.online_rewrites or st is None or st.kind != "i" or ctx.size(name, stmt.index) != "large":
         return None
     online = copy.deepcopy(node)
     online.concurrent = True

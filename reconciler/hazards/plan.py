@@ -15,7 +15,8 @@ from typing import Any
 from pglast import ast, enums
 from pglast.visitors import Visitor
 
-from .names import dropped_name, qualified, qualified_child, qualified_name
+from ..model import QualifiedName
+from .names import dropped_key, dropped_name, qualified, qualified_child, qualified_name
 
 OT = enums.ObjectType
 
@@ -36,7 +37,7 @@ def _grant_keys(node: Any) -> list[str]:
 
 @dataclass(frozen=True)
 class AddedColumn:
-    table: str
+    table: QualifiedName
     column: str
     type_name: Any  # pglast TypeName
     index: int
@@ -47,8 +48,8 @@ class _Refs(Visitor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.relations: set[str] = set()
-        self.functions: set[str] = set()
+        self.relations: set[QualifiedName] = set()
+        self.functions: set[QualifiedName] = set()
 
     def visit_RangeVar(self, ancestors: Any, node: Any) -> None:
         self.relations.add(qualified(node))
@@ -57,7 +58,7 @@ class _Refs(Visitor):
         self.functions.add(qualified_name(node.funcname))
 
 
-def references(node: Any) -> tuple[set[str], set[str]]:
+def references(node: Any) -> tuple[set[QualifiedName], set[QualifiedName]]:
     """(relations, functions) referred to anywhere in ``node``."""
     v = _Refs()
     v(node)
@@ -66,19 +67,23 @@ def references(node: Any) -> tuple[set[str], set[str]]:
 
 @dataclass
 class PlanIndex:
-    """Where in the plan each object is created, dropped, renamed; keys are ``schema.name``."""
+    """Where in the plan each object is created, dropped, renamed; relations are keyed by (schema, name), other
+    objects by (kind, text of the name) whose quoting keeps it unambiguous."""
 
-    created_relations: dict[str, int] = field(default_factory=dict)
-    created_table_columns: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+    created_relations: dict[QualifiedName, int] = field(default_factory=dict)
+    created_table_columns: dict[QualifiedName, list[tuple[str, Any]]] = field(default_factory=dict)
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, name) -> first index
     created: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, name) -> first index
-    type_renames: dict[str, tuple[str, int]] = field(default_factory=dict)  # new name -> (old name, index)
-    dropped_columns: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
-    added_columns: dict[str, list[AddedColumn]] = field(default_factory=lambda: defaultdict(list))
-    indexes_on: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
-    relation_refs: dict[int, set[str]] = field(default_factory=dict)  # statement -> relations its body uses
-    function_refs: dict[int, set[str]] = field(default_factory=dict)  # statement -> functions its body calls
-    not_valid_constraints: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, name) -> index
+    type_renames: dict[QualifiedName, tuple[QualifiedName, int]] = field(
+        default_factory=dict
+    )  # new name -> (old name, index)
+    dropped_columns: dict[QualifiedName, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    added_columns: dict[QualifiedName, list[AddedColumn]] = field(default_factory=lambda: defaultdict(list))
+    indexes_on: dict[QualifiedName, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    relation_refs: dict[int, set[QualifiedName]] = field(default_factory=dict)  # statement -> relations its body uses
+    function_refs: dict[int, set[QualifiedName]] = field(default_factory=dict)  # statement -> functions its body calls
+    not_valid_constraints: dict[tuple[QualifiedName, str], int] = field(default_factory=dict)  # (table, name) -> index
+    dropped_tables: dict[QualifiedName, int] = field(default_factory=dict)  # table -> first index that drops it
 
     @classmethod
     def build(cls, statements: Iterable[tuple[int, Any | None]]) -> PlanIndex:
@@ -90,16 +95,16 @@ class PlanIndex:
         return idx
 
     # -- queries ------------------------------------------------------------------------------------
-    def created_before(self, name: str, before: int) -> bool:
+    def created_before(self, name: QualifiedName, before: int) -> bool:
         at = self.created_relations.get(name)
         return at is not None and at < before
 
-    def recreated_after(self, kind: str, name: str, after: int) -> int | None:
+    def recreated_after(self, kind: str, name: QualifiedName | str, after: int) -> int | None:
         """The index of a statement after ``after`` that creates ``kind`` ``name`` again, if any."""
-        at = self.created.get((kind, name))
+        at = self.created.get((kind, str(name)))
         return at if at is not None and at > after else None
 
-    def dropped_children(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str, int | None]]:
+    def dropped_children(self, node: Any, kind: str, at: int) -> Iterator[tuple[QualifiedName, str, int | None]]:
         """For each trigger or policy (``kind``) that the DROP statement ``node`` (statement ``at``) drops: its table,
         its name, and the later statement that creates it again (None if none does). Nothing for other drops."""
         if node.removeType != _CHILD_KINDS[kind]:
@@ -108,11 +113,11 @@ class PlanIndex:
             table, name = qualified_child(obj)
             yield table, name, self.recreated_after(kind, f"{table}.{name}", at)
 
-    def children_dropped_for_good(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str]]:
+    def children_dropped_for_good(self, node: Any, kind: str, at: int) -> Iterator[tuple[QualifiedName, str]]:
         """(table, name) of each trigger or policy that ``node`` drops and no later statement creates again."""
         return ((table, name) for table, name, again in self.dropped_children(node, kind, at) if again is None)
 
-    def children_recreated(self, node: Any, kind: str, at: int) -> Iterator[tuple[str, str, int]]:
+    def children_recreated(self, node: Any, kind: str, at: int) -> Iterator[tuple[QualifiedName, str, int]]:
         """(table, name, the statement that creates it again) of each trigger or policy that ``node`` drops and a
         later statement creates again."""
         return ((t, n, again) for t, n, again in self.dropped_children(node, kind, at) if again is not None)
@@ -129,13 +134,13 @@ class PlanIndex:
                     out.append((at, again))
         return sorted(out)
 
-    def dropped_before(self, kind: str, name: str, before: int) -> int | None:
-        at = self.dropped.get((kind, name))
+    def dropped_before(self, kind: str, name: QualifiedName | str, before: int) -> int | None:
+        at = self.dropped.get((kind, str(name)))
         return at if at is not None and at < before else None
 
     # -- building -----------------------------------------------------------------------------------
-    def _mark(self, table: dict[tuple[str, str], int], kind: str, name: str, i: int) -> None:
-        table.setdefault((kind, name), i)
+    def _mark(self, table: dict[tuple[str, str], int], kind: str, name: QualifiedName | str, i: int) -> None:
+        table.setdefault((kind, str(name)), i)
 
     def _add(self, i: int, node: Any) -> None:
         if isinstance(node, ast.CreateStmt):
@@ -176,8 +181,7 @@ class PlanIndex:
         elif isinstance(node, ast.RenameStmt) and node.renameType in (OT.OBJECT_TYPE, OT.OBJECT_DOMAIN):
             renamed: Any = node.object
             old = qualified_name(renamed)
-            schema = old.rsplit(".", 1)[0]
-            self.type_renames[f"{schema}.{node.newname}"] = (old, i)
+            self.type_renames[QualifiedName(old.schema, str(node.newname))] = (old, i)
         elif isinstance(node, ast.DropStmt):
             self._add_drop(i, node)
         elif isinstance(node, ast.GrantStmt):
@@ -217,3 +221,6 @@ class PlanIndex:
                 self._mark(self.dropped, kind, f"{table}.{name}", i)
             elif node.removeType in kinds:
                 self._mark(self.dropped, kinds[node.removeType], dropped_name(obj), i)
+                key = dropped_key(obj)
+                if node.removeType == OT.OBJECT_TABLE and key is not None:
+                    self.dropped_tables.setdefault(key, i)

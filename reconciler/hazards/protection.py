@@ -15,7 +15,7 @@ from pglast import enums
 
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
-from .names import alter_commands, dropped_name, object_name, qualified_child, relname
+from .names import alter_commands, dropped_key, dropped_name, object_name, qualified_child, relname
 from .registry import Rule, Select, check, check_rules
 
 AT = enums.AlterTableType
@@ -36,7 +36,8 @@ def unique_index_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> 
     if node.removeType != OT.OBJECT_INDEX:
         return
     for obj in node.objects or ():
-        st = ctx.stats(dropped_name(obj))
+        key = dropped_key(obj)
+        st = ctx.stats(key) if key is not None else None
         if st is None or st.unique_index is None:
             yield f"drops index {object_name(obj)}, which may be unique (not known): duplicates are accepted"
         elif st.unique_index:

@@ -13,20 +13,20 @@ from typing import Any
 
 from pglast import enums
 
-from ..model import HazardKind, Severity
+from ..model import HazardKind, QualifiedName, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import type_replaced
-from .names import dropped_name
+from .names import dropped_key
 from .registry import check
 
 OT = enums.ObjectType
 
 
-def _dependants_in_plan(kind: str, name: str, ctx: PlanContext, stmt: ParsedStatement) -> list[str]:
+def _dependants_in_plan(kind: str, name: QualifiedName, ctx: PlanContext, stmt: ParsedStatement) -> list[str]:
     """Objects that the plan recreates after ``stmt`` and whose definitions use ``name``."""
     out: list[str] = []
     for (k, other), at in sorted(ctx.plan.created.items(), key=lambda kv: kv[1]):
-        if at <= stmt.index or other == name:
+        if at <= stmt.index or other == str(name):
             continue
         used = ctx.plan.function_refs.get(at, set()) if kind == "function" else ctx.plan.relation_refs.get(at, set())
         if name in used:
@@ -34,7 +34,7 @@ def _dependants_in_plan(kind: str, name: str, ctx: PlanContext, stmt: ParsedStat
     return out
 
 
-def _describe(name: str, kind: str, ctx: PlanContext, stmt: ParsedStatement) -> str:
+def _describe(name: QualifiedName, kind: str, ctx: PlanContext, stmt: ParsedStatement) -> str:
     parts: list[str] = []
     st = ctx.stats(name)
     deps = _dependants_in_plan(kind, name, ctx, stmt)
@@ -47,13 +47,15 @@ def _describe(name: str, kind: str, ctx: PlanContext, stmt: ParsedStatement) -> 
     return "; " + "; ".join(parts) if parts else ""
 
 
-def _recreated(node: Any, stmt: ParsedStatement, ctx: PlanContext, remove: Any, kind: str) -> Iterator[tuple[str, int]]:
+def _recreated(
+    node: Any, stmt: ParsedStatement, ctx: PlanContext, remove: Any, kind: str
+) -> Iterator[tuple[QualifiedName, int]]:
     if node.removeType != remove:
         return
     for obj in node.objects or ():
-        name = dropped_name(obj)
-        again = ctx.plan.recreated_after(kind, name, stmt.index)
-        if again is not None:
+        name = dropped_key(obj)
+        again = ctx.plan.recreated_after(kind, name, stmt.index) if name is not None else None
+        if name is not None and again is not None:
             yield name, again
 
 
@@ -110,8 +112,8 @@ def type_recreated(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterat
     if node.removeType not in (OT.OBJECT_TYPE, OT.OBJECT_DOMAIN):
         return
     for obj in node.objects or ():
-        name = dropped_name(obj)
-        new = type_replaced(name, stmt, ctx)
+        name = dropped_key(obj)
+        new = type_replaced(name, stmt, ctx) if name is not None else None
         if new is not None:
             yield (
                 f"drops {name}, the old version of type {new} that this plan recreated and recast the columns to: "

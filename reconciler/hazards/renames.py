@@ -8,9 +8,9 @@ from typing import Any
 
 from pglast import ast, enums
 
-from ..model import HazardKind, Severity
+from ..model import HazardKind, QualifiedName, Severity, display_ident
 from .context import ParsedStatement, PlanContext
-from .names import dropped_name, qualified
+from .names import dropped_key, qualified
 from .registry import check
 from .types import TypeRef, from_type_name, parse_type, same_type
 
@@ -24,7 +24,7 @@ def _same(old_text: str, new: Any) -> bool:
     return old is not None and ref is not None and same_type(old, ref)
 
 
-def _column_candidates(table: str, column: str, ctx: PlanContext) -> list[tuple[str, TypeRef | None]]:
+def _column_candidates(table: QualifiedName, column: str, ctx: PlanContext) -> list[tuple[str, TypeRef | None]]:
     st = ctx.stats(table)
     old_type = st.columns.get(column, "") if st is not None else ""
     return [
@@ -34,7 +34,7 @@ def _column_candidates(table: str, column: str, ctx: PlanContext) -> list[tuple[
     ]
 
 
-def _column_steps(table: str, old: str, new: str) -> str:
+def _column_steps(table: QualifiedName, old: str, new: str) -> str:
     return (
         f"to keep the data, rename instead: run ALTER TABLE {table} RENAME COLUMN {old} TO {new} on the environment "
         f"and plan again; without downtime, expand/contract: (1) add {new} while keeping {old} in the desired state, "
@@ -74,9 +74,9 @@ def _same_columns(old: dict[str, str], new: list[tuple[str, Any]]) -> bool:
     return len(old) == len(new) and all(name in old and _same(old[name], tn) for name, tn in new)
 
 
-def _table_steps(old: str, new: str) -> str:
+def _table_steps(old: QualifiedName, new: QualifiedName) -> str:
     return (
-        f"to keep the data, rename instead: run ALTER TABLE {old} RENAME TO {new.rsplit('.', 1)[-1]} on the "
+        f"to keep the data, rename instead: run ALTER TABLE {old} RENAME TO {display_ident(new.name)} on the "
         f"environment and plan again; without downtime, expand/contract: (1) create {new} while keeping {old}, "
         f"copy the rows and keep both in step until every reader uses {new} (or leave a view named {old}); "
         f"(2) then remove {old} from the desired state"
@@ -93,9 +93,9 @@ def _table_steps(old: str, new: str) -> str:
 def table_rename(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
     if getattr(node, "removeType", None) == OT.OBJECT_TABLE:
         for obj in node.objects or ():
-            old = dropped_name(obj)
-            st = ctx.stats(old)
-            if st is None or not st.columns:
+            old = dropped_key(obj)
+            st = ctx.stats(old) if old is not None else None
+            if old is None or st is None or not st.columns:
                 continue
             for new, cols in ctx.plan.created_table_columns.items():
                 if new != old and _same_columns(dict(st.columns), cols):
@@ -103,13 +103,7 @@ def table_rename(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
     elif isinstance(node, ast.CreateStmt) and node.relation is not None:
         new = qualified(node.relation)
         cols = ctx.plan.created_table_columns.get(new, [])
-        for (kind, old), _at in ctx.plan.dropped.items():
+        for old in ctx.plan.dropped_tables:
             st = ctx.stats(old)
-            if (
-                kind == "table"
-                and old != new
-                and st is not None
-                and st.columns
-                and _same_columns(dict(st.columns), cols)
-            ):
+            if old != new and st is not None and st.columns and _same_columns(dict(st.columns), cols):
                 yield f"table {new} is created while {old} with the same columns is dropped: if this is a rename, {_table_steps(old, new)}"

@@ -7,7 +7,7 @@ what must hold afterwards with a probe query whose answer must not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,13 +15,24 @@ from pathlib import Path
 import pytest
 from conftest import run_sql
 
+from reconciler import hazards
 from reconciler.apply import apply_statements, execute_steps
 from reconciler.config import EnvironmentConfig
 from reconciler.db import connect
 from reconciler.errors import ApplyError, ReconcilerError, UnsafeSqlError
-from reconciler.model import Decision, ExecStep, TableStats
+from reconciler.hazards.phases import order_phases
+from reconciler.model import (
+    Decision,
+    ExecStep,
+    QualifiedName,
+    TableStats,
+    statement_phases,
+    transaction_units,
+)
+from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.planning import classify
 from reconciler.service import Reconciler
+from reconciler.stats import read_figures
 
 SEED = """
 create table public.audit (id int primary key, note text);
@@ -56,6 +67,29 @@ DISCARD = "create function public.discard() returns trigger language plpgsql as 
 RLS = "alter table public.t enable row level security;"
 ADMIN = "create schema auth; create function auth.is_admin() returns boolean language sql as 'select {}';"
 ADMINS_POLICY = "create policy admins on public.t using (auth.is_admin());"
+ROLE_OF = "create schema auth; create function auth.role_of() returns text language sql as $$ select '{}' $$;"
+INDIRECT_ADMIN = (
+    "create function auth.is_admin() returns boolean language sql as $$ select auth.role_of() = 'admin' $$;"
+)
+PLPGSQL_ADMIN = (
+    "create function auth.is_admin() returns boolean language plpgsql as "
+    "$$ begin return auth.role_of() = 'admin'; end $$;"
+)
+OWNS = (
+    "create schema auth; create function auth.owns(a text, b text) returns boolean language sql as 'select {}';"
+    "create operator auth.=== (function = auth.owns, leftarg = text, rightarg = text);"
+)
+OWNS_POLICY = RLS + "create policy own on public.t using ((v::text) operator(auth.===) current_user);"
+# (name, the guarded function's definition, its body before, after, the rest of the schema, probe): the changed
+# function is reached from a policy through another function or an operator.
+GUARDS_REACHED = [
+    ("function that a policy reaches through another function changed", ROLE_OF, "user", "admin",
+     INDIRECT_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
+    ("function that a policy reaches through a PL/pgSQL function changed", ROLE_OF, "user", "admin",
+     PLPGSQL_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
+    ("function behind an operator that a policy uses changed", OWNS, "a = b", "true", OWNS_POLICY,
+     "select auth.owns('x', 'y')"),
+]  # fmt: skip
 
 ATTACKS = [
     Attack(
@@ -104,6 +138,10 @@ ATTACKS = [
         "needs_approval",
         ("AZ113",),
         "select auth.is_admin()",
+    ),
+    *(
+        Attack(name, before.format(old) + rest, KEEP + before.format(new) + rest, "needs_approval", ("AZ113",), probe)
+        for name, before, old, new, rest, probe in GUARDS_REACHED
     ),
     Attack(
         "permissive policy USING (true)",
@@ -200,7 +238,7 @@ def test_a_failure_between_a_policy_drop_and_its_re_create_keeps_the_policy(make
         'create policy "only_own" on "public"."secrets" as restrictive for select using ((owner <> \'y\'))',
     ]
     large = TableStats(rows=50_000_000, bytes=20 * 1024**3, heap_bytes=19 * 1024**3)
-    statements = classify(sqls, env, {"public.secrets": large})
+    statements = classify(sqls, env, {QualifiedName("public", "secrets"): large})
     assert all(step.transactional for s in statements for step in s.execution())
     with pytest.raises(ReconcilerError):
         apply_statements(dsn, [step for s in statements for step in s.execution()], env, what="applying")
@@ -215,3 +253,96 @@ def test_a_pair_runs_under_one_decision() -> None:
     ]
     decisions = [s.decision for s in classify(sqls, env, {})]
     assert decisions == [Decision.NEEDS_APPROVAL, Decision.NEEDS_APPROVAL]
+
+
+# A desired-state author names a schema or a table with a dot in it, so that as a dotted string an empty object's
+# name is the same as a big one's: "a.b".c and a."b.c" are both "a.b.c". Figures are keyed by (schema, name), so a
+# statement on the table with rows is still judged by its own figures, and one on the empty table by its own.
+ALIASING = """
+create schema "a.b"; create schema a;
+create table "a.b".c (id int primary key, v int);
+insert into "a.b".c select g, case when g % 2 = 0 then null else g end from generate_series(1, 2000) g;
+create table a."b.c" (id int primary key, v int);
+create schema "x"; create table x."Y" (v int); insert into x."Y" values (1);
+create table x.y (v int);
+analyze "a.b".c; analyze a."b.c"; analyze x."Y"; analyze x.y;
+"""
+
+
+@dataclass(frozen=True)
+class Alias:
+    sql: str
+    table: str  # the text of the (schema, name) the statement touches, as the plan stores it
+    rows: bool  # whether that table holds rows in the environment
+    codes: tuple[str, ...]  # hazards the statement must get (none on the empty table)
+
+
+ALIASES = [
+    Alias('alter table "a.b"."c" alter column "v" set not null', '"a.b".c', True, ("MF104",)),
+    Alias('alter table "a"."b.c" alter column "v" set not null', 'a."b.c"', False, ()),
+    Alias('alter table "a.b"."c" add column "w" int not null', '"a.b".c', True, ("MF101",)),
+    Alias('alter table "x"."Y" alter column "v" set not null', 'x."Y"', True, ("MF104",)),
+    Alias('alter table "x"."y" alter column "v" set not null', "x.y", False, ()),
+    Alias('drop table "a.b"."c"', '"a.b".c', True, ("DS102",)),
+]
+
+
+@pytest.fixture(scope="module")
+def aliasing_env(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    dsn = pg_server.create_database("redteam_aliasing")
+    run_sql(dsn, ALIASING)
+    yield dsn
+    run_sql(pg_server.dsn(), 'drop database if exists "redteam_aliasing" with (force)')
+
+
+@pytest.mark.parametrize("case", ALIASES, ids=[a.sql for a in ALIASES])
+def test_an_aliasing_schema_or_table_name_does_not_borrow_figures(aliasing_env: str, case: Alias) -> None:
+    parsed = hazards.parse_plan([case.sql])
+    figures = read_figures(
+        aliasing_env, hazards.affected_relations(parsed), hazards.changed_functions(parsed), what="reading"
+    )
+    [statement] = classify([case.sql], EnvironmentConfig(dsn=aliasing_env), figures=figures)
+    assert list(statement.tables) == [case.table]
+    assert (statement.tables[case.table].rows or 0) > 0 if case.rows else statement.tables[case.table].empty
+    found = {h.code for h in statement.hazards}
+    assert set(case.codes) <= found
+    if not case.rows:
+        assert not found & {"MF101", "MF104"}
+    else:
+        assert statement.decision is not Decision.AUTO
+
+
+# A concurrent index build cannot roll back with its neighbours: between a policy and a trigger it would split
+# their unit, and its failure would leave the policy without the trigger. It runs after every transactional unit.
+DUPLICATES = """
+create table public.accounts (id int primary key, email text, owner text);
+insert into public.accounts select g, 'same@x', 'o' || g from generate_series(1, 50) g;
+create function public.stamp() returns trigger language plpgsql as $$ begin return new; end $$;
+analyze public.accounts;
+"""
+PHASED = [
+    'alter table "public"."accounts" enable row level security',
+    'create policy "own" on "public"."accounts" as permissive for all to public using ((owner = current_user))',
+    'create unique index "accounts_email_key" on "public"."accounts" using btree ("email")',  # meets duplicates
+    'create trigger "stamp" before update on "public"."accounts" for each row execute function public.stamp()',
+    'grant select on table "public"."accounts" to public',
+]
+
+
+def test_a_failing_concurrent_index_build_runs_after_every_transactional_unit(make_db: Callable[..., str]) -> None:
+    dsn = make_db(DUPLICATES)
+    env = EnvironmentConfig(dsn=dsn, production=True, lock_retries=0, statement_timeout=timedelta(seconds=30))
+    figures = read_figures(dsn, [QualifiedName("public", "accounts")], [], what="reading")
+    ordered = order_phases(classify(PHASED, env, figures=figures))
+    assert [s.sql for s in ordered] == [*PHASED[:2], *PHASED[3:], PHASED[2]]
+    assert statement_phases(ordered) == ["transactional"] * 4 + ["after"]
+    assert transaction_units(ordered) == [(1,), (1,), (1,), (1,), (2,)]
+    with pytest.raises(ReconcilerError):
+        apply_statements(dsn, [step for s in ordered for step in s.execution()], env, what="applying")
+    facts = """
+    select (select relrowsecurity from pg_class where oid = 'public.accounts'::regclass),
+           (select count(*) from pg_policies where policyname = 'own'),
+           (select count(*) from pg_trigger where tgname = 'stamp'),
+           has_table_privilege('public', 'public.accounts', 'select')
+    """
+    assert run_sql(dsn, facts) == [(True, 1, 1, True)]

@@ -202,3 +202,93 @@ def test_a_hanging_desired_file_times_out_naming_its_line(
     started = time.monotonic()
     assert reconciler_for(fixed).plan("dev").in_sync
     assert time.monotonic() - started < 15
+
+
+# -- policy tests: their queries come from the same authors -----------------------------------------------------
+# Refused when the test file is read, before anything runs: (query, the case's role, text of the refusal).
+REFUSED_CASE_QUERIES = [
+    ("reset role; create role evil superuser", None, "exactly one statement"),
+    ("reset role", None, "VariableSetStmt is refused"),
+    ("create role evil superuser login", None, "CreateRoleStmt is refused"),
+    (f"copy (select 1) to program 'touch {MARKER}'", None, "CopyStmt is refused"),
+    ("set session authorization default", None, "VariableSetStmt is refused"),
+    ("set role postgres", "anon_reader", "VariableSetStmt is refused"),
+    ("select 1 as x into evil_table", None, "SelectStmt INTO is refused"),
+    ("do $$ begin create role evil superuser; end $$", None, "DoStmt is refused"),
+]
+ADMIN = "{admin}"  # replaced by the scratch admin's role name
+# Allowed shapes that would succeed only with privileges the case session lacks: each fails, nothing changes.
+CONFINED_CASE_QUERIES = [
+    ("escalate through set_config", f"select set_config('role', '{ADMIN}', true)", None),
+    ("act as the admin role", "select 1", ADMIN),
+    ("read a server file", "select pg_read_file('PG_VERSION')", None),
+    ("write a server file", f"select lo_export(lo_from_bytea(0, 'x'), '{MARKER}')", None),
+    ("reach another database through dblink", "select * from dblink('dbname=postgres', 'select 1') as t(x int)", None),
+    ("escalate as the owner", f"select set_config('session_authorization', '{ADMIN}', true)", None),
+]
+POLICY_DESIRED = "create table notes (id int primary key, body text);\nalter table notes enable row level security;\n"
+
+
+def _policy_config(tmp_path: Path, pg: EmbeddedPostgres) -> Path:
+    import yaml
+
+    cfg = {
+        "desired_state": str(tmp_path / "desired"),
+        "scratch": pg.dsn("postgres"),
+        "sandbox": {"share_cluster_with_environments": True},
+        "state": "sqlite:///state.db",
+        "environments": {},
+    }
+    (tmp_path / "desired").mkdir(exist_ok=True)
+    (tmp_path / "desired" / "010_notes.sql").write_text(POLICY_DESIRED)
+    path = tmp_path / "reconciler.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize(("query", "role", "refusal"), REFUSED_CASE_QUERIES, ids=[q[0] for q in REFUSED_CASE_QUERIES])
+def test_a_policy_case_query_of_another_shape_is_refused(
+    query: str, role: str | None, refusal: str, tmp_path: Path, marker_dir: Path
+) -> None:
+    from reconciler.errors import PolicyTestFileError
+    from reconciler.policytests import load_suite
+
+    case = {"name": "attack", "query": query.replace(MARKER, str(marker_dir / "pwned")), "count": 1}
+    if role:
+        case["role"] = role
+    path = tmp_path / "attack.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    with pytest.raises(PolicyTestFileError, match=refusal):
+        load_suite(path)
+
+
+def test_policy_case_queries_cannot_escalate_from_their_session(
+    tmp_path: Path, marker_dir: Path, pg_server: EmbeddedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import yaml
+
+    from reconciler.cli import main
+
+    admin = parse_dsn(pg_server.dsn())["user"]
+    marker = marker_dir / "pwned"
+    cases = [
+        {"name": name, "query": q.replace(ADMIN, admin).replace(MARKER, str(marker)), "count": 1}
+        | ({"role": role.replace(ADMIN, admin)} if role else {})
+        for name, q, role in CONFINED_CASE_QUERIES
+    ]
+    tests = tmp_path / "attack.yaml"
+    tests.write_text(yaml.safe_dump({"cases": cases}))
+    roles = _roles(pg_server)
+    assert main(["-c", str(_policy_config(tmp_path, pg_server)), "test-policies", str(tests), "--format", "json"]) == 1
+    out = capsys.readouterr()
+    assert out.out, out.err
+    results = {c["case"]: c for c in json.loads(out.out)["cases"]}
+    assert [n for n, c in results.items() if c["passed"]] == []
+    for name, result in results.items():
+        assert "permission denied" in result["message"] or "does not exist" in result["message"], name
+    assert _roles(pg_server) == roles
+    assert not marker.exists()

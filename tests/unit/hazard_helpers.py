@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from reconciler.hazards import Examined, LargeTable, StepTimeouts, examine
-from reconciler.model import TableStats
+from reconciler.model import QualifiedName, TableStats
 
 # The timeouts the engine gives steps in these tests (the configuration's defaults).
 TIMEOUTS = StepTimeouts(
@@ -36,9 +36,20 @@ def table(base: TableStats, **changes: object) -> TableStats:
     return TableStats(**fields)  # type: ignore[arg-type]
 
 
+Stats = Mapping[str, TableStats] | Mapping[QualifiedName, TableStats]
+
+
+def keyed(stats: Stats | None) -> dict[QualifiedName, TableStats]:
+    """Figures keyed as the engine keys them; a test's ``"schema.name"`` key is a plain (schema, name) pair."""
+    out: dict[QualifiedName, TableStats] = {}
+    for key, st in (stats or {}).items():
+        out[key if isinstance(key, QualifiedName) else QualifiedName(*key.rsplit(".", 1))] = st
+    return out
+
+
 def codes(
     sqls: Sequence[str],
-    stats: Mapping[str, TableStats] | None = None,
+    stats: Stats | None = None,
     prefix: str = "",
     *,
     online: bool = True,
@@ -47,17 +58,17 @@ def codes(
     return [tuple(h.code for h in e.hazards if h.code.startswith(prefix)) for e in run(sqls, stats, online=online)]
 
 
-def messages(sqls: Sequence[str], stats: Mapping[str, TableStats] | None = None, prefix: str = "") -> str:
+def messages(sqls: Sequence[str], stats: Stats | None = None, prefix: str = "") -> str:
     """Every hazard message starting with ``prefix`` of a plan, one per line."""
     return "\n".join(f"{h.code} {h.message}" for e in run(sqls, stats) for h in e.hazards if h.code.startswith(prefix))
 
 
 def run(
     sqls: Sequence[str],
-    stats: Mapping[str, TableStats] | None = None,
+    stats: Stats | None = None,
     *,
     large: LargeTable | None = None,
     online: bool = True,
 ) -> list[Examined]:
     """The engine on a plan, with the test timeouts."""
-    return examine(sqls, stats or {}, timeouts=TIMEOUTS, large=large or LargeTable(), online_rewrites=online)
+    return examine(sqls, keyed(stats), timeouts=TIMEOUTS, large=large or LargeTable(), online_rewrites=online)

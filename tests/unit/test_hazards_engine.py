@@ -9,11 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hazard_helpers import EMPTY, LARGE, SMALL, TIMEOUTS, run, table
+from hazard_helpers import EMPTY, LARGE, SMALL, TIMEOUTS, keyed, run, table
 
 from reconciler.hazards import LargeTable, StepTimeouts, affected_relations, examine, known_codes, parse_plan
 from reconciler.hazards.registry import DuplicateCheckError, check
-from reconciler.model import ExecStep, HazardKind, Severity, TableStats
+from reconciler.model import ExecStep, HazardKind, QualifiedName, Severity, TableStats
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -51,7 +51,9 @@ def test_affected_relations() -> None:
         'drop function if exists "public"."f"(a integer)',
         'create or replace view "public"."v" as select * from "public"."o" join s.x using (id)',
     ]
-    assert affected_relations(parse_plan(sqls)) == ["public.o", "public.u", "app.t", "public.o_i", "public.v", "s.x"]
+    assert [str(n) for n in affected_relations(parse_plan(sqls))] == [
+        "public.o", "public.u", "app.t", "public.o_i", "public.v", "s.x"
+    ]  # fmt: skip
 
 
 def test_figures_travel_with_the_statement() -> None:
@@ -202,19 +204,19 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_steps_of_a_statement(case: Rewrite) -> None:
-    [found] = examine([case.sql], case.stats, timeouts=TIMEOUTS, large=LargeTable())
+    [found] = examine([case.sql], keyed(case.stats), timeouts=TIMEOUTS, large=LargeTable())
     assert found.steps == case.steps
 
 
 def test_rewrites_can_be_switched_off() -> None:
-    [found] = examine([INDEX_T_V], LARGE_T, timeouts=TIMEOUTS, online_rewrites=False)
+    [found] = examine([INDEX_T_V], keyed(LARGE_T), timeouts=TIMEOUTS, online_rewrites=False)
     assert found.steps == (plain(INDEX_T_V),)
 
 
 def test_concurrent_steps_get_the_longer_statement_timeout() -> None:
     # A concurrent_statement_timeout shorter than statement_timeout never shortens a concurrent build's.
     short = StepTimeouts(statement=timedelta(minutes=20), concurrent_statement=timedelta(minutes=1), lock=timedelta(1))
-    [build, alter] = examine([INDEX_T_V, 'alter table "public"."t" add column "c" int'], LARGE_T, timeouts=short)
+    [build, alter] = examine([INDEX_T_V, 'alter table "public"."t" add column "c" int'], keyed(LARGE_T), timeouts=short)
     assert [(s.statement_timeout, s.lock_timeout) for s in (*build.steps, *alter.steps)] == [
         (timedelta(minutes=20), timedelta(1)),
         (timedelta(minutes=20), timedelta(1)),
@@ -238,7 +240,14 @@ def test_steps_round_trip_as_json() -> None:
 def test_rewritten_sql_parses_back() -> None:
     # What executes is PostgreSQL syntax too (deparsed from the parse tree, never pasted together).
     for case in CASES:
-        steps = examine([case.sql], case.stats, timeouts=TIMEOUTS)[0].steps
+        steps = examine([case.sql], keyed(case.stats), timeouts=TIMEOUTS)[0].steps
         for step in (s for s in steps if s.sql != case.sql):  # what the engine wrote, not the statement itself
             assert parse_plan([step.sql])[0].node is not None, step.sql
             assert not re.search(r"\bNone\b", step.sql)
+
+
+def test_relations_are_keyed_by_schema_and_name_not_by_a_dotted_string() -> None:
+    sqls = ['alter table "a.b"."c" add column x int', 'alter table "a"."b.c" add column x int', 'drop table "X"."y"']
+    names = affected_relations(parse_plan(sqls))
+    assert names == [QualifiedName("a.b", "c"), QualifiedName("a", "b.c"), QualifiedName("X", "y")]
+    assert [str(n) for n in names] == ['"a.b".c', 'a."b.c"', '"X".y']

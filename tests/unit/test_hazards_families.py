@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pytest
-from hazard_helpers import EMPTY, LARGE, SMALL, TIMEOUTS, codes, run, table
+from hazard_helpers import EMPTY, LARGE, SMALL, TIMEOUTS, codes, keyed, run, table
 
 from reconciler.hazards import LargeTable, examine
-from reconciler.model import TableStats
+from reconciler.model import QualifiedName, TableStats
 
 T = "public.t"
 WITH_COLUMNS = table(SMALL, columns={"c": "character(5)", "e": "public.mood", "d": "text", "n": "integer"})
@@ -163,7 +163,7 @@ def test_environment_users_of_a_changed_function_are_named() -> None:
         ["create function auth.is_admin() returns bool language sql as 'select true'"],
         {},
         timeouts=TIMEOUTS,
-        function_users={("auth", "is_admin"): ("policy admins on public.users",)},
+        function_users={QualifiedName("auth", "is_admin"): ("policy admins on public.users",)},
     )
     [az] = [h for h in found.hazards if h.code == "AZ113"]
     assert "policy admins on public.users" in az.message
@@ -171,7 +171,7 @@ def test_environment_users_of_a_changed_function_are_named() -> None:
 
 def test_catalog_builtins_decide_unqualified_calls() -> None:
     sql = ["alter table public.t add column c int default my_builtin()"]
-    [found] = examine(sql, {T: SMALL}, timeouts=TIMEOUTS, builtin_functions=frozenset({"my_builtin"}))
+    [found] = examine(sql, keyed({T: SMALL}), timeouts=TIMEOUTS, builtin_functions=frozenset({"my_builtin"}))
     assert [h.code for h in found.hazards if h.code.startswith("CX")] == []
 
 
@@ -179,7 +179,7 @@ def test_catalog_builtins_decide_unqualified_calls() -> None:
 def test_production_builds_indexes_on_tables_with_rows_concurrently(production: bool, online: bool) -> None:
     [found] = examine(
         ['create index "i" on "public"."t" using btree ("n")'],
-        {T: SMALL},
+        keyed({T: SMALL}),
         timeouts=TIMEOUTS,
         large=LargeTable(),
         production=production,
