@@ -350,17 +350,48 @@ def _acl(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> lis
     on = f"{_ACL_KEYWORD.get(kind, 'TABLE')} {ident}"
     have = set(env.detail.split(",")) if env else set(_ACL_BASELINE.get(kind, ()))
     need = set(want.detail.split(",")) if want and want.detail else set()
-    out: list[str] = []
-    for item in sorted(have - need):
-        grantee, _, priv = item.partition(":")
-        if grantee != "<owner>" and item:
-            out.append(f"REVOKE {priv.rstrip('*')}{column} ON {on} FROM {_role(grantee)}")
-    for item in sorted(need - have):
-        grantee, _, priv = item.partition(":")
-        if grantee != "<owner>" and item:
-            grant = " WITH GRANT OPTION" if priv.endswith("*") else ""
-            out.append(f"GRANT {priv.rstrip('*')}{column} ON {on} TO {_role(grantee)}{grant}")
-    return out
+    return [
+        f"GRANT {priv}{column} ON {on} TO {who}{extra}" if grant else f"REVOKE {priv}{column} ON {on} FROM {who}"
+        for grant, priv, who, extra in _acl_changes(have, need)
+    ]
+
+
+def _acl_changes(have: set[str], need: set[str]) -> Iterator[tuple[bool, str, str, str]]:
+    """(grant?, privilege, grantee, `` WITH GRANT OPTION`` or '') taking ACL items ``have`` to ``need``: revokes
+    first; the owner's own items are never touched."""
+    for grant, items in ((False, have - need), (True, need - have)):
+        for item in sorted(items):
+            grantee, _, priv = item.partition(":")
+            if grantee != "<owner>" and item:
+                extra = " WITH GRANT OPTION" if grant and priv.endswith("*") else ""
+                yield grant, priv.rstrip("*"), _role(grantee), extra
+
+
+# Default privileges: the object kind in the row -> the kind ALTER DEFAULT PRIVILEGES names, and the items a role
+# holds without any pg_default_acl row (a global row's baseline; a row IN SCHEMA only adds to the global one).
+_DEFACL_BASELINE = {"functions": {"PUBLIC:EXECUTE"}, "types": {"PUBLIC:USAGE"}}
+
+
+def _default_privileges(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    """``ALTER DEFAULT PRIVILEGES [FOR ROLE r] [IN SCHEMA s] GRANT|REVOKE ... ON <kind>`` for one row's difference.
+
+    The row's object reads ``for role <r> [in schema <s>] on <kind>``; ``<owner>`` (the database owner or the role
+    that applies) is left out, so the statement names the role that runs it."""
+    row = want or env
+    assert row is not None
+    head, _, on = row.object.rpartition(" on ")
+    role, _, schema = head.removeprefix("for role ").partition(" in schema ")
+    prefix = "ALTER DEFAULT PRIVILEGES" + ("" if role == "<owner>" else f" FOR ROLE {_role(role)}")
+    prefix += f" IN SCHEMA {schema}" if schema else ""
+    baseline = set() if schema else set(_DEFACL_BASELINE.get(on, ()))
+    have = set(env.detail.split(",")) if env and env.detail else baseline
+    need = set(want.detail.split(",")) if want and want.detail else baseline
+    return [
+        f"{prefix} GRANT {priv} ON {on.upper()} TO {who}{extra}"
+        if grant
+        else f"{prefix} REVOKE {priv} ON {on.upper()} FROM {who}"
+        for grant, priv, who, extra in _acl_changes(have, need)
+    ]
 
 
 _CLOSERS = {
@@ -369,6 +400,7 @@ _CLOSERS = {
     "force_row_security": _table_aspect,
     "replica_identity": _table_aspect,
     "acl": _acl,
+    "default_privileges": _default_privileges,
 }
 
 

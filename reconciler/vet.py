@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from pglast import ast, parser
+from pglast.stream import RawStream
 
 from .apply import execute_steps
 from .catalog import CatalogRow, describe
@@ -167,8 +168,16 @@ def clone_script(script: str) -> tuple[str, list[str]]:
             continue
         if isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
             schemas.append(str(node.schemaname))
-        kept.append(stmt.sql)
+        kept.append(_own_default_privileges(node) if isinstance(node, ast.AlterDefaultPrivilegesStmt) else stmt.sql)
     return "".join(f"{sql};\n" for sql in kept), schemas
+
+
+def _own_default_privileges(node: ast.AlterDefaultPrivilegesStmt) -> str:
+    """The dump's ``ALTER DEFAULT PRIVILEGES FOR ROLE r ...`` as the build role's own (without ``FOR ROLE``): the
+    build role may not act for the environment's roles, and the catalog description shows the owner's default
+    privileges as ``<owner>`` on both sides."""
+    options = tuple(o for o in node.options or () if not (isinstance(o, ast.DefElem) and o.defname == "roles"))
+    return str(RawStream()(ast.AlterDefaultPrivilegesStmt(options=options or None, action=node.action)))
 
 
 def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
