@@ -394,6 +394,40 @@ def _default_privileges(env: CatalogRow | None, want: CatalogRow | None, keys: s
     ]
 
 
+# The sequence options of a ``sequence`` row's detail -> the ALTER SEQUENCE clause that sets each.
+_SEQUENCE_CLAUSES = {
+    "as": "AS {}",
+    "increment": "INCREMENT BY {}",
+    "min": "MINVALUE {}",
+    "max": "MAXVALUE {}",
+    "start": "START WITH {}",
+    "cache": "CACHE {}",
+}
+
+
+def _sequence_options(detail: str) -> dict[str, str]:
+    """``as bigint start 1 increment 1 min 1 max 9 cache 1 [cycle]`` (one part of the detail) as a dict."""
+    part = next((p for p in detail.split(" | ") if p.startswith("as ")), "")
+    words = part.split()
+    out = dict(zip(words[0::2], words[1::2], strict=False))
+    out["cycle"] = "cycle" if "cycle" in words else "no cycle"
+    return out
+
+
+def _sequence(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    """``ALTER SEQUENCE ... AS/INCREMENT/MINVALUE/MAXVALUE/START/CACHE/[NO] CYCLE`` for the options that differ on
+    a sequence both sides hold (migra creates and drops sequences)."""
+    if env is None or want is None:
+        return []
+    have, need = _sequence_options(env.detail), _sequence_options(want.detail)
+    clauses = [
+        _SEQUENCE_CLAUSES[k].format(v) if k in _SEQUENCE_CLAUSES else v.upper()
+        for k, v in need.items()
+        if have.get(k) != v and (k in _SEQUENCE_CLAUSES or k == "cycle")
+    ]
+    return [f"ALTER SEQUENCE {want.object} {' '.join(clauses)}"] if clauses else []
+
+
 _CLOSERS = {
     "comment": _comment,
     "options": _options,
@@ -401,6 +435,7 @@ _CLOSERS = {
     "replica_identity": _table_aspect,
     "acl": _acl,
     "default_privileges": _default_privileges,
+    "sequence": _sequence,
 }
 
 

@@ -15,7 +15,7 @@ from pglast import ast, enums
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, qualified, validated_constraint
+from .names import added_constraint, qualified, relname, validated_constraint
 from .registry import check
 from .types import from_type_name
 
@@ -162,3 +162,36 @@ def recast_to_recreated_type(node: Any, stmt: ParsedStatement, ctx: PlanContext)
                     f"recasts {cmd.name} of {ctx.figures(table)} to the recreated type {new}: fails if a row holds "
                     "a value the new type lacks"
                 )
+
+
+def _sequence_option(opt: Any) -> tuple[str, str]:
+    """(name, value as written) of one ALTER SEQUENCE option."""
+    arg = opt.arg
+    if isinstance(arg, ast.TypeName):
+        return str(opt.defname), str(from_type_name(arg) or ".".join(str(n.sval) for n in arg.names or ()))
+    for attr in ("ival", "fval", "boolval"):
+        if hasattr(arg, attr):
+            return str(opt.defname), str(getattr(arg, attr))
+    return str(opt.defname), ""
+
+
+@check(
+    "MF108",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "sequence range or type changed",
+    nodes=["AlterSeqStmt"],
+)
+def sequence_range_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = relname(node.sequence)
+    for opt in node.options or ():
+        if not isinstance(opt, ast.DefElem):
+            continue
+        option, value = _sequence_option(opt)
+        if option in ("as", "minvalue", "maxvalue"):
+            yield (
+                f"sets {option} {value} on sequence {name}: fails if its current value lies outside the new range, "
+                "and nextval fails once the range is used up"
+            )
+        elif option == "cycle" and getattr(opt.arg, "boolval", True):
+            yield f"makes sequence {name} cycle: once its range is used up, nextval repeats values (keys collide)"

@@ -192,9 +192,15 @@ CASES = [
     ),
     Case("replica identity on a new table", "", T + " alter table t replica identity full;", CONVERGES),
     # sequences
-    Case("sequence as smallint", S, "create sequence s as smallint;", "sequence"),
-    Case("sequence increment", S, "create sequence s increment by 5;", "sequence"),
-    Case("sequence cycle", S, "create sequence s cycle;", "sequence"),
+    Case("sequence as smallint", S, "create sequence s as smallint;", CONVERGES),
+    Case("sequence increment", S, "create sequence s increment by 5;", CONVERGES),
+    Case("sequence cycle", S, "create sequence s cycle;", CONVERGES),
+    Case(
+        "sequence limits and cache",
+        "create sequence s cycle;",
+        "create sequence s minvalue 0 maxvalue 90 cache 3;",
+        CONVERGES,
+    ),
     Case("sequence owned by", T + S, T + S + " alter sequence s owned by t.id;", CONVERGES),
     Case("sequence no longer owned", T + S + " alter sequence s owned by t.id;", T + S, CONVERGES),
     # domains
