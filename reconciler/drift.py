@@ -29,7 +29,7 @@ from pglast.enums import AlterTableType
 
 from .catalog import CatalogRow, DescribeOptions, by_object, describe
 from .config import EnvironmentConfig
-from .diff import diff
+from .diff import diff, one_statement
 from .inspect import Inspection
 from .model import UnmanagedDrift
 
@@ -439,6 +439,77 @@ _CLOSERS = {
 }
 
 
+def _domain_parts(detail: str) -> dict[str, str]:
+    """A ``domain`` row's detail (``base integer | not null | default 1 | collate "C"``) as a dict."""
+    out: dict[str, str] = {}
+    for part in detail.split(" | "):
+        word, _, rest = part.partition(" ")
+        out["not null" if part == "not null" else word] = rest
+    return out
+
+
+def _domain_constraints(rows: Iterable[CatalogRow], domain: CatalogRow) -> dict[str, str]:
+    """The constraints of ``domain`` among ``rows``: quoted name -> detail (``CHECK (...) [| not valid]``)."""
+    prefix = domain.object + "."
+    return {
+        r.object[len(prefix) :]: r.detail
+        for r in rows
+        if r.kind == "constraint" and r.key == domain.key and r.object.startswith(prefix)
+    }
+
+
+def _add_domain_constraint(domain: str, name: str, detail: str) -> str:
+    check, _, valid = detail.partition(" | ")
+    return f"ALTER DOMAIN {domain} ADD CONSTRAINT {name} {check}{' NOT VALID' if valid == 'not valid' else ''}"
+
+
+def _create_domain(domain: CatalogRow, constraints: dict[str, str]) -> list[str]:
+    parts = _domain_parts(domain.detail)
+    sql = f"CREATE DOMAIN {domain.object} AS {parts['base']}"
+    sql += f" COLLATE {parts['collate']}" if "collate" in parts else ""
+    sql += f" DEFAULT {parts['default']}" if "default" in parts else ""
+    sql += " NOT NULL" if "not null" in parts else ""
+    valid = {n: d for n, d in constraints.items() if not d.endswith(" | not valid")}
+    sql += "".join(f" CONSTRAINT {n} {d}" for n, d in sorted(valid.items()))
+    rest = [_add_domain_constraint(domain.object, n, d) for n, d in sorted(constraints.items()) if n not in valid]
+    return [sql, *rest]
+
+
+def _alter_domain(env: CatalogRow, want: CatalogRow, have_cons: dict[str, str], need_cons: dict[str, str]) -> list[str]:
+    have, need, name = _domain_parts(env.detail), _domain_parts(want.detail), want.object
+    out: list[str] = []
+    if have.get("default") != need.get("default"):
+        out.append(
+            f"ALTER DOMAIN {name} " + (f"SET DEFAULT {need['default']}" if "default" in need else "DROP DEFAULT")
+        )
+    if ("not null" in have) != ("not null" in need):
+        out.append(f"ALTER DOMAIN {name} {'SET' if 'not null' in need else 'DROP'} NOT NULL")
+    out += [f"ALTER DOMAIN {name} DROP CONSTRAINT {n}" for n in sorted(have_cons) if have_cons[n] != need_cons.get(n)]
+    out += [_add_domain_constraint(name, n, d) for n, d in sorted(need_cons.items()) if have_cons.get(n) != d]
+    return out
+
+
+def domain_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow]) -> tuple[list[str], list[str]]:
+    """(before migra's statements, after them) for the domains of the managed schemas, which migra does not diff:
+    new domains are created before the tables that use them; changes and drops follow migra's statements. A
+    domain whose base type or collation changed gets no statement: it stays unmanaged drift (``domain``)."""
+    have = {r.object: r for r in env if r.kind == "domain"}
+    need = {r.object: r for r in want if r.kind == "domain"}
+    before: list[str] = []
+    after: list[str] = []
+    for name in sorted(have.keys() | need.keys()):
+        a, b = have.get(name), need.get(name)
+        if a is None and b is not None:
+            before += _create_domain(b, _domain_constraints(want, b))
+        elif b is None and a is not None:
+            after.append(f"DROP DOMAIN {name}")
+        elif a is not None and b is not None:
+            pa, pb = _domain_parts(a.detail), _domain_parts(b.detail)
+            if (pa.get("base"), pa.get("collate")) == (pb.get("base"), pb.get("collate")):
+                after += _alter_domain(a, b, _domain_constraints(env, a), _domain_constraints(want, b))
+    return before, after
+
+
 def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sqls: Sequence[str]) -> list[str]:
     """Statements (after ``sqls``) for the differences ``sqls`` leave that the reconciler knows how to close."""
     done = touched(sqls)
@@ -477,5 +548,25 @@ def plan_statements(
     privileges: bool,
 ) -> list[str]:
     """migra's statements, then ours for the differences they leave that we know how to close."""
-    sqls = diff(current, want, privileges=privileges)
+    migra = diff(current, want, privileges=privileges)
+    before, after = ([one_statement(s) for s in part] for part in domain_statements(described, wanted))
+    at = _after_prerequisites(migra)
+    sqls = migra[:at] + before + migra[at:] + after
     return sqls + closing_statements(described, wanted, sqls)
+
+
+# What must exist before a domain is created: its schema, an extension or a type its base type may be.
+_PREREQUISITES = (ast.CreateSchemaStmt, ast.CreateExtensionStmt, ast.CreateEnumStmt, ast.CreateRangeStmt)
+
+
+def _after_prerequisites(sqls: Sequence[str]) -> int:
+    """The position just after the last statement of ``sqls`` that creates a schema, an extension or a type."""
+    at = 0
+    for i, sql in enumerate(sqls):
+        try:
+            raws = parser.parse_sql(sql)
+        except parser.ParseError:
+            continue
+        if any(isinstance(r.stmt, _PREREQUISITES) for r in raws):
+            at = i + 1
+    return at

@@ -15,7 +15,7 @@ from pglast import ast, enums
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, qualified, relname, validated_constraint
+from .names import added_constraint, qualified, relname, strings, validated_constraint
 from .registry import check
 from .types import from_type_name
 
@@ -195,3 +195,18 @@ def sequence_range_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -
             )
         elif option == "cycle" and getattr(opt.arg, "boolval", True):
             yield f"makes sequence {name} cycle: once its range is used up, nextval repeats values (keys collide)"
+
+
+@check(
+    "MF109",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "domain constraint or NOT NULL checked against existing values",
+    nodes=["AlterDomainStmt"],
+)
+def domain_constraint_checked(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = ".".join(strings(node.typeName))
+    if node.subtype == "O":
+        yield f"sets NOT NULL on domain {name}: fails if a column of that domain holds a NULL"
+    elif node.subtype == "V" or (node.subtype == "C" and not getattr(node.def_, "skip_validation", False)):
+        yield f"checks a constraint of domain {name} against every column of that domain: fails if a value violates it"

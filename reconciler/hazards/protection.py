@@ -15,7 +15,7 @@ from pglast import enums
 
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
-from .names import dropped_name, object_name, qualified_child, relname
+from .names import dropped_name, object_name, qualified_child, relname, strings
 from .registry import check
 
 AT = enums.AlterTableType
@@ -117,3 +117,14 @@ def trigger_disabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
     disabling = (AT.AT_DisableTrig, AT.AT_DisableTrigAll, AT.AT_DisableTrigUser, AT.AT_DisableRule)
     for cmd in _cmds(node, *disabling):
         yield f"disables {cmd.name or 'every trigger'} on {relname(node.relation)}: writes skip it"
+
+
+@check(
+    "PR111", HazardKind.PROTECTION, Severity.WARNING, "domain constraint or NOT NULL dropped", nodes=["AlterDomainStmt"]
+)
+def domain_constraint_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = ".".join(strings(node.typeName))
+    if node.subtype == "X":
+        yield f"drops constraint {node.name} of domain {name}: columns of that domain accept values it refused"
+    elif node.subtype == "N":
+        yield f"drops NOT NULL of domain {name}: columns of that domain accept NULLs"
