@@ -510,6 +510,50 @@ def domain_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow]) -> 
     return before, after
 
 
+# The parts of an ``aggregate`` row's detail, as the catalog description prints them, last first.
+_AGGREGATE_PARTS = ("kind", "initcond", "combinefunc", "finalfunc", "stype", "sfunc")
+_PARALLEL = {"s": "SAFE", "r": "RESTRICTED", "u": "UNSAFE"}
+
+
+def _aggregate_parts(detail: str) -> dict[str, str]:
+    """``... | parallel u | sfunc f stype t [finalfunc f] [combinefunc f] [initcond x] kind n`` as a dict."""
+    parts = detail.split(" | ")
+    out = {p.partition(" ")[0]: p.partition(" ")[2] for p in parts[:-1]}
+    rest = " " + parts[-1]
+    for key in _AGGREGATE_PARTS:  # a label whose value is NULL is printed bare
+        head, found, value = (rest + " ").rpartition(f" {key} ")
+        if found:
+            rest = head
+            if value.strip():
+                out[key] = value.strip()
+    return out
+
+
+def _aggregate_definition(row: CatalogRow, *, replace: bool) -> str | None:
+    """``CREATE [OR REPLACE] AGGREGATE`` for a normal aggregate; None for an ordered-set or hypothetical one."""
+    parts = _aggregate_parts(row.detail)
+    if parts.get("kind") != "n" or "sfunc" not in parts or "stype" not in parts:
+        return None
+    options = [f"SFUNC = {parts['sfunc']}", f"STYPE = {parts['stype']}"]
+    options += [f"{k.upper()} = {parts[k]}" for k in ("finalfunc", "combinefunc") if k in parts]
+    options += [f"INITCOND = {literal(parts['initcond'])}"] if "initcond" in parts else []
+    options += [f"PARALLEL = {_PARALLEL[parts['parallel']]}"] if parts.get("parallel") in _PARALLEL else []
+    return f"CREATE {'OR REPLACE ' if replace else ''}AGGREGATE {row.object} ({', '.join(options)})"
+
+
+def aggregate_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow]) -> tuple[list[str], list[str]]:
+    """(created or replaced, dropped) aggregates, which migra does not diff. An ordered-set or hypothetical
+    aggregate gets no statement: it stays unmanaged drift (``aggregate``)."""
+    have = {r.object: r for r in env if r.kind == "aggregate"}
+    need = {r.object: r for r in want if r.kind == "aggregate"}
+    made = [
+        _aggregate_definition(b, replace=name in have)
+        for name, b in sorted(need.items())
+        if have.get(name) is None or have[name].detail != b.detail
+    ]
+    return [m for m in made if m is not None], [f"DROP AGGREGATE {name}" for name in sorted(have.keys() - need.keys())]
+
+
 def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sqls: Sequence[str]) -> list[str]:
     """Statements (after ``sqls``) for the differences ``sqls`` leave that the reconciler knows how to close."""
     done = touched(sqls)
@@ -550,8 +594,9 @@ def plan_statements(
     """migra's statements, then ours for the differences they leave that we know how to close."""
     migra = diff(current, want, privileges=privileges)
     before, after = ([one_statement(s) for s in part] for part in domain_statements(described, wanted))
-    at = _after_prerequisites(migra)
-    sqls = migra[:at] + before + migra[at:] + after
+    made, dropped = ([one_statement(s) for s in part] for part in aggregate_statements(described, wanted))
+    at, fns = _after_prerequisites(migra)
+    sqls = migra[:at] + before + migra[at:fns] + made + migra[fns:] + after + dropped
     return sqls + closing_statements(described, wanted, sqls)
 
 
@@ -559,9 +604,10 @@ def plan_statements(
 _PREREQUISITES = (ast.CreateSchemaStmt, ast.CreateExtensionStmt, ast.CreateEnumStmt, ast.CreateRangeStmt)
 
 
-def _after_prerequisites(sqls: Sequence[str]) -> int:
-    """The position just after the last statement of ``sqls`` that creates a schema, an extension or a type."""
-    at = 0
+def _after_prerequisites(sqls: Sequence[str]) -> tuple[int, int]:
+    """The positions just after the last statement of ``sqls`` that creates a schema, an extension or a type (where
+    domains go), and just after the last that creates a function (where aggregates go)."""
+    at = fns = 0
     for i, sql in enumerate(sqls):
         try:
             raws = parser.parse_sql(sql)
@@ -569,4 +615,6 @@ def _after_prerequisites(sqls: Sequence[str]) -> int:
             continue
         if any(isinstance(r.stmt, _PREREQUISITES) for r in raws):
             at = i + 1
-    return at
+        if any(isinstance(r.stmt, ast.CreateFunctionStmt) for r in raws):
+            fns = i + 1
+    return at, max(at, fns)

@@ -128,3 +128,10 @@ def domain_constraint_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext
         yield f"drops constraint {node.name} of domain {name}: columns of that domain accept values it refused"
     elif node.subtype == "N":
         yield f"drops NOT NULL of domain {name}: columns of that domain accept NULLs"
+
+
+@check("PR112", HazardKind.PROTECTION, Severity.WARNING, "aggregate dropped", nodes=["DropStmt"])
+def aggregate_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if node.removeType == OT.OBJECT_AGGREGATE:
+        for obj in node.objects or ():
+            yield f"drops aggregate {object_name(obj)}: queries that call it start failing"

@@ -131,15 +131,15 @@ CASES = [
         "aggregate added",
         "",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
-        "aggregate",
+        CONVERGES,
     ),
     Case(
         "aggregate initcond changed",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int, initcond = '0');",
-        "aggregate",
+        CONVERGES,
     ),
-    Case("aggregate dropped", "create aggregate mysum(int) (sfunc = int4pl, stype = int);", "", "aggregate"),
+    Case("aggregate dropped", "create aggregate mysum(int) (sfunc = int4pl, stype = int);", "", CONVERGES),
     Case(
         "aggregate comment",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
