@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pglast import ast, parser
-from pglast.enums import AlterTableType
+from pglast.enums import AlterTableType, ObjectType
+from pglast.stream import RawStream
 
 from .catalog import CatalogRow, DescribeOptions, by_object, describe
 from .config import EnvironmentConfig
@@ -592,7 +593,7 @@ def plan_statements(
     privileges: bool,
 ) -> list[str]:
     """migra's statements, then ours for the differences they leave that we know how to close."""
-    migra = diff(current, want, privileges=privileges)
+    migra = alter_changed_policies(diff(current, want, privileges=privileges), described)
     before, after = ([one_statement(s) for s in part] for part in domain_statements(described, wanted))
     made, dropped = ([one_statement(s) for s in part] for part in aggregate_statements(described, wanted))
     at, fns = _after_prerequisites(migra)
@@ -618,3 +619,70 @@ def _after_prerequisites(sqls: Sequence[str]) -> tuple[int, int]:
         if any(isinstance(r.stmt, ast.CreateFunctionStmt) for r in raws):
             fns = i + 1
     return at, max(at, fns)
+
+
+# pg_policy.polcmd -> the command CREATE POLICY names.
+_POLICY_COMMANDS = {"r": "select", "a": "insert", "w": "update", "d": "delete", "*": "all"}
+
+
+def _env_policy(rows: Sequence[CatalogRow], table: str, name: str) -> dict[str, str] | None:
+    """The environment's policy ``name`` on ``table`` (raw ``schema.table``): its detail's parts by first word."""
+    quoted = '"' + name.replace('"', '""') + '"'
+    for r in rows:
+        if r.kind == "policy" and r.key == table and (r.object.endswith("." + name) or r.object.endswith("." + quoted)):
+            return {p.partition(" ")[0]: p.partition(" ")[2] for p in r.detail.split(" | ")}
+    return None
+
+
+def _alterable(create: ast.CreatePolicyStmt, env: dict[str, str] | None) -> bool:
+    """ALTER POLICY can take the environment's policy to ``create``: same command, same permissive/restrictive, and
+    no USING or WITH CHECK clause to remove (ALTER POLICY cannot remove one)."""
+    if env is None or _POLICY_COMMANDS.get(env.get("for", "")) != create.cmd_name:
+        return False
+    if ("permissive" in env) != bool(create.permissive):
+        return False
+    return not ("using" in env and create.qual is None) and not ("check" in env and create.with_check is None)
+
+
+def alter_changed_policies(sqls: Sequence[str], env: Sequence[CatalogRow]) -> list[str]:
+    """migra's statements with each changed policy's DROP POLICY plus CREATE POLICY replaced by one ALTER POLICY
+    (at the CREATE's place), so the table never goes without the policy. A policy whose command or
+    permissive/restrictive changes keeps migra's drop and create."""
+    parsed: list[ast.Node | None] = []
+    for sql in sqls:
+        try:
+            raws = parser.parse_sql(sql)
+        except parser.ParseError:
+            raws = ()
+        parsed.append(raws[0].stmt if len(raws) == 1 else None)
+    drops: dict[str, int] = {}
+    for i, node in enumerate(parsed):
+        objects = node.objects if isinstance(node, ast.DropStmt) else None
+        if (
+            isinstance(node, ast.DropStmt)
+            and node.removeType == ObjectType.OBJECT_POLICY
+            and objects
+            and len(objects) == 1
+        ):
+            drops[".".join(str(n.sval) for n in objects[0])] = i
+    out = list(sqls)
+    gone: set[int] = set()
+    for i, node in enumerate(parsed):
+        if not isinstance(node, ast.CreatePolicyStmt) or node.table is None:
+            continue
+        table = f"{node.table.schemaname or 'public'}.{node.table.relname}"
+        dropped = drops.get(f"{table}.{node.policy_name}")
+        if dropped is not None and dropped < i and _alterable(node, _env_policy(env, table, str(node.policy_name))):
+            out[i] = str(RawStream()(_alter_policy(node)))
+            gone.add(dropped)
+    return [sql for i, sql in enumerate(out) if i not in gone]
+
+
+def _alter_policy(create: ast.CreatePolicyStmt) -> ast.AlterPolicyStmt:
+    return ast.AlterPolicyStmt(
+        policy_name=create.policy_name,
+        table=create.table,
+        roles=create.roles,
+        qual=create.qual,
+        with_check=create.with_check,
+    )

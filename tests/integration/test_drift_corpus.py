@@ -32,6 +32,7 @@ class Case:
     current: str
     desired: str
     expect: str  # CONVERGES, PLAN_WAITS, or the kind of unmanaged drift that remains
+    plan_has: str = ""  # a text the first plan's statements must hold (how the difference is closed)
 
 
 T = "create table t (id int primary key, v text);"
@@ -222,6 +223,43 @@ CASES = [
     Case("domain dropped", "create domain pos as int not null;", "", CONVERGES),
     Case("table of a new domain", "", "create domain pos as int; create table t (id pos);", CONVERGES),
     Case("domain base type changed", "create domain pos as int;", "create domain pos as bigint;", "domain"),
+    # a changed policy: ALTER POLICY, so the table never goes without it; a new command or permissiveness: drop and
+    # create
+    Case(
+        "policy using changed",
+        RLS + " create policy p on t using (id > 0);",
+        RLS + " create policy p on t using (id > 1);",
+        CONVERGES,
+        plan_has="ALTER POLICY",
+    ),
+    Case(
+        "policy roles changed",
+        RLS + " create policy p on t using (id > 0);",
+        RLS + " create policy p on t to drift_reader using (id > 0);",
+        CONVERGES,
+        plan_has="ALTER POLICY",
+    ),
+    Case(
+        "policy with check changed",
+        RLS + " create policy p on t for update using (id > 0) with check (id > 0);",
+        RLS + " create policy p on t for update using (id > 0) with check (id > 2);",
+        CONVERGES,
+        plan_has="ALTER POLICY",
+    ),
+    Case(
+        "policy command changed",
+        RLS + " create policy p on t for select using (id > 0);",
+        RLS + " create policy p on t for update using (id > 0);",
+        CONVERGES,
+        plan_has="drop policy",
+    ),
+    Case(
+        "policy made restrictive",
+        RLS + " create policy p on t using (id > 0);",
+        RLS + " create policy p on t as restrictive using (id > 0);",
+        CONVERGES,
+        plan_has="drop policy",
+    ),
     # foreign servers: a desired file may not declare them (the sandbox refuses CREATE FOREIGN DATA WRAPPER, SERVER
     # and USER MAPPING), so the environment holds them and the desired state does not: unmanaged drift, never in sync
     Case(
@@ -317,6 +355,7 @@ def test_drift_case(
     assert pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
     before = rec.plan("dev")
     assert not before.in_sync
+    assert not case.plan_has or any(case.plan_has in s.sql for s in before.statements), before.to_json()
 
     _apply_all(rec)
     after = rec.plan("dev")
