@@ -429,6 +429,22 @@ def _sequence(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -
     return [f"ALTER SEQUENCE {want.object} {' '.join(clauses)}"] if clauses else []
 
 
+_OWNER_KEYWORD = {
+    "materialized_view": "MATERIALIZED VIEW",
+    "foreign_table": "FOREIGN TABLE",
+}
+
+
+def _owner(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    """``ALTER <kind> ... OWNER TO`` the desired owner; ``<owner>`` (created by whoever builds or applies) is the
+    role that applies the plan (``CURRENT_USER``)."""
+    if want is None or (env is None and (want.detail == "<owner>" or want.key not in keys)):
+        return []  # a new object belongs to the role that creates it; a dropped one needs no owner
+    kind, ident = want.object.split(" ", 1)
+    owner = "CURRENT_USER" if want.detail == "<owner>" else _role(want.detail)
+    return [f"ALTER {_OWNER_KEYWORD.get(kind, kind.upper())} {ident} OWNER TO {owner}"]
+
+
 _CLOSERS = {
     "comment": _comment,
     "options": _options,
@@ -437,6 +453,7 @@ _CLOSERS = {
     "acl": _acl,
     "default_privileges": _default_privileges,
     "sequence": _sequence,
+    "owner": _owner,
 }
 
 
@@ -686,3 +703,17 @@ def _alter_policy(create: ast.CreatePolicyStmt) -> ast.AlterPolicyStmt:
         qual=create.qual,
         with_check=create.with_check,
     )
+
+
+def owner_change(sql: str) -> bool:
+    """Whether ``sql`` only changes an owner (``ALTER ... OWNER TO``): a vetting clone, restored without owners,
+    cannot show what such a statement changes."""
+    try:
+        raws = parser.parse_sql(sql)
+    except parser.ParseError:
+        return False
+    stmt = raws[0].stmt if len(raws) == 1 else None
+    if isinstance(stmt, ast.AlterTableStmt):
+        cmds = [c for c in stmt.cmds or () if isinstance(c, ast.AlterTableCmd)]
+        return bool(cmds) and all(c.subtype == AlterTableType.AT_ChangeOwner for c in cmds)
+    return isinstance(stmt, ast.AlterOwnerStmt)

@@ -33,6 +33,7 @@ class Case:
     desired: str
     expect: str  # CONVERGES, PLAN_WAITS, or the kind of unmanaged drift that remains
     plan_has: str = ""  # a text the first plan's statements must hold (how the difference is closed)
+    owners: bool = False  # compare_owners (the dumps, taken --no-owner, do not show the difference)
 
 
 T = "create table t (id int primary key, v text);"
@@ -260,6 +261,19 @@ CASES = [
         CONVERGES,
         plan_has="drop policy",
     ),
+    # owners (compare_owners: true): objects the environment gave away go back to the role that applies
+    Case("table owner", T + " alter table t owner to drift_owner;", T, CONVERGES, "OWNER TO", owners=True),
+    Case("view owner", V + " alter view v owner to drift_owner;", V, CONVERGES, "OWNER TO", owners=True),
+    Case("sequence owner", S + " alter sequence s owner to drift_owner;", S, CONVERGES, "OWNER TO", owners=True),
+    Case("function owner", F + " alter function f(int) owner to drift_owner;", F, CONVERGES, "OWNER TO", owners=True),
+    Case(
+        "schema owner",
+        "create schema app; alter schema app owner to drift_owner;",
+        "create schema app;",
+        CONVERGES,
+        "OWNER TO",
+        owners=True,
+    ),
     # foreign servers: a desired file may not declare them (the sandbox refuses CREATE FOREIGN DATA WRAPPER, SERVER
     # and USER MAPPING), so the environment holds them and the desired state does not: unmanaged drift, never in sync
     Case(
@@ -315,8 +329,9 @@ def pg_dump_schema(dsn: str, *, privileges: bool) -> list[str]:
 @pytest.fixture(scope="module")
 def reader_role(pg_server: EmbeddedPostgres) -> str:
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_roles where rolname = 'drift_reader'").fetchone():
-            conn.execute("create role drift_reader")
+        for role in ("drift_reader", "drift_owner"):
+            if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(f"create role {role}".encode())
     return "drift_reader"
 
 
@@ -351,8 +366,9 @@ def test_drift_case(
 ) -> None:
     env = make_db(case.current)
     built = make_db(case.desired)
-    rec = reconciler_for(project({"010.sql": case.desired}, {"dev": {"dsn": env, "privileges": True}}))
-    assert pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
+    settings = {"dsn": env, "privileges": True, "compare_owners": case.owners}
+    rec = reconciler_for(project({"010.sql": case.desired}, {"dev": settings}))
+    assert case.owners or pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
     before = rec.plan("dev")
     assert not before.in_sync
     assert not case.plan_has or any(case.plan_has in s.sql for s in before.statements), before.to_json()
