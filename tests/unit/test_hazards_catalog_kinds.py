@@ -1,6 +1,6 @@
 """The hazards of the statements the reconciler writes beside migra's (sequence options, domains, aggregates,
-collations, ownership, policies, view options), table-driven, no database: each is judged by a check or held
-harmless, never left to default deny (UC101)."""
+collations, owners, changed policies), table-driven, no database: each is judged by a check or held harmless,
+never left to default deny (UC101)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ CASES = [
     ("DROP AGGREGATE public.s(integer)", ("PR112",)),
     ("CREATE COLLATION public.c1 (locale = 'C')", ()),
     ("DROP COLLATION public.c1", ("DS115",)),
+    ("ALTER TABLE public.t OWNER TO CURRENT_USER", ("AZ110",)),
+    ("ALTER FUNCTION public.f(integer) OWNER TO CURRENT_USER", ("AZ110",)),
+    ("ALTER POLICY p ON public.t TO drift_reader USING (id > 1)", ("AZ106",)),
 ]
 
 
