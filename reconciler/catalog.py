@@ -10,9 +10,11 @@ and normalised for what legitimately differs between two databases that ``pg_dum
 * a column's position is its rank among the live columns (dropped columns leave holes in ``attnum``), and is left
   out entirely with ``ignore_column_order``;
 * ACLs are compared as sets of (grantee, privilege, grantable) with the grantor left out; a NULL ACL counts as the
-  object kind's built-in default (as ``pg_dump`` does); the object's owner is shown as ``<owner>`` unless
-  ``compare_owners``; ACLs and default privileges are left out unless the environment manages ``privileges``;
-* owners are left out unless ``compare_owners``;
+  object kind's built-in default (as ``pg_dump`` does); the object's owner is shown as ``<owner>`` (who owns it
+  is the ``owner`` row's business); ACLs and default privileges are left out unless the environment manages
+  ``privileges``;
+* owners are left out unless ``compare_owners``; an owner that is the describing role (the role that applies, on an
+  environment; the build role, on the desired build) is ``<owner>``;
 * user mappings are listed by (server, user) only: their options (passwords) are never read;
 * objects that belong to an extension are represented by the extension (name, version, schema).
 
@@ -55,7 +57,7 @@ def _acl(acl: str, objtype: str, owner: str, *, default: bool = True) -> str:
     """SQL for a normalised ACL: sorted ``grantee:privilege[*]`` items; NULL means the built-in default."""
     source = f"coalesce({acl}, acldefault('{objtype}', {owner}))" if default else f"coalesce({acl}, '{{}}')"
     role = (
-        f"case when x.grantee = 0 then 'PUBLIC' when x.grantee = {owner} and not %(owners)s then '<owner>' "
+        f"case when x.grantee = 0 then 'PUBLIC' when x.grantee = {owner} then '<owner>' "
         "else pg_get_userbyid(x.grantee) end"
     )
     item = f"{role} || ':' || x.privilege_type || case when x.is_grantable then '*' else '' end"
@@ -122,7 +124,7 @@ select kind, object, detail, key from (
   union all
     select 'acl', 'schema ' || quote_ident(nspname), __SCHEMA_ACL__, nspname from ns where %(privileges)s
   union all
-    select 'owner', 'schema ' || quote_ident(nspname), pg_get_userbyid(nspowner), nspname from ns where %(owners)s
+    select 'owner', 'schema ' || quote_ident(nspname), __OWNER__(nspowner), nspname from ns where %(owners)s
   union all
     select 'extension', quote_ident(e.extname), e.extversion || ' in ' || n.nspname, e.extname
     from pg_extension e join pg_namespace n on n.oid = e.extnamespace
@@ -165,7 +167,7 @@ select kind, object, detail, key from (
     select 'acl', rel.kindname || ' ' || rel.ident, __REL_ACL__, rel.key
     from rel where %(privileges)s and rel.relkind <> 'c'
   union all
-    select 'owner', rel.kindname || ' ' || rel.ident, pg_get_userbyid(rel.relowner), rel.key
+    select 'owner', rel.kindname || ' ' || rel.ident, __OWNER__(rel.relowner), rel.key
     from rel where %(owners)s and rel.relkind <> 'c'
   union all
     select 'sequence_owned_by', rel.ident, dr.ident || '.' || quote_ident(a.attname), rel.key
@@ -255,7 +257,7 @@ select kind, object, detail, key from (
   union all
     select 'acl', fn.kindname || ' ' || fn.ident, __FN_ACL__, fn.key from fn where %(privileges)s
   union all
-    select 'owner', fn.kindname || ' ' || fn.ident, pg_get_userbyid(fn.proowner), fn.key from fn where %(owners)s
+    select 'owner', fn.kindname || ' ' || fn.ident, __OWNER__(fn.proowner), fn.key from fn where %(owners)s
   union all
     select typ.kindname, typ.ident,
            concat_ws(' | ',
@@ -278,7 +280,7 @@ select kind, object, detail, key from (
   union all
     select 'acl', 'type ' || typ.ident, __TYP_ACL__, typ.key from typ where %(privileges)s
   union all
-    select 'owner', 'type ' || typ.ident, pg_get_userbyid(typ.typowner), typ.key from typ where %(owners)s
+    select 'owner', 'type ' || typ.ident, __OWNER__(typ.typowner), typ.key from typ where %(owners)s
   union all
     select 'statistics', quote_ident(ns.nspname) || '.' || quote_ident(s.stxname), pg_get_statisticsobjdef(s.oid),
            ns.nspname || '.' || s.stxname
@@ -376,6 +378,13 @@ _SQL = (
     .replace("__TYP_ACL__", _acl("typ.typacl", "T", "typ.typowner"))
     .replace("__DEFACL__", _acl("da.defaclacl", "r", "da.defaclrole", default=False))
 )
+# An owner that is the describing role (the role that applies, on an environment; the build role, on the desired
+# build) is ``<owner>``: objects a desired file does not give away belong to whoever creates them.
+for _column in ("nspowner", "rel.relowner", "fn.proowner", "typ.typowner"):
+    _SQL = _SQL.replace(
+        f"__OWNER__({_column})",
+        f"case when {_column} = current_user::regrole then '<owner>' else pg_get_userbyid({_column}) end",
+    )
 
 
 def describe(

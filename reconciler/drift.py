@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pglast import ast, parser
-from pglast.enums import AlterTableType
+from pglast.enums import AlterTableType, ObjectType
+from pglast.stream import RawStream
 
 from .catalog import CatalogRow, DescribeOptions, by_object, describe
 from .config import EnvironmentConfig
-from .diff import diff
+from .diff import diff, one_statement
 from .inspect import Inspection
 from .model import UnmanagedDrift
 
@@ -350,17 +351,98 @@ def _acl(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> lis
     on = f"{_ACL_KEYWORD.get(kind, 'TABLE')} {ident}"
     have = set(env.detail.split(",")) if env else set(_ACL_BASELINE.get(kind, ()))
     need = set(want.detail.split(",")) if want and want.detail else set()
-    out: list[str] = []
-    for item in sorted(have - need):
-        grantee, _, priv = item.partition(":")
-        if grantee != "<owner>" and item:
-            out.append(f"REVOKE {priv.rstrip('*')}{column} ON {on} FROM {_role(grantee)}")
-    for item in sorted(need - have):
-        grantee, _, priv = item.partition(":")
-        if grantee != "<owner>" and item:
-            grant = " WITH GRANT OPTION" if priv.endswith("*") else ""
-            out.append(f"GRANT {priv.rstrip('*')}{column} ON {on} TO {_role(grantee)}{grant}")
+    return [
+        f"GRANT {priv}{column} ON {on} TO {who}{extra}" if grant else f"REVOKE {priv}{column} ON {on} FROM {who}"
+        for grant, priv, who, extra in _acl_changes(have, need)
+    ]
+
+
+def _acl_changes(have: set[str], need: set[str]) -> Iterator[tuple[bool, str, str, str]]:
+    """(grant?, privilege, grantee, `` WITH GRANT OPTION`` or '') taking ACL items ``have`` to ``need``: revokes
+    first; the owner's own items are never touched."""
+    for grant, items in ((False, have - need), (True, need - have)):
+        for item in sorted(items):
+            grantee, _, priv = item.partition(":")
+            if grantee != "<owner>" and item:
+                extra = " WITH GRANT OPTION" if grant and priv.endswith("*") else ""
+                yield grant, priv.rstrip("*"), _role(grantee), extra
+
+
+# Default privileges: the object kind in the row -> the kind ALTER DEFAULT PRIVILEGES names, and the items a role
+# holds without any pg_default_acl row (a global row's baseline; a row IN SCHEMA only adds to the global one).
+_DEFACL_BASELINE = {"functions": {"PUBLIC:EXECUTE"}, "types": {"PUBLIC:USAGE"}}
+
+
+def _default_privileges(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    """``ALTER DEFAULT PRIVILEGES [FOR ROLE r] [IN SCHEMA s] GRANT|REVOKE ... ON <kind>`` for one row's difference.
+
+    The row's object reads ``for role <r> [in schema <s>] on <kind>``; ``<owner>`` (the database owner or the role
+    that applies) is left out, so the statement names the role that runs it."""
+    row = want or env
+    assert row is not None
+    head, _, on = row.object.rpartition(" on ")
+    role, _, schema = head.removeprefix("for role ").partition(" in schema ")
+    prefix = "ALTER DEFAULT PRIVILEGES" + ("" if role == "<owner>" else f" FOR ROLE {_role(role)}")
+    prefix += f" IN SCHEMA {schema}" if schema else ""
+    baseline = set() if schema else set(_DEFACL_BASELINE.get(on, ()))
+    have = set(env.detail.split(",")) if env and env.detail else baseline
+    need = set(want.detail.split(",")) if want and want.detail else baseline
+    return [
+        f"{prefix} GRANT {priv} ON {on.upper()} TO {who}{extra}"
+        if grant
+        else f"{prefix} REVOKE {priv} ON {on.upper()} FROM {who}"
+        for grant, priv, who, extra in _acl_changes(have, need)
+    ]
+
+
+# The sequence options of a ``sequence`` row's detail -> the ALTER SEQUENCE clause that sets each.
+_SEQUENCE_CLAUSES = {
+    "as": "AS {}",
+    "increment": "INCREMENT BY {}",
+    "min": "MINVALUE {}",
+    "max": "MAXVALUE {}",
+    "start": "START WITH {}",
+    "cache": "CACHE {}",
+}
+
+
+def _sequence_options(detail: str) -> dict[str, str]:
+    """``as bigint start 1 increment 1 min 1 max 9 cache 1 [cycle]`` (one part of the detail) as a dict."""
+    part = next((p for p in detail.split(" | ") if p.startswith("as ")), "")
+    words = part.split()
+    out = dict(zip(words[0::2], words[1::2], strict=False))
+    out["cycle"] = "cycle" if "cycle" in words else "no cycle"
     return out
+
+
+def _sequence(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    """``ALTER SEQUENCE ... AS/INCREMENT/MINVALUE/MAXVALUE/START/CACHE/[NO] CYCLE`` for the options that differ on
+    a sequence both sides hold (migra creates and drops sequences)."""
+    if env is None or want is None:
+        return []
+    have, need = _sequence_options(env.detail), _sequence_options(want.detail)
+    clauses = [
+        _SEQUENCE_CLAUSES[k].format(v) if k in _SEQUENCE_CLAUSES else v.upper()
+        for k, v in need.items()
+        if have.get(k) != v and (k in _SEQUENCE_CLAUSES or k == "cycle")
+    ]
+    return [f"ALTER SEQUENCE {want.object} {' '.join(clauses)}"] if clauses else []
+
+
+_OWNER_KEYWORD = {
+    "materialized_view": "MATERIALIZED VIEW",
+    "foreign_table": "FOREIGN TABLE",
+}
+
+
+def _owner(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> list[str]:
+    """``ALTER <kind> ... OWNER TO`` the desired owner; ``<owner>`` (created by whoever builds or applies) is the
+    role that applies the plan (``CURRENT_USER``)."""
+    if want is None or (env is None and (want.detail == "<owner>" or want.key not in keys)):
+        return []  # a new object belongs to the role that creates it; a dropped one needs no owner
+    kind, ident = want.object.split(" ", 1)
+    owner = "CURRENT_USER" if want.detail == "<owner>" else _role(want.detail)
+    return [f"ALTER {_OWNER_KEYWORD.get(kind, kind.upper())} {ident} OWNER TO {owner}"]
 
 
 _CLOSERS = {
@@ -369,7 +451,125 @@ _CLOSERS = {
     "force_row_security": _table_aspect,
     "replica_identity": _table_aspect,
     "acl": _acl,
+    "default_privileges": _default_privileges,
+    "sequence": _sequence,
+    "owner": _owner,
 }
+
+
+def _domain_parts(detail: str) -> dict[str, str]:
+    """A ``domain`` row's detail (``base integer | not null | default 1 | collate "C"``) as a dict."""
+    out: dict[str, str] = {}
+    for part in detail.split(" | "):
+        word, _, rest = part.partition(" ")
+        out["not null" if part == "not null" else word] = rest
+    return out
+
+
+def _domain_constraints(rows: Iterable[CatalogRow], domain: CatalogRow) -> dict[str, str]:
+    """The constraints of ``domain`` among ``rows``: quoted name -> detail (``CHECK (...) [| not valid]``)."""
+    prefix = domain.object + "."
+    return {
+        r.object[len(prefix) :]: r.detail
+        for r in rows
+        if r.kind == "constraint" and r.key == domain.key and r.object.startswith(prefix)
+    }
+
+
+def _add_domain_constraint(domain: str, name: str, detail: str) -> str:
+    check, _, valid = detail.partition(" | ")
+    return f"ALTER DOMAIN {domain} ADD CONSTRAINT {name} {check}{' NOT VALID' if valid == 'not valid' else ''}"
+
+
+def _create_domain(domain: CatalogRow, constraints: dict[str, str]) -> list[str]:
+    parts = _domain_parts(domain.detail)
+    sql = f"CREATE DOMAIN {domain.object} AS {parts['base']}"
+    sql += f" COLLATE {parts['collate']}" if "collate" in parts else ""
+    sql += f" DEFAULT {parts['default']}" if "default" in parts else ""
+    sql += " NOT NULL" if "not null" in parts else ""
+    valid = {n: d for n, d in constraints.items() if not d.endswith(" | not valid")}
+    sql += "".join(f" CONSTRAINT {n} {d}" for n, d in sorted(valid.items()))
+    rest = [_add_domain_constraint(domain.object, n, d) for n, d in sorted(constraints.items()) if n not in valid]
+    return [sql, *rest]
+
+
+def _alter_domain(env: CatalogRow, want: CatalogRow, have_cons: dict[str, str], need_cons: dict[str, str]) -> list[str]:
+    have, need, name = _domain_parts(env.detail), _domain_parts(want.detail), want.object
+    out: list[str] = []
+    if have.get("default") != need.get("default"):
+        out.append(
+            f"ALTER DOMAIN {name} " + (f"SET DEFAULT {need['default']}" if "default" in need else "DROP DEFAULT")
+        )
+    if ("not null" in have) != ("not null" in need):
+        out.append(f"ALTER DOMAIN {name} {'SET' if 'not null' in need else 'DROP'} NOT NULL")
+    out += [f"ALTER DOMAIN {name} DROP CONSTRAINT {n}" for n in sorted(have_cons) if have_cons[n] != need_cons.get(n)]
+    out += [_add_domain_constraint(name, n, d) for n, d in sorted(need_cons.items()) if have_cons.get(n) != d]
+    return out
+
+
+def domain_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow]) -> tuple[list[str], list[str]]:
+    """(before migra's statements, after them) for the domains of the managed schemas, which migra does not diff:
+    new domains are created before the tables that use them; changes and drops follow migra's statements. A
+    domain whose base type or collation changed gets no statement: it stays unmanaged drift (``domain``)."""
+    have = {r.object: r for r in env if r.kind == "domain"}
+    need = {r.object: r for r in want if r.kind == "domain"}
+    before: list[str] = []
+    after: list[str] = []
+    for name in sorted(have.keys() | need.keys()):
+        a, b = have.get(name), need.get(name)
+        if a is None and b is not None:
+            before += _create_domain(b, _domain_constraints(want, b))
+        elif b is None and a is not None:
+            after.append(f"DROP DOMAIN {name}")
+        elif a is not None and b is not None:
+            pa, pb = _domain_parts(a.detail), _domain_parts(b.detail)
+            if (pa.get("base"), pa.get("collate")) == (pb.get("base"), pb.get("collate")):
+                after += _alter_domain(a, b, _domain_constraints(env, a), _domain_constraints(want, b))
+    return before, after
+
+
+# The parts of an ``aggregate`` row's detail, as the catalog description prints them, last first.
+_AGGREGATE_PARTS = ("kind", "initcond", "combinefunc", "finalfunc", "stype", "sfunc")
+_PARALLEL = {"s": "SAFE", "r": "RESTRICTED", "u": "UNSAFE"}
+
+
+def _aggregate_parts(detail: str) -> dict[str, str]:
+    """``... | parallel u | sfunc f stype t [finalfunc f] [combinefunc f] [initcond x] kind n`` as a dict."""
+    parts = detail.split(" | ")
+    out = {p.partition(" ")[0]: p.partition(" ")[2] for p in parts[:-1]}
+    rest = " " + parts[-1]
+    for key in _AGGREGATE_PARTS:  # a label whose value is NULL is printed bare
+        head, found, value = (rest + " ").rpartition(f" {key} ")
+        if found:
+            rest = head
+            if value.strip():
+                out[key] = value.strip()
+    return out
+
+
+def _aggregate_definition(row: CatalogRow, *, replace: bool) -> str | None:
+    """``CREATE [OR REPLACE] AGGREGATE`` for a normal aggregate; None for an ordered-set or hypothetical one."""
+    parts = _aggregate_parts(row.detail)
+    if parts.get("kind") != "n" or "sfunc" not in parts or "stype" not in parts:
+        return None
+    options = [f"SFUNC = {parts['sfunc']}", f"STYPE = {parts['stype']}"]
+    options += [f"{k.upper()} = {parts[k]}" for k in ("finalfunc", "combinefunc") if k in parts]
+    options += [f"INITCOND = {literal(parts['initcond'])}"] if "initcond" in parts else []
+    options += [f"PARALLEL = {_PARALLEL[parts['parallel']]}"] if parts.get("parallel") in _PARALLEL else []
+    return f"CREATE {'OR REPLACE ' if replace else ''}AGGREGATE {row.object} ({', '.join(options)})"
+
+
+def aggregate_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow]) -> tuple[list[str], list[str]]:
+    """(created or replaced, dropped) aggregates, which migra does not diff. An ordered-set or hypothetical
+    aggregate gets no statement: it stays unmanaged drift (``aggregate``)."""
+    have = {r.object: r for r in env if r.kind == "aggregate"}
+    need = {r.object: r for r in want if r.kind == "aggregate"}
+    made = [
+        _aggregate_definition(b, replace=name in have)
+        for name, b in sorted(need.items())
+        if have.get(name) is None or have[name].detail != b.detail
+    ]
+    return [m for m in made if m is not None], [f"DROP AGGREGATE {name}" for name in sorted(have.keys() - need.keys())]
 
 
 def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sqls: Sequence[str]) -> list[str]:
@@ -410,5 +610,110 @@ def plan_statements(
     privileges: bool,
 ) -> list[str]:
     """migra's statements, then ours for the differences they leave that we know how to close."""
-    sqls = diff(current, want, privileges=privileges)
+    migra = alter_changed_policies(diff(current, want, privileges=privileges), described)
+    before, after = ([one_statement(s) for s in part] for part in domain_statements(described, wanted))
+    made, dropped = ([one_statement(s) for s in part] for part in aggregate_statements(described, wanted))
+    at, fns = _after_prerequisites(migra)
+    sqls = migra[:at] + before + migra[at:fns] + made + migra[fns:] + after + dropped
     return sqls + closing_statements(described, wanted, sqls)
+
+
+# What must exist before a domain is created: its schema, an extension or a type its base type may be.
+_PREREQUISITES = (ast.CreateSchemaStmt, ast.CreateExtensionStmt, ast.CreateEnumStmt, ast.CreateRangeStmt)
+
+
+def _after_prerequisites(sqls: Sequence[str]) -> tuple[int, int]:
+    """The positions just after the last statement of ``sqls`` that creates a schema, an extension or a type (where
+    domains go), and just after the last that creates a function (where aggregates go)."""
+    at = fns = 0
+    for i, sql in enumerate(sqls):
+        try:
+            raws = parser.parse_sql(sql)
+        except parser.ParseError:
+            continue
+        if any(isinstance(r.stmt, _PREREQUISITES) for r in raws):
+            at = i + 1
+        if any(isinstance(r.stmt, ast.CreateFunctionStmt) for r in raws):
+            fns = i + 1
+    return at, max(at, fns)
+
+
+# pg_policy.polcmd -> the command CREATE POLICY names.
+_POLICY_COMMANDS = {"r": "select", "a": "insert", "w": "update", "d": "delete", "*": "all"}
+
+
+def _env_policy(rows: Sequence[CatalogRow], table: str, name: str) -> dict[str, str] | None:
+    """The environment's policy ``name`` on ``table`` (raw ``schema.table``): its detail's parts by first word."""
+    quoted = '"' + name.replace('"', '""') + '"'
+    for r in rows:
+        if r.kind == "policy" and r.key == table and (r.object.endswith("." + name) or r.object.endswith("." + quoted)):
+            return {p.partition(" ")[0]: p.partition(" ")[2] for p in r.detail.split(" | ")}
+    return None
+
+
+def _alterable(create: ast.CreatePolicyStmt, env: dict[str, str] | None) -> bool:
+    """ALTER POLICY can take the environment's policy to ``create``: same command, same permissive/restrictive, and
+    no USING or WITH CHECK clause to remove (ALTER POLICY cannot remove one)."""
+    if env is None or _POLICY_COMMANDS.get(env.get("for", "")) != create.cmd_name:
+        return False
+    if ("permissive" in env) != bool(create.permissive):
+        return False
+    return not ("using" in env and create.qual is None) and not ("check" in env and create.with_check is None)
+
+
+def alter_changed_policies(sqls: Sequence[str], env: Sequence[CatalogRow]) -> list[str]:
+    """migra's statements with each changed policy's DROP POLICY plus CREATE POLICY replaced by one ALTER POLICY
+    (at the CREATE's place), so the table never goes without the policy. A policy whose command or
+    permissive/restrictive changes keeps migra's drop and create."""
+    parsed: list[ast.Node | None] = []
+    for sql in sqls:
+        try:
+            raws = parser.parse_sql(sql)
+        except parser.ParseError:
+            raws = ()
+        parsed.append(raws[0].stmt if len(raws) == 1 else None)
+    drops: dict[str, int] = {}
+    for i, node in enumerate(parsed):
+        objects = node.objects if isinstance(node, ast.DropStmt) else None
+        if (
+            isinstance(node, ast.DropStmt)
+            and node.removeType == ObjectType.OBJECT_POLICY
+            and objects
+            and len(objects) == 1
+        ):
+            drops[".".join(str(n.sval) for n in objects[0])] = i
+    out = list(sqls)
+    gone: set[int] = set()
+    for i, node in enumerate(parsed):
+        if not isinstance(node, ast.CreatePolicyStmt) or node.table is None:
+            continue
+        table = f"{node.table.schemaname or 'public'}.{node.table.relname}"
+        dropped = drops.get(f"{table}.{node.policy_name}")
+        if dropped is not None and dropped < i and _alterable(node, _env_policy(env, table, str(node.policy_name))):
+            out[i] = str(RawStream()(_alter_policy(node)))
+            gone.add(dropped)
+    return [sql for i, sql in enumerate(out) if i not in gone]
+
+
+def _alter_policy(create: ast.CreatePolicyStmt) -> ast.AlterPolicyStmt:
+    return ast.AlterPolicyStmt(
+        policy_name=create.policy_name,
+        table=create.table,
+        roles=create.roles,
+        qual=create.qual,
+        with_check=create.with_check,
+    )
+
+
+def owner_change(sql: str) -> bool:
+    """Whether ``sql`` only changes an owner (``ALTER ... OWNER TO``): a vetting clone, restored without owners,
+    cannot show what such a statement changes."""
+    try:
+        raws = parser.parse_sql(sql)
+    except parser.ParseError:
+        return False
+    stmt = raws[0].stmt if len(raws) == 1 else None
+    if isinstance(stmt, ast.AlterTableStmt):
+        cmds = [c for c in stmt.cmds or () if isinstance(c, ast.AlterTableCmd)]
+        return bool(cmds) and all(c.subtype == AlterTableType.AT_ChangeOwner for c in cmds)
+    return isinstance(stmt, ast.AlterOwnerStmt)

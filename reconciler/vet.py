@@ -14,6 +14,7 @@ own SQL (migra's), which is the plan's identity.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -23,13 +24,14 @@ from pathlib import Path
 from typing import Literal
 
 from pglast import ast, parser
+from pglast.stream import RawStream
 
 from .apply import execute_steps
 from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, quote_ident, redact, service_file, translate
 from .diff import diff
-from .drift import describe_options, plan_statements
+from .drift import describe_options, owner_change, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database
 from .model import ExecStep, Statement
@@ -167,8 +169,16 @@ def clone_script(script: str) -> tuple[str, list[str]]:
             continue
         if isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
             schemas.append(str(node.schemaname))
-        kept.append(stmt.sql)
+        kept.append(_own_default_privileges(node) if isinstance(node, ast.AlterDefaultPrivilegesStmt) else stmt.sql)
     return "".join(f"{sql};\n" for sql in kept), schemas
+
+
+def _own_default_privileges(node: ast.AlterDefaultPrivilegesStmt) -> str:
+    """The dump's ``ALTER DEFAULT PRIVILEGES FOR ROLE r ...`` as the build role's own (without ``FOR ROLE``): the
+    build role may not act for the environment's roles, and the catalog description shows the owner's default
+    privileges as ``<owner>`` on both sides."""
+    options = tuple(o for o in node.options or () if not (isinstance(o, ast.DefElem) and o.defname == "roles"))
+    return str(RawStream()(ast.AlterDefaultPrivilegesStmt(options=options or None, action=node.action)))
 
 
 def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
@@ -234,8 +244,11 @@ def _rediff(dsn: str, env: EnvironmentConfig, wants: tuple[Inspection, Sequence[
     got = filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
     if wanted is None:
         return diff(got, want, privileges=env.privileges)
-    rows = describe(dsn, describe_options(env), what="describing the scratch clone")
-    return plan_statements(got, want, rows, wanted, privileges=env.privileges)
+    # The clone is restored without owners: ownership is left out of its comparison (and of the plan's, below).
+    options = dataclasses.replace(describe_options(env), compare_owners=False)
+    rows = describe(dsn, options, what="describing the scratch clone")
+    unowned = [r for r in wanted if r.kind != "owner"]
+    return plan_statements(got, want, rows, unowned, privileges=env.privileges)
 
 
 def _replay(
@@ -270,7 +283,7 @@ def _replay(
                         phase=phase,
                         failed_step=exc.statement,
                     )
-            expected = [sql for _, later in phases[n + 1 :] for sql in _sqls(later)]
+            expected = [sql for _, later in phases[n + 1 :] for sql in _sqls(later) if not owner_change(sql)]
             after = rediff()
             if after != expected:
                 if phase == "unattended":

@@ -155,3 +155,12 @@ def user_function_on_rows(node: Any, stmt: ParsedStatement, ctx: PlanContext) ->
                 f"{what} calls {', '.join(calls)} on {ctx.figures(table)}: user code runs for the existing rows "
                 "(and on later writes) with the reconciler's privileges"
             )
+
+
+@check("CX105", HazardKind.CODE, Severity.WARNING, "aggregate created or replaced", nodes=["DefineStmt"])
+def aggregate_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if node.kind == enums.ObjectType.OBJECT_AGGREGATE:
+        yield (
+            f"{'replaces' if node.replace else 'creates'} aggregate {qualified_name(node.defnames)}: its state "
+            "functions run on the environment whenever a query calls it"
+        )

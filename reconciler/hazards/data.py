@@ -15,7 +15,7 @@ from pglast import ast, enums
 from ..model import HazardKind, QualifiedName, Severity
 from .context import ParsedStatement, PlanContext
 from .destructive import recast_to_recreated
-from .names import added_constraint, qualified, subcommands, validated_constraints
+from .names import added_constraint, qualified, relname, strings, subcommands, validated_constraints
 from .registry import Rule, Select, check, check_rules
 from .types import from_type_name
 
@@ -163,3 +163,51 @@ def recast_to_recreated_type(node: Any, stmt: ParsedStatement, ctx: PlanContext)
                     f"recasts {cmd.name} of {ctx.figures(table)} to the recreated type {new}: fails if a row holds "
                     "a value the new type lacks"
                 )
+
+
+def _sequence_option(opt: Any) -> tuple[str, str]:
+    """(name, value as written) of one ALTER SEQUENCE option."""
+    arg = opt.arg
+    if isinstance(arg, ast.TypeName):
+        return str(opt.defname), str(from_type_name(arg) or ".".join(str(n.sval) for n in arg.names or ()))
+    for attr in ("ival", "fval", "boolval"):
+        if hasattr(arg, attr):
+            return str(opt.defname), str(getattr(arg, attr))
+    return str(opt.defname), ""
+
+
+@check(
+    "MF108",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "sequence range or type changed",
+    nodes=["AlterSeqStmt"],
+)
+def sequence_range_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = relname(node.sequence)
+    for opt in node.options or ():
+        if not isinstance(opt, ast.DefElem):
+            continue
+        option, value = _sequence_option(opt)
+        if option in ("as", "minvalue", "maxvalue"):
+            yield (
+                f"sets {option} {value} on sequence {name}: fails if its current value lies outside the new range, "
+                "and nextval fails once the range is used up"
+            )
+        elif option == "cycle" and getattr(opt.arg, "boolval", True):
+            yield f"makes sequence {name} cycle: once its range is used up, nextval repeats values (keys collide)"
+
+
+@check(
+    "MF109",
+    HazardKind.DATA_DEPENDENT,
+    Severity.WARNING,
+    "domain constraint or NOT NULL checked against existing values",
+    nodes=["AlterDomainStmt"],
+)
+def domain_constraint_checked(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = ".".join(strings(node.typeName))
+    if node.subtype == "O":
+        yield f"sets NOT NULL on domain {name}: fails if a column of that domain holds a NULL"
+    elif node.subtype == "V" or (node.subtype == "C" and not getattr(node.def_, "skip_validation", False)):
+        yield f"checks a constraint of domain {name} against every column of that domain: fails if a value violates it"

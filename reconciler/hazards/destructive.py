@@ -235,3 +235,15 @@ def set_unlogged(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator
                 f"makes {relname(node.relation)} UNLOGGED: every row is lost at the next crash or failover, and "
                 "replicas never see them"
             )
+
+
+@check("DS115", HazardKind.DESTRUCTIVE, Severity.DANGER, "collation dropped", nodes=["DropStmt"])
+def collation_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if node.removeType == OT.OBJECT_COLLATION:
+        for obj in node.objects or ():
+            cascade = (
+                " with CASCADE (the columns and indexes using it go too)"
+                if node.behavior == enums.DropBehavior.DROP_CASCADE
+                else ""
+            )
+            yield f"drops collation {object_name(obj)}{cascade}: text sorted or compared with it cannot be any more"

@@ -15,7 +15,7 @@ from pglast import enums
 
 from ..model import HazardKind, Severity
 from .context import ParsedStatement, PlanContext
-from .names import alter_commands, dropped_key, dropped_name, object_name, qualified_child, relname
+from .names import alter_commands, dropped_key, dropped_name, object_name, qualified_child, relname, strings
 from .registry import Rule, Select, check, check_rules
 
 AT = enums.AlterTableType
@@ -133,3 +133,21 @@ def trigger_disabled(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iter
     disabling = (AT.AT_DisableTrig, AT.AT_DisableTrigAll, AT.AT_DisableTrigUser, AT.AT_DisableRule)
     for cmd in alter_commands(node, *disabling):
         yield f"disables {cmd.name or 'every trigger'} on {relname(node.relation)}: writes skip it"
+
+
+@check(
+    "PR111", HazardKind.PROTECTION, Severity.WARNING, "domain constraint or NOT NULL dropped", nodes=["AlterDomainStmt"]
+)
+def domain_constraint_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    name = ".".join(strings(node.typeName))
+    if node.subtype == "X":
+        yield f"drops constraint {node.name} of domain {name}: columns of that domain accept values it refused"
+    elif node.subtype == "N":
+        yield f"drops NOT NULL of domain {name}: columns of that domain accept NULLs"
+
+
+@check("PR112", HazardKind.PROTECTION, Severity.WARNING, "aggregate dropped", nodes=["DropStmt"])
+def aggregate_dropped(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if node.removeType == OT.OBJECT_AGGREGATE:
+        for obj in node.objects or ():
+            yield f"drops aggregate {object_name(obj)}: queries that call it start failing"

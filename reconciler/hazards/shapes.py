@@ -42,6 +42,17 @@ def _sequence_options(node: Any) -> tuple[str, ...]:
     return tuple(f"AlterSeqStmt.{n}" for n in names) or ("AlterSeqStmt",)
 
 
+# ALTER DOMAIN's subcommand letters -> shape names.
+_DOMAIN_SUBTYPES = {
+    "T": "default",
+    "N": "drop_not_null",
+    "O": "set_not_null",
+    "C": "add_constraint",
+    "X": "drop_constraint",
+    "V": "validate_constraint",
+}
+
+
 def shapes(node: Any) -> tuple[str, ...]:
     """The shapes of one parsed statement (several for an ``ALTER TABLE`` with several subcommands)."""
     root = type(node).__name__
@@ -61,6 +72,10 @@ def shapes(node: Any) -> tuple[str, ...]:
         return _sequence_options(node)
     if isinstance(node, ast.CreateSchemaStmt) and node.schemaElts:
         return ("CreateSchemaStmt.elements",)
+    if isinstance(node, ast.AlterDomainStmt):
+        return (f"AlterDomainStmt.{_DOMAIN_SUBTYPES.get(str(node.subtype), str(node.subtype))}",)
+    if isinstance(node, ast.DefineStmt):
+        return (f"DefineStmt.{_name(node.kind, OT)}",)
     if isinstance(node, ast.CreateTableAsStmt) and node.objtype != OT.OBJECT_MATVIEW:
         return ("CreateTableAsStmt.table",)
     return (root,)
@@ -126,6 +141,18 @@ CHECKED: dict[str, tuple[str, ...]] = {
     _DROP + "OBJECT_VIEW": ("PR105", "RC101"),
     _DROP + "OBJECT_INDEX": ("PR102", "LK107"),
     # other statements
+    "AlterSeqStmt.as": ("MF108",),
+    "AlterSeqStmt.minvalue": ("MF108",),
+    "AlterSeqStmt.maxvalue": ("MF108",),
+    "AlterSeqStmt.cycle": ("MF108",),
+    "AlterDomainStmt.add_constraint": ("MF109",),
+    "AlterDomainStmt.set_not_null": ("MF109",),
+    "AlterDomainStmt.validate_constraint": ("MF109",),
+    "AlterDomainStmt.drop_constraint": ("PR111",),
+    "AlterDomainStmt.drop_not_null": ("PR111",),
+    "DefineStmt.OBJECT_AGGREGATE": ("CX105",),
+    _DROP + "OBJECT_AGGREGATE": ("PR112",),
+    _DROP + "OBJECT_COLLATION": ("DS115",),
     "TruncateStmt": ("DS108",),
     "DeleteStmt": ("DS109",),
     "UpdateStmt": ("DS112",),
@@ -163,6 +190,11 @@ HARMLESS: dict[str, str] = {
     "CreateStatsStmt": "extended statistics for the planner",
     "AlterEnumStmt.add_value": "a new enum label",
     "AlterSeqStmt.owned_by": "which column owns a sequence",
+    "AlterDomainStmt.default": "a domain's default for rows written later",
+    "DefineStmt.OBJECT_COLLATION": "a new collation: no column uses it yet",
+    "AlterSeqStmt.increment": "the step of values handed out from now on",
+    "AlterSeqStmt.cache": "how many values a session preallocates",
+    "AlterSeqStmt.start": "the value a later RESTART goes back to (the current value stays)",
     "VariableSetStmt.check_function_bodies": "migra's own setting before function definitions",
     "RenameStmt.OBJECT_TYPE": "migra's enum change renames the old type away (RC105 follows it)",
     _DROP + "OBJECT_STATISTIC_EXT": "extended statistics for the planner",

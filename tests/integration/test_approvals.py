@@ -37,7 +37,7 @@ def test_approval_refused_after_a_hand_change_that_migra_does_not_see(
     before = cli_json(capsys, "-c", c, "plans")[0]
     # Someone changes the environment by hand in a way the diff does not show: the statements stay the same, the
     # schema fingerprint does not.
-    run_sql(dsn, "create aggregate hand_sum(int) (sfunc = int4pl, stype = int)")
+    run_sql(dsn, "create statistics hand_stats on id, name from users")
     assert cli_json(capsys, "-c", c, "plan", "dev")["statements_hash"] == before["statements_hash"]
 
     code, _, err = cli(capsys, "-c", c, "approve", str(queued), "--by", "alice")
@@ -63,8 +63,8 @@ def test_approved_plan_goes_stale_on_a_fingerprint_change_and_is_replanned(
     assert cli(capsys, "-c", c, "approve", str(queued), "--by", "alice")[0] == 0
     run_sql(dsn, "create index users_name_hand on users (name); drop index users_name_hand; analyze users")
     # An index created and dropped again leaves the schema as it was: the approval still holds ...
-    run_sql(dsn, "create aggregate hand_sum(int) (sfunc = int4pl, stype = int)")
-    # ... but an aggregate created by hand (which no plan statement resolves) changes the schema.
+    run_sql(dsn, "create statistics hand_stats on id, name from users")
+    # ... but a statistics object created by hand (which no plan statement resolves) changes the schema.
     after = cli_json(capsys, "-c", c, "apply", "dev")
     assert after["stale_plan_id"] == queued and after["applied"] == []
     assert any("stale" in m and "fingerprint" in m for m in after["messages"])
@@ -139,7 +139,7 @@ def test_rejected_plan_is_not_proposed_again_for_the_same_revision_and_schema(
     again = cli_json(capsys, "-c", c, "apply", "dev")
     assert again["queued_plan_id"] is None and any("rejected before" in m for m in again["messages"])
     # Once the environment's schema is different, the plan is proposed again.
-    run_sql(dsn, "create aggregate hand_sum(int) (sfunc = int4pl, stype = int)")
+    run_sql(dsn, "create statistics hand_stats on id, name from users")
     later = cli_json(capsys, "-c", c, "apply", "dev")
     assert later["queued_plan_id"] not in (None, queued)
 

@@ -32,6 +32,8 @@ class Case:
     current: str
     desired: str
     expect: str  # CONVERGES, PLAN_WAITS, or the kind of unmanaged drift that remains
+    plan_has: str = ""  # a text the first plan's statements must hold (how the difference is closed)
+    owners: bool = False  # compare_owners (the dumps, taken --no-owner, do not show the difference)
 
 
 T = "create table t (id int primary key, v text);"
@@ -87,31 +89,31 @@ CASES = [
         "default privileges on tables",
         T,
         T + " alter default privileges grant select on tables to drift_reader;",
-        "default_privileges",
+        CONVERGES,
     ),
     Case(
         "default privileges in a schema",
         "create schema app;",
         "create schema app; alter default privileges in schema app grant select on tables to drift_reader;",
-        "default_privileges",
+        CONVERGES,
     ),
     Case(
         "default privileges on functions revoked",
         F,
         F + " alter default privileges revoke execute on functions from public;",
-        "default_privileges",
+        CONVERGES,
     ),
     Case(
         "default privileges on sequences",
         S,
         S + " alter default privileges grant usage on sequences to drift_reader;",
-        "default_privileges",
+        CONVERGES,
     ),
     Case(
         "default privileges removed",
         T + " alter default privileges grant select on tables to drift_reader;",
         T,
-        "default_privileges",
+        CONVERGES,
     ),
     # comments
     Case("comment on a table", T, T + " comment on table t is 'people';", CONVERGES),
@@ -131,15 +133,15 @@ CASES = [
         "aggregate added",
         "",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
-        "aggregate",
+        CONVERGES,
     ),
     Case(
         "aggregate initcond changed",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int, initcond = '0');",
-        "aggregate",
+        CONVERGES,
     ),
-    Case("aggregate dropped", "create aggregate mysum(int) (sfunc = int4pl, stype = int);", "", "aggregate"),
+    Case("aggregate dropped", "create aggregate mysum(int) (sfunc = int4pl, stype = int);", "", CONVERGES),
     Case(
         "aggregate comment",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
@@ -192,26 +194,85 @@ CASES = [
     ),
     Case("replica identity on a new table", "", T + " alter table t replica identity full;", CONVERGES),
     # sequences
-    Case("sequence as smallint", S, "create sequence s as smallint;", "sequence"),
-    Case("sequence increment", S, "create sequence s increment by 5;", "sequence"),
-    Case("sequence cycle", S, "create sequence s cycle;", "sequence"),
+    Case("sequence as smallint", S, "create sequence s as smallint;", CONVERGES),
+    Case("sequence increment", S, "create sequence s increment by 5;", CONVERGES),
+    Case("sequence cycle", S, "create sequence s cycle;", CONVERGES),
+    Case(
+        "sequence limits and cache",
+        "create sequence s cycle;",
+        "create sequence s minvalue 0 maxvalue 90 cache 3;",
+        CONVERGES,
+    ),
     Case("sequence owned by", T + S, T + S + " alter sequence s owned by t.id;", CONVERGES),
     Case("sequence no longer owned", T + S + " alter sequence s owned by t.id;", T + S, CONVERGES),
     # domains
-    Case("domain added", "", "create domain pos as int check (value > 0);", "domain"),
+    Case("domain added", "", "create domain pos as int check (value > 0);", CONVERGES),
     Case(
         "domain check changed",
         "create domain pos as int check (value > 0);",
         "create domain pos as int check (value > 1);",
-        "constraint",
+        CONVERGES,
     ),
-    Case("domain not null", "create domain pos as int;", "create domain pos as int not null;", "domain"),
-    Case("domain default", "create domain pos as int;", "create domain pos as int default 1;", "domain"),
+    Case("domain not null", "create domain pos as int;", "create domain pos as int not null;", CONVERGES),
+    Case("domain default", "create domain pos as int;", "create domain pos as int default 1;", CONVERGES),
     Case(
         "domain outside the search path",
         "create schema app;",
         "create schema app; create domain app.pos as int check (value > 0);",
-        "domain",
+        CONVERGES,
+    ),
+    Case("domain dropped", "create domain pos as int not null;", "", CONVERGES),
+    Case("table of a new domain", "", "create domain pos as int; create table t (id pos);", CONVERGES),
+    Case("domain base type changed", "create domain pos as int;", "create domain pos as bigint;", "domain"),
+    # a changed policy: ALTER POLICY, so the table never goes without it; a new command or permissiveness: drop and
+    # create
+    Case(
+        "policy using changed",
+        RLS + " create policy p on t using (id > 0);",
+        RLS + " create policy p on t using (id > 1);",
+        CONVERGES,
+        plan_has="ALTER POLICY",
+    ),
+    Case(
+        "policy roles changed",
+        RLS + " create policy p on t using (id > 0);",
+        RLS + " create policy p on t to drift_reader using (id > 0);",
+        CONVERGES,
+        plan_has="ALTER POLICY",
+    ),
+    Case(
+        "policy with check changed",
+        RLS + " create policy p on t for update using (id > 0) with check (id > 0);",
+        RLS + " create policy p on t for update using (id > 0) with check (id > 2);",
+        CONVERGES,
+        plan_has="ALTER POLICY",
+    ),
+    Case(
+        "policy command changed",
+        RLS + " create policy p on t for select using (id > 0);",
+        RLS + " create policy p on t for update using (id > 0);",
+        CONVERGES,
+        plan_has="drop policy",
+    ),
+    Case(
+        "policy made restrictive",
+        RLS + " create policy p on t using (id > 0);",
+        RLS + " create policy p on t as restrictive using (id > 0);",
+        CONVERGES,
+        plan_has="drop policy",
+    ),
+    # owners (compare_owners: true): objects the environment gave away go back to the role that applies
+    Case("table owner", T + " alter table t owner to drift_owner;", T, CONVERGES, "OWNER TO", owners=True),
+    Case("view owner", V + " alter view v owner to drift_owner;", V, CONVERGES, "OWNER TO", owners=True),
+    Case("sequence owner", S + " alter sequence s owner to drift_owner;", S, CONVERGES, "OWNER TO", owners=True),
+    Case("function owner", F + " alter function f(int) owner to drift_owner;", F, CONVERGES, "OWNER TO", owners=True),
+    Case(
+        "schema owner",
+        "create schema app; alter schema app owner to drift_owner;",
+        "create schema app;",
+        CONVERGES,
+        "OWNER TO",
+        owners=True,
     ),
     # foreign servers: a desired file may not declare them (the sandbox refuses CREATE FOREIGN DATA WRAPPER, SERVER
     # and USER MAPPING), so the environment holds them and the desired state does not: unmanaged drift, never in sync
@@ -268,8 +329,9 @@ def pg_dump_schema(dsn: str, *, privileges: bool) -> list[str]:
 @pytest.fixture(scope="module")
 def reader_role(pg_server: EmbeddedPostgres) -> str:
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_roles where rolname = 'drift_reader'").fetchone():
-            conn.execute("create role drift_reader")
+        for role in ("drift_reader", "drift_owner"):
+            if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(f"create role {role}".encode())
     return "drift_reader"
 
 
@@ -304,10 +366,12 @@ def test_drift_case(
 ) -> None:
     env = make_db(case.current)
     built = make_db(case.desired)
-    reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": {"dsn": env, "privileges": True}}))
-    assert pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
+    settings = {"dsn": env, "privileges": True, "compare_owners": case.owners}
+    reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": settings}))
+    assert case.owners or pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
     before = reconciler.plan("dev")
     assert not before.in_sync
+    assert not case.plan_has or any(case.plan_has in s.sql for s in before.statements), before.to_json()
 
     _apply_all(reconciler)
     after = reconciler.plan("dev")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.catalog import CatalogRow
-from reconciler.drift import closing_statements, residual
+from reconciler.drift import alter_changed_policies, closing_statements, domain_statements, residual
 
 TABLE = CatalogRow("table", "public.t", "", "public.t")
 COMMENT = CatalogRow("comment", "table public.t", "people", "public.t")
@@ -51,3 +51,27 @@ def test_a_redefined_view_gets_its_options_back() -> None:
 
 def test_a_comment_on_a_dropped_object_is_not_cleared() -> None:
     assert closing_statements([TABLE, COMMENT], [], ['drop table "public"."t"']) == []
+
+
+POLICY = CatalogRow("policy", "public.t.p", "for * | permissive | to public | using (id > 0)", "public.t")
+DROP_P = 'drop policy "p" on "public"."t"'
+
+
+def test_a_changed_policy_is_altered_in_place() -> None:
+    create = 'create policy "p" on "public"."t" as permissive for all to drift_reader using ((id > 1))'
+    got = alter_changed_policies([DROP_P, create], [POLICY])
+    assert got == ["ALTER POLICY p ON public.t TO drift_reader USING (id > 1)"]
+
+
+def test_a_policy_made_restrictive_keeps_drop_and_create() -> None:
+    create = 'create policy "p" on "public"."t" as restrictive for all to public using ((id > 1))'
+    assert alter_changed_policies([DROP_P, create], [POLICY]) == [DROP_P, create]
+
+
+def test_a_new_domain_comes_before_and_a_dropped_one_after() -> None:
+    new = CatalogRow("domain", "app.d", "base text | not null", "app.d")
+    check = CatalogRow("constraint", "app.d.c", "CHECK ((VALUE <> ''::text))", "app.d")
+    old = CatalogRow("domain", "public.old", "base integer", "public.old")
+    before, after = domain_statements([old], [new, check])
+    assert before == ["CREATE DOMAIN app.d AS text NOT NULL CONSTRAINT c CHECK ((VALUE <> ''::text))"]
+    assert after == ["DROP DOMAIN public.old"]
