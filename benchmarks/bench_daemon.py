@@ -49,7 +49,6 @@ from reconciler.pgembedded import EmbeddedPostgres  # noqa: E402
 from reconciler.reconcile.board import StatusBoard  # noqa: E402
 from reconciler.reconcile.loop import ReconcileContext, reconcile  # noqa: E402
 from reconciler.reconcile.result import Outcome, Request  # noqa: E402
-from reconciler.scratch import run_sql_files  # noqa: E402
 from reconciler.service import Reconciler  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -196,13 +195,16 @@ def main() -> int:
     desired = load_desired(ROOT / "desired-state")
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         base = Path(tmp)
+        base.chmod(0o711)  # the embedded server may run as its own user
         pg = EmbeddedPostgres(base / "pg").start()
         try:
             envs: dict[str, dict[str, Any]] = {}
             for i in range(1, args.environments + 1):
                 name = f"env{i:02d}"
                 dsn = pg.create_database(name)
-                run_sql_files(dsn, desired)
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    for f in desired.files:
+                        conn.execute(f.text.encode())
                 envs[name] = {"dsn": dsn, "interval": args.interval}
             config = base / "reconciler.yaml"
             config.write_text(

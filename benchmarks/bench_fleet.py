@@ -79,6 +79,7 @@ def main() -> int:
     configure_logging("error")
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         root = Path(tmp)
+        root.chmod(0o711)  # the embedded server may run as its own user
         pg = EmbeddedPostgres(root / "pg").start()
         try:
             return run(pg, root, args.environments, args.tables, args.sample)
@@ -102,7 +103,8 @@ def run(pg: EmbeddedPostgres, root: Path, n: int, tables: int, sample: int) -> i
         "scratch": pg.dsn("postgres"),
         "state": f"sqlite:///{root}/state.db",
         "embedded": {"data_dir": str(pg.data_dir)},
-        "fleets": {"tenants": {"names": names, "dsn": pg.dsn("{name}")}},
+        "sandbox": {"share_cluster_with_environments": True},  # a benchmark on one local server
+        "fleets": {"tenants": {"names": names, "dsn": pg.dsn("TENANT").replace("TENANT", "{name}")}},
     }
     (root / "reconciler.yaml").write_text(yaml.safe_dump(config))
     rec = Reconciler(load_config(root / "reconciler.yaml"))
