@@ -92,8 +92,8 @@ def server_cpu(postmaster: int) -> float:
     return total
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+def scrape(url: str, timeout: float = 10) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as resp:
         text = resp.read().decode()
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -107,11 +107,13 @@ def total(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **
     return sum(v for (n, lab), v in m.items() if n == name and want <= set(lab))
 
 
-def start_daemon(config: Path) -> tuple[subprocess.Popen[str], str]:
+def start_daemon(
+    config: Path, *, timeout: float = 60, stderr: Any = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "-c", str(config), "--log-level", "warning", "run", "--port", "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -125,7 +127,7 @@ def start_daemon(config: Path) -> tuple[subprocess.Popen[str], str]:
 
     threading.Thread(target=pump, daemon=True).start()
     while True:
-        line = lines.get(timeout=60)
+        line = lines.get(timeout=timeout)
         if "metrics:" in line:
             return proc, line.split("metrics:", 1)[1].strip().removesuffix("/metrics")
 

@@ -100,11 +100,12 @@ def setup(pg: EmbeddedPostgres, base: Path, n: int, interval: str, concurrency: 
 
 def watch(pg: EmbeddedPostgres, config: Path, names: list[str], seconds: float, settle: float) -> dict[str, Any]:
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().splitlines()[0])
-    proc, url = start_daemon(config)
+    with (config.parent / "daemon.log").open("w") as log:
+        proc, url = start_daemon(config, timeout=settle, stderr=log)
     try:
         t_start = time.monotonic()
         while True:
-            m = scrape(url)
+            m = scrape(url, 120)
             done = total(m, "schema_reconciler_reconciles_total", outcome="success")
             if done >= len(names) and all(
                 total(m, "schema_reconciler_reconciles_total", environment=e, outcome="success") for e in names
@@ -115,7 +116,7 @@ def watch(pg: EmbeddedPostgres, config: Path, names: list[str], seconds: float, 
             time.sleep(5)
         first_pass = time.monotonic() - t_start
         print(f"every tenant reconciled once after {first_pass:.0f} s; measuring {seconds:.0f} s", flush=True)
-        m0, cpu0, db0, t0 = scrape(url), proc_cpu(proc.pid), server_cpu(postmaster), time.monotonic()
+        m0, cpu0, db0, t0 = scrape(url, 120), proc_cpu(proc.pid), server_cpu(postmaster), time.monotonic()
         rss: list[float] = []
         store_conns: list[int] = []
         env_conns: list[int] = []
@@ -125,7 +126,7 @@ def watch(pg: EmbeddedPostgres, config: Path, names: list[str], seconds: float, 
             store_conns.append(s)
             env_conns.append(e)
             time.sleep(1.0)
-        m1, cpu1, db1, t1 = scrape(url), proc_cpu(proc.pid), server_cpu(postmaster), time.monotonic()
+        m1, cpu1, db1, t1 = scrape(url, 120), proc_cpu(proc.pid), server_cpu(postmaster), time.monotonic()
     finally:
         proc.terminate()
         proc.wait(timeout=120)
