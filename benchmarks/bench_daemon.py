@@ -49,7 +49,6 @@ from reconciler.pgembedded import EmbeddedPostgres  # noqa: E402
 from reconciler.reconcile.board import StatusBoard  # noqa: E402
 from reconciler.reconcile.loop import ReconcileContext, reconcile  # noqa: E402
 from reconciler.reconcile.result import Outcome, Request  # noqa: E402
-from reconciler.scratch import run_sql_files  # noqa: E402
 from reconciler.service import Reconciler  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -93,8 +92,8 @@ def server_cpu(postmaster: int) -> float:
     return total
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+def scrape(url: str, timeout: float = 10) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as resp:
         text = resp.read().decode()
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -108,11 +107,13 @@ def total(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **
     return sum(v for (n, lab), v in m.items() if n == name and want <= set(lab))
 
 
-def start_daemon(config: Path) -> tuple[subprocess.Popen[str], str]:
+def start_daemon(
+    config: Path, *, timeout: float = 60, stderr: Any = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "-c", str(config), "--log-level", "warning", "run", "--port", "0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -126,7 +127,7 @@ def start_daemon(config: Path) -> tuple[subprocess.Popen[str], str]:
 
     threading.Thread(target=pump, daemon=True).start()
     while True:
-        line = lines.get(timeout=60)
+        line = lines.get(timeout=timeout)
         if "metrics:" in line:
             return proc, line.split("metrics:", 1)[1].strip().removesuffix("/metrics")
 
@@ -138,13 +139,13 @@ def time_one_reconcile_vs_migra(config_path: Path, env: str, runs: int) -> dict[
         from sqlbag import S
 
     cfg = load_config(config_path)
-    rec = Reconciler(cfg)
+    reconciler = Reconciler(cfg)
     try:
-        ctx = ReconcileContext(rec, Metrics(), StatusBoard())
+        ctx = ReconcileContext(reconciler, Metrics(), StatusBoard())
         first = reconcile(Request(env), ctx)  # builds and inspects the desired state once, as the daemon does
         assert first.outcome is Outcome.SUCCESS, first
-        built = rec.scratch.build_desired(rec.load_desired())
-        env_dsn = rec.target(env).dsn
+        built = reconciler.scratch.build_desired(reconciler.load_desired())
+        env_dsn = reconciler.target(env).dsn
 
         def raw_migra() -> None:
             with (
@@ -179,7 +180,7 @@ def time_one_reconcile_vs_migra(config_path: Path, env: str, runs: int) -> dict[
                 out[f"phase_{phase}_seconds_per_reconcile"] = got / count
         return out
     finally:
-        rec.close()
+        reconciler.close()
 
 
 def main() -> int:
@@ -196,13 +197,16 @@ def main() -> int:
     desired = load_desired(ROOT / "desired-state")
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         base = Path(tmp)
+        base.chmod(0o711)  # the embedded server may run as its own user
         pg = EmbeddedPostgres(base / "pg").start()
         try:
             envs: dict[str, dict[str, Any]] = {}
             for i in range(1, args.environments + 1):
                 name = f"env{i:02d}"
                 dsn = pg.create_database(name)
-                run_sql_files(dsn, desired)
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    for f in desired.files:
+                        conn.execute(f.text.encode())
                 envs[name] = {"dsn": dsn, "interval": args.interval}
             config = base / "reconciler.yaml"
             config.write_text(

@@ -12,7 +12,7 @@ one run, side by side:
 
 Prints the ratios naive / sweep (the issue's floor: at least 20x) and sweep / fingerprint (at most 2x).
 
-    .venv/bin/python benchmarks/bench_fleet.py [--environments 100] [--tables 200] [--sample 5]
+    .venv/bin/python benchmarks/bench_fleet.py [--environments 100] [--tables 200] [--sample 5] [--store postgresql|sqlite]
 """
 
 from __future__ import annotations
@@ -75,18 +75,20 @@ def main() -> int:
     ap.add_argument("--environments", type=int, default=100)
     ap.add_argument("--tables", type=int, default=200)
     ap.add_argument("--sample", type=int, default=5)
+    ap.add_argument("--store", choices=("postgresql", "sqlite"), default="postgresql")
     args = ap.parse_args()
     configure_logging("error")
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         root = Path(tmp)
+        root.chmod(0o711)  # the embedded server may run as its own user
         pg = EmbeddedPostgres(root / "pg").start()
         try:
-            return run(pg, root, args.environments, args.tables, args.sample)
+            return run(pg, root, args.environments, args.tables, args.sample, args.store)
         finally:
             pg.stop()
 
 
-def run(pg: EmbeddedPostgres, root: Path, n: int, tables: int, sample: int) -> int:
+def run(pg: EmbeddedPostgres, root: Path, n: int, tables: int, sample: int, store: str) -> int:
     sql = schema(tables)
     (root / "desired").mkdir()
     (root / "desired" / "010.sql").write_text(sql)
@@ -100,14 +102,16 @@ def run(pg: EmbeddedPostgres, root: Path, n: int, tables: int, sample: int) -> i
     config = {
         "desired_state": str(root / "desired"),
         "scratch": pg.dsn("postgres"),
-        "state": f"sqlite:///{root}/state.db",
+        # Replicas that share a fleet share a PostgreSQL store; --store sqlite measures the single-process store.
+        "state": f"sqlite:///{root}/state.db" if store == "sqlite" else pg.create_database("store"),
         "embedded": {"data_dir": str(pg.data_dir)},
-        "fleets": {"tenants": {"names": names, "dsn": pg.dsn("{name}")}},
+        "sandbox": {"share_cluster_with_environments": True},  # a benchmark on one local server
+        "fleets": {"tenants": {"names": names, "dsn": pg.dsn("TENANT").replace("TENANT", "{name}")}},
     }
     (root / "reconciler.yaml").write_text(yaml.safe_dump(config))
-    rec = Reconciler(load_config(root / "reconciler.yaml"))
+    reconciler = Reconciler(load_config(root / "reconciler.yaml"))
     try:
-        ctx = ReconcileContext(rec, Metrics(), StatusBoard(save=rec.store.save_status))
+        ctx = ReconcileContext(reconciler, Metrics(), StatusBoard(save=reconciler.store.save_status))
         t0 = time.perf_counter()
         for name in names:
             assert reconcile(Request(name), ctx).outcome is Outcome.SUCCESS
@@ -121,12 +125,12 @@ def run(pg: EmbeddedPostgres, root: Path, n: int, tables: int, sample: int) -> i
             or 0
             for name in names
         )
-        fingerprint = statistics.median(_timed(lambda nm=nm: read_fingerprint(rec.target(nm))) for nm in names)
+        fingerprint = statistics.median(_timed(lambda nm=nm: read_fingerprint(reconciler.target(nm))) for nm in names)
         desired = pg.dsn("fleet_template")
         naive = statistics.median(_timed(lambda nm=nm: naive_diff(pg.dsn(nm), desired)) for nm in names[:sample])
     finally:
-        rec.close()
-    print(f"fleet sweep: {n} in-sync environments of {tables} tables")
+        reconciler.close()
+    print(f"fleet sweep: {n} in-sync environments of {tables} tables ({store} store)")
     print(f"  first (full) pass per environment:   {first * 1000:8.1f} ms")
     print(f"  sweep pass per environment:           {sweep * 1000:8.1f} ms  ({fast:.0f}/{n} on the fast path)")
     print(f"  one fingerprint query:                {fingerprint * 1000:8.1f} ms")

@@ -29,6 +29,7 @@ from ..obs.phases import observing
 from ..planning import read_fingerprint
 from ..promotion import waiting_for
 from ..service import Reconciler
+from ..store import PlanRecord
 from ..target import Target
 from ..windows import next_window_start, window_open
 from .backoff import backoff_delay
@@ -218,14 +219,15 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
         seen.blocked = st.Reason.AWAITING_PROMOTION
         seen.notes = (waiting,)
 
-    remaining = (
-        () if _unchanged_since_in_sync(target, ctx, desired, prev, seen) else _measure(target, ctx, desired, seen)
-    )
+    remaining: tuple[Statement, ...] = ()
+    pending: list[PlanRecord] = []
+    approved: list[PlanRecord] = []
+    if not _unchanged_since_in_sync(target, ctx, desired, prev, seen):
+        remaining = _measure(target, ctx, desired, seen)
+        pending = reconciler.store.list_plans(name, PlanStatus.PENDING)
+        approved = reconciler.store.list_plans(name, PlanStatus.APPROVED)
     seen.drifted = bool(remaining) or bool(seen.unmanaged)
     seen.pending = kinds(remaining)
-
-    pending = reconciler.store.list_plans(name, PlanStatus.PENDING)
-    approved = reconciler.store.list_plans(name, PlanStatus.APPROVED)
     seen.awaiting = len(pending)
     seen.oldest_awaiting = min((p.created_at for p in pending), default=None)
     seen.pending_plan_id = pending[-1].id if pending else None
@@ -254,12 +256,11 @@ def _unchanged_since_in_sync(
 ) -> bool:
     """The fast path: the environment's schema fingerprint (one catalog query) is the one it last converged with,
     for this desired revision, and no plan of it waits or is approved: it is in sync, without inspecting or
-    diffing. The fingerprint covers every managed object (see :mod:`reconciler.inspect`), so any change to the
-    schema, by anyone, takes the full pass."""
+    diffing (and no plan waits, so the pass need not list them again). The fingerprint covers every managed object
+    (see :mod:`reconciler.inspect`), so any change to the schema, by anyone, takes the full pass."""
     if not prev.fingerprint or prev.last_applied_revision != desired.revision:
         return False
-    store = ctx.reconciler.store
-    if store.list_plans(target.name, PlanStatus.PENDING) or store.list_plans(target.name, PlanStatus.APPROVED):
+    if ctx.reconciler.store.live_plan(target.name) is not None:
         return False
     now = read_fingerprint(target)
     seen.reachable = True
