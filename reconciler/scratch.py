@@ -13,6 +13,12 @@ their own name only.
 Names are ``reconciler_scratch_<token>_<random>``: ``token`` is this process's, and the process holds an advisory
 lock keyed by it on the scratch server while it lives. A later process drops the databases and roles whose token
 lock nobody holds (their process died); one it cannot drop is logged and skipped.
+
+Vetting clones may start from a *template*: a restored clone kept (by :meth:`ScratchServer.keep_as_template`) under
+a slot (the environment's database) and a key (its schema fingerprint). A template is a scratch database like the
+others (same names, so a dead process's templates are swept too) that nobody can connect to: it is owned by the
+admin, refuses connections and its build role cannot log in. A copy gets a build role of its own, which then owns
+every object of the copy (``REASSIGN OWNED``), so it is confined exactly like a fresh restore.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .db import (
     quote_ident,
     quote_literal,
     server_major,
+    with_dbname,
     with_scratch_settings,
 )
 from .errors import DatabaseError, DesiredStateError, LockTimeoutError, ReconcilerError, VersionMismatchError
@@ -83,6 +90,8 @@ class ScratchServer:
         self._built: BuiltDesired | None = None
         self._lock = threading.RLock()
         self._keeper: Connection | None = None
+        self._templates: dict[str, tuple[str, str]] = {}  # slot -> (key, template database)
+        self._templates_lock = threading.Lock()
 
     # -- databases --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,6 +202,50 @@ class ScratchServer:
                 conn.execute(f"alter role {quote_ident(name)} set {setting} = {ms}".encode())
         return name, self._build_dsn(name, password)
 
+    # -- templates --------------------------------------------------------------------------------
+    def template(self, slot: str, key: str) -> str | None:
+        """The template database kept for ``slot`` if it was kept for ``key``, else None."""
+        with self._templates_lock:
+            kept = self._templates.get(slot)
+        return kept[1] if kept is not None and kept[0] == key else None
+
+    def keep_as_template(self, slot: str, key: str, name: str) -> None:
+        """Keep the scratch database ``name`` as the template of ``slot`` for ``key``; drop the one it replaces.
+
+        From now on nobody connects to it (a database with sessions cannot be copied, and environment contents
+        restored in it must not run): its build role cannot log in, the database refuses connections and belongs
+        to the admin, and the sessions left in it are ended.
+        """
+        db = quote_ident(name)
+        with self._admin("keeping a vetting clone as a template") as conn:
+            conn.execute(f"alter role {db} nologin".encode())
+            conn.execute(f"alter database {db} allow_connections false".encode())
+            conn.execute(f"alter database {db} owner to current_user".encode())
+            conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (name,))
+        with self._templates_lock:
+            old = self._templates.get(slot)
+            self._templates[slot] = (key, name)
+        if old is not None and old[1] != name:
+            self.drop_database(old[1])
+
+    def copy_template(self, template: str) -> tuple[str, str]:
+        """A fresh scratch database copied from ``template``, its objects owned by its own build role; returns
+        (name, DSN of that role in it)."""
+        name, dsn = self.create_database(template=template)
+        what = "handing a copied vetting clone to its build role"
+        try:
+            with (
+                database_errors(what),
+                connect(
+                    with_dbname(self.admin_dsn, name), what=what, connect_timeout=self.connect_timeout, autocommit=True
+                ) as conn,
+            ):
+                conn.execute(f"reassign owned by {quote_ident(template)} to {quote_ident(name)}".encode())
+        except BaseException:
+            self.drop_database(name)
+            raise
+        return name, dsn
+
     def _build_dsn(self, name: str, password: str) -> str:
         params = {k: v for k, v in parse_dsn(self.admin_dsn).items() if k not in ("passfile", "options")}
         params.update(user=name, password=password, dbname=name)
@@ -244,6 +297,11 @@ class ScratchServer:
             return self._built
 
     def close(self) -> None:
+        with self._templates_lock:
+            templates, self._templates = list(self._templates.values()), {}
+        for _, name in templates:
+            with contextlib.suppress(Exception):
+                self.drop_database(name)
         with self._lock:
             if self._built is not None:
                 with contextlib.suppress(Exception):
