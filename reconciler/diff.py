@@ -14,10 +14,6 @@ from collections.abc import Iterator
 
 from pglast import parser
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
-    from migra import Migration
-
 from .errors import UnsafeSqlError
 from .inspect import Inspection
 
@@ -70,6 +66,10 @@ def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) 
     """Statements that take ``current`` to ``desired``, one SQL statement per item, without trailing ``;``."""
     refuse_unescaped(current, "environment")
     refuse_unescaped(desired, "desired state")
+    with warnings.catch_warnings():  # imported on first use: it imports schemainspect, slow to import
+        warnings.simplefilter("ignore", UserWarning)
+        from migra import Migration
+
     m = Migration(current, desired)
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import warnings
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
-
-with warnings.catch_warnings():
-    # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
-    warnings.simplefilter("ignore", UserWarning)
-    from schemainspect.pg.obj import PROPS, PostgreSQL
 
 from .catalog import MANAGED_SCHEMAS_WHERE
 from .db import Connection, connect, database_errors, engine_for
@@ -26,30 +22,42 @@ ALWAYS_EXCLUDED = ("pg_catalog", "information_schema", "pg_toast")
 
 def inspect_database(dsn: str, *, what: str, connect_timeout: timedelta = timedelta(seconds=10)) -> Inspection:
     """Read the whole schema of the database at ``dsn`` with schemainspect."""
+    tolerant = _schemainspect()[1]
     engine = engine_for(dsn, what=what, connect_timeout=connect_timeout)
     try:
         with database_errors(what), engine.connect() as conn:
-            return _Tolerant(conn)
+            return tolerant(conn)
     finally:
         engine.dispose()
 
 
-class _Tolerant(PostgreSQL):  # type: ignore[misc]
-    """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK constraint
-    made it raise KeyError). Those constraints are left to the catalog description, which reports them as
-    unmanaged drift when they differ."""
+@functools.cache
+def _schemainspect() -> tuple[str, Any]:
+    """schemainspect's PROPS and our tolerant inspector class, imported on first use: the import alone takes about
+    half a second, which commands that never inspect (and every CLI start) should not pay."""
+    with warnings.catch_warnings():
+        # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
+        warnings.simplefilter("ignore", UserWarning)
+        from schemainspect.pg.obj import PROPS, PostgreSQL
 
-    def load_all_relations(self) -> None:
-        try:
-            super().load_all_relations()
-        except KeyError:
-            unknown = [k for k, c in self.constraints.items() if c.quoted_full_table_name not in self.relations]
-            if not unknown:
-                raise
-            for k in unknown:
-                del self.constraints[k]
-            for c in self.constraints.values():
-                self.relations[c.quoted_full_table_name].constraints[c.quoted_full_name] = c
+    class Tolerant(PostgreSQL):  # type: ignore[misc]
+        """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK
+        constraint made it raise KeyError). Those constraints are left to the catalog description, which reports
+        them as unmanaged drift when they differ."""
+
+        def load_all_relations(self) -> None:
+            try:
+                super().load_all_relations()
+            except KeyError:
+                unknown = [k for k, c in self.constraints.items() if c.quoted_full_table_name not in self.relations]
+                if not unknown:
+                    raise
+                for k in unknown:
+                    del self.constraints[k]
+                for c in self.constraints.values():
+                    self.relations[c.quoted_full_table_name].constraints[c.quoted_full_name] = c
+
+    return str(PROPS), Tolerant
 
 
 def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schemas: Iterable[str] = ()) -> Inspection:
@@ -62,7 +70,7 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
     if not keep and not drop:
         return inspection
     out = copy.copy(inspection)
-    for prop in PROPS.split():
+    for prop in _schemainspect()[0].split():
         items = getattr(inspection, prop)
         setattr(
             out,
