@@ -57,7 +57,24 @@ def _schemainspect() -> tuple[str, Any]:
                 for c in self.constraints.values():
                     self.relations[c.quoted_full_table_name].constraints[c.quoted_full_name] = c
 
+        def __reduce__(self) -> tuple[Any, ...]:  # the class is made here, so pickle rebuilds it by a function
+            return _restored, (self.__dict__,)
+
     return str(PROPS), Tolerant
+
+
+def _restored(state: dict[str, Any]) -> Inspection:
+    out = object.__new__(_schemainspect()[1])
+    out.__dict__.update(state)
+    return out
+
+
+def portable(inspection: Inspection) -> Inspection:
+    """A shallow copy of ``inspection`` without its (closed) connection, engine and dialect: it can be pickled."""
+    out = copy.copy(inspection)
+    out.c = out.engine = None
+    out.dialect = "postgresql"
+    return out
 
 
 def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schemas: Iterable[str] = ()) -> Inspection:

@@ -30,9 +30,12 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 
+from . import buildcache
+from .catalog import CatalogRow, DescribeOptions
 from .config import SandboxConfig
 from .db import (
     Connection,
@@ -46,8 +49,9 @@ from .db import (
     with_dbname,
     with_scratch_settings,
 )
+from .drift import desired_description
 from .errors import DatabaseError, DesiredStateError, LockTimeoutError, ReconcilerError, VersionMismatchError
-from .inspect import Inspection, inspect_database
+from .inspect import Inspection, inspect_database, portable
 from .model import DesiredState
 from .sandbox import CheckedStatement, check_desired
 from .sqltext import line_of
@@ -82,8 +86,10 @@ class ScratchServer:
         *,
         connect_timeout: timedelta = timedelta(seconds=10),
         sandbox: SandboxConfig | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.admin_dsn = admin_dsn
+        self.cache_dir = cache_dir  # the desired build's facts across processes (buildcache); None: not kept
         self.connect_timeout = connect_timeout
         self.sandbox = sandbox or SandboxConfig()
         self._major: int | None = None
@@ -295,6 +301,36 @@ class ScratchServer:
             if old is not None:
                 self.drop_database(old.dbname)
             return self._built
+
+    @property
+    def built_revision(self) -> str | None:
+        """The desired revision built in this process (None: none yet)."""
+        with self._lock:
+            return self._built.revision if self._built is not None else None
+
+    def desired_facts(
+        self, desired: DesiredState, options: DescribeOptions
+    ) -> tuple[Inspection, tuple[CatalogRow, ...]]:
+        """The desired build's inspection and catalog description (described with ``options``): of this process's
+        build, else kept in :attr:`cache_dir` by an earlier process for the same key (:func:`.buildcache.cache_key`),
+        else built now and kept there. The allow-list is checked every time, kept or not."""
+        check_desired(desired, self.sandbox.extensions_allowed)
+        with self._lock:
+            built = self._built if self._built is not None and self._built.revision == desired.revision else None
+        key = (
+            buildcache.cache_key(desired.revision, self.major_version, (options, self.sandbox))
+            if self.cache_dir
+            else ""
+        )
+        if built is None and self.cache_dir is not None:
+            kept = buildcache.load(self.cache_dir, key)
+            if isinstance(kept, tuple) and len(kept) == 2:
+                return kept[0], tuple(kept[1])
+        built = built or self.build_desired(desired)
+        rows = desired_description(built.dsn, built.revision, options, self.connect_timeout)
+        if self.cache_dir is not None:
+            buildcache.save(self.cache_dir, key, (portable(built.inspection), rows))
+        return built.inspection, rows
 
     def close(self) -> None:
         with self._templates_lock:
