@@ -60,6 +60,7 @@ def load(folder: Path, key: str) -> Any | None:
         if not _private(os.fstat(f.fileno())):
             log.warning("build_cache_ignored", file=str(path), reason="not owned by this user or writable by others")
             return None
+        inspect.import_schemainspect()  # the pickle names its classes: import it the fast way first
         try:
             return pickle.load(f)
         except Exception as exc:  # a truncated or outdated file is a miss, not an error

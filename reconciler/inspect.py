@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import importlib.util
 import json
+import sys
 import warnings
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from .catalog import MANAGED_SCHEMAS_WHERE
@@ -32,13 +35,48 @@ def inspect_database(dsn: str, *, what: str, connect_timeout: timedelta = timede
 
 
 @functools.cache
-def _schemainspect() -> tuple[str, Any]:
-    """schemainspect's PROPS and our tolerant inspector class, imported on first use: the import alone takes about
-    half a second, which commands that never inspect (and every CLI start) should not pay."""
+def import_schemainspect() -> None:
+    """Import schemainspect (and so make migra's import cheap), in a fraction of its usual time.
+
+    On import, schemainspect reads its SQL files through ``misc.external_caller``, which calls ``inspect.stack()``:
+    that reads the source of every frame and scans every loaded module, 17 times; in a process that has loaded the
+    CLI it takes seconds. Its ``misc`` module is loaded first here, and its ``external_caller`` replaced by one
+    that walks the frames to the same answer (the first module that is not ``misc``) without reading any source.
+    """
     with warnings.catch_warnings():
         # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
         warnings.simplefilter("ignore", UserWarning)
-        from schemainspect.pg.obj import PROPS, PostgreSQL
+        spec = importlib.util.find_spec("schemainspect")
+        if "schemainspect.misc" not in sys.modules and spec is not None and spec.origin:
+            misc_spec = importlib.util.spec_from_file_location(
+                "schemainspect.misc", Path(spec.origin).with_name("misc.py")
+            )
+            if misc_spec is not None and misc_spec.loader is not None:
+                misc = importlib.util.module_from_spec(misc_spec)
+                sys.modules["schemainspect.misc"] = misc
+                misc_spec.loader.exec_module(misc)
+                misc.__dict__["external_caller"] = _external_caller
+        import schemainspect.pg.obj  # noqa: F401
+
+        # As a regular import would: the package names its submodule (migra reads ``schemainspect.misc``).
+        sys.modules["schemainspect"].__dict__.setdefault("misc", sys.modules["schemainspect.misc"])
+
+
+def _external_caller() -> str:
+    """The name of the first module on the stack that is not ``schemainspect.misc`` (what schemainspect's own
+    ``external_caller`` finds with ``inspect.stack()``)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == "schemainspect.misc":
+        frame = frame.f_back
+    return str(frame.f_globals["__name__"])
+
+
+@functools.cache
+def _schemainspect() -> tuple[str, Any]:
+    """schemainspect's PROPS and our tolerant inspector class, imported on first use: the import alone takes about
+    half a second, which commands that never inspect (and every CLI start) should not pay."""
+    import_schemainspect()
+    from schemainspect.pg.obj import PROPS, PostgreSQL
 
     class Tolerant(PostgreSQL):  # type: ignore[misc]
         """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK
