@@ -7,16 +7,23 @@ folder), then times, medians of several repetitions measured in this one run:
 * raw migra, desired pre-inspected: inspect the environment and diff (how the reconciler plans: the desired
   state is inspected once per revision);
 * classification: one catalog query for the figures of the affected tables, every hazard check, the policy;
-* vetting: clone the environment's schema (pg_dump + restore), replay the unattended part and the remainder,
-  re-diff after each.
+* vetting: clone the environment's schema, replay the unattended part and the remainder, re-diff after each. The
+  environment is unchanged between runs, so the clone is a copy of its template (``CREATE DATABASE ... TEMPLATE``);
+  beside it, one ``CREATE DATABASE ... TEMPLATE`` of that clone alone (floor: vetting <= 2x that) and a fresh clone
+  (pg_dump + restore);
+* a single ``reconciler plan`` process against the script a user would write (psql builds the desired SQL into a
+  fresh database, the migra CLI diffs, psql drops the database), side by side (floor: ratio <= 1.0); and one
+  ``reconciler plan`` process on a 1000-table pair (floor: < 3 s).
 
-Run: ``.venv/bin/python benchmarks/bench_plan.py [--tables 200] [--repeat 5]``. Prints ratios; asserts nothing.
+Run: ``.venv/bin/python benchmarks/bench_plan.py [--tables 200] [--repeat 5] [--large 1000]``. Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,9 +44,10 @@ from reconciler.model import Decision, Statement
 from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir
 from reconciler.scratch import ScratchServer
 from reconciler.stats import read_table_stats
-from reconciler.vet import clone_environment, vet_plan
+from reconciler.vet import clone_environment, clone_slot_and_key, vet_plan
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def schema(tables: int, *, desired: bool) -> str:
@@ -92,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tables", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--large", type=int, default=1000, help="tables of the large single plan (0: skip single plans)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        Path(tmp).chmod(0o711)  # as root the server runs as its own user, which must reach its data folder
         pg = EmbeddedPostgres(Path(tmp) / "data").start()
         try:
             env_dsn = pg.create_database("bench_env")
@@ -137,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 return vet_plan(scratch, env_dsn, env, desired, safe, rest, pg_dump, whole=statements)
 
             t_vet, result = timed(vet, args.repeat)
+            t_copy = copy_template_time(scratch, env_dsn, env, pg_dump, args.repeat)
 
             def clone() -> None:
                 name, _ = clone_environment(scratch, env_dsn, env, pg_dump)
@@ -158,14 +170,86 @@ def main(argv: list[str] | None = None) -> int:
         ("raw migra (inspect both + diff)", t_raw),
         ("raw migra, desired pre-inspected", t_pre),
         ("classification (figures + checks + policy)", t_cls),
-        ("vetting (clone + replay + 2 re-diffs)", t_vet),
-        ("  of which cloning (pg_dump, create db, restore)", t_clone),
+        ("vetting (copy of the template + replay + re-diffs)", t_vet),
+        ("one CREATE DATABASE ... TEMPLATE of the clone", t_copy),
+        ("a fresh clone (pg_dump, create db, restore)", t_clone),
         ("plan = pre-inspected diff + classification", t_pre + t_cls),
         ("plan + vetting", t_pre + t_cls + t_vet),
     ]
     for name, t in rows_out:
         print(f"{name:50} {t:8.3f} {t / t_raw:12.2f} {t / t_pre:31.2f}")
+    ratio = t_vet / t_copy
+    print(f"vetting an unchanged environment / one CREATE DATABASE ... TEMPLATE: {ratio:.2f} (floor: <= 2)")
+    if args.large:
+        single_plan(args.tables, args.large, args.repeat)
     return 0
+
+
+def copy_template_time(
+    scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path, repeat: int
+) -> float:
+    """Median time of one ``CREATE DATABASE ... TEMPLATE`` of the environment's kept clone (the drop not timed)."""
+    template = scratch.template(*clone_slot_and_key(env_dsn, env, pg_dump))
+    assert template is not None, "vetting kept no template"
+    times = []
+    with psycopg.connect(scratch.admin_dsn, autocommit=True) as conn:
+        for _ in range(repeat + 1):
+            started = time.perf_counter()
+            conn.execute(f'create database bench_copy template "{template}"'.encode())
+            times.append(time.perf_counter() - started)
+            conn.execute(b"drop database bench_copy")
+    return statistics.median(times[1:])
+
+
+def single_plan(tables: int, large: int, repeat: int) -> None:
+    """One ``reconciler plan`` process vs the script a user would write, side by side; then a large pair."""
+    with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
+        Path(tmp).chmod(0o711)
+        pg = EmbeddedPostgres(Path(tmp) / "data").start()
+        try:
+            t_cli, t_script = plan_vs_script(pg, Path(tmp) / "small", tables, repeat)
+            t_large, _ = plan_vs_script(pg, Path(tmp) / "large", large, 1, script=False)
+        finally:
+            pg.stop()
+    print()
+    print(f"single plan, {tables} tables, medians of {repeat} runs (each a new process):")
+    print(f"  reconciler plan:                          {t_cli:8.3f} s")
+    print(f"  psql build + migra CLI + drop (a script): {t_script:8.3f} s")
+    print(f"  ratio reconciler / script: {t_cli / t_script:.2f} (floor: <= 1.0)")
+    print(f"single plan, {large} tables: reconciler plan {t_large:.3f} s (floor: < 3 s)")
+
+
+def plan_vs_script(
+    pg: EmbeddedPostgres, folder: Path, tables: int, repeat: int, *, script: bool = True
+) -> tuple[float, float]:
+    """Median wall times of ``reconciler plan`` and of the user's script on a ``tables``-table pair."""
+    name = folder.name
+    (folder / "desired-state").mkdir(parents=True)
+    (folder / "desired-state" / "010_schema.sql").write_text(schema(tables, desired=True) + "\n")
+    env_dsn = pg.create_database(f"bench_{name}_env")
+    with psycopg.connect(env_dsn, autocommit=True) as conn:
+        conn.execute(schema(tables, desired=False).encode())
+    config = {
+        "desired_state": "desired-state",
+        "state": "sqlite:///state.db",
+        "scratch": pg.dsn("postgres"),
+        "sandbox": {"share_cluster_with_environments": True},
+        "environments": {"env": {"dsn": env_dsn}},
+    }
+    (folder / "reconciler.yaml").write_text(yaml.safe_dump(config))
+    cli = [sys.executable, "-m", "reconciler", "--config", str(folder / "reconciler.yaml"), "plan", "env"]
+    t_cli, _ = timed(lambda: subprocess.run(cli, check=True, capture_output=True, cwd=ROOT), repeat)
+    if not script:
+        return t_cli, 0.0
+    scratch_db = pg.dsn(f"bench_{name}_scratch")
+    user_script = (
+        f"psql -q -X -d '{pg.dsn('postgres')}' -c 'create database bench_{name}_scratch' && "
+        f"psql -q -X -v ON_ERROR_STOP=1 -d '{scratch_db}' -f {folder / 'desired-state' / '010_schema.sql'} && "
+        f"{Path(sys.executable).parent / 'migra'} --unsafe '{env_dsn}' '{scratch_db}'; "
+        f"psql -q -X -d '{pg.dsn('postgres')}' -c 'drop database bench_{name}_scratch'"
+    )
+    t_script, _ = timed(lambda: subprocess.run(["sh", "-c", user_script], check=True, capture_output=True), repeat)
+    return t_cli, t_script
 
 
 if __name__ == "__main__":

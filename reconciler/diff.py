@@ -14,12 +14,8 @@ from collections.abc import Iterator
 
 from pglast import parser
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
-    from migra import Migration
-
 from .errors import UnsafeSqlError
-from .inspect import Inspection
+from .inspect import Inspection, import_schemainspect
 
 # Characters that end or escape a string literal: schemainspect writes some values between quotes unescaped.
 _LITERAL_BREAKERS = ("'", "\\")
@@ -70,6 +66,11 @@ def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) 
     """Statements that take ``current`` to ``desired``, one SQL statement per item, without trailing ``;``."""
     refuse_unescaped(current, "environment")
     refuse_unescaped(desired, "desired state")
+    import_schemainspect()  # first: migra imports it, and is imported on first use
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        from migra import Migration
+
     m = Migration(current, desired)
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
+import sys
 import warnings
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
-
-with warnings.catch_warnings():
-    # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
-    warnings.simplefilter("ignore", UserWarning)
-    from schemainspect.pg.obj import PROPS, PostgreSQL
 
 from .catalog import MANAGED_SCHEMAS_WHERE
 from .db import Connection, database_errors, engine_for, fetch_all
@@ -24,30 +23,94 @@ ALWAYS_EXCLUDED = ("pg_catalog", "information_schema", "pg_toast")
 
 def inspect_database(dsn: str, *, what: str, connect_timeout: timedelta = timedelta(seconds=10)) -> Inspection:
     """Read the whole schema of the database at ``dsn`` with schemainspect."""
+    tolerant = _schemainspect()[1]
     engine = engine_for(dsn, what=what, connect_timeout=connect_timeout)
     try:
         with database_errors(what), engine.connect() as conn:
-            return _Tolerant(conn)
+            return tolerant(conn)
     finally:
         engine.dispose()
 
 
-class _Tolerant(PostgreSQL):  # type: ignore[misc]
-    """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK constraint
-    made it raise KeyError). Those constraints are left to the catalog description, which reports them as
-    unmanaged drift when they differ."""
+@functools.cache
+def import_schemainspect() -> None:
+    """Import schemainspect (and so make migra's import cheap), in a fraction of its usual time.
 
-    def load_all_relations(self) -> None:
-        try:
-            super().load_all_relations()
-        except KeyError:
-            unknown = [k for k, c in self.constraints.items() if c.quoted_full_table_name not in self.relations]
-            if not unknown:
-                raise
-            for k in unknown:
-                del self.constraints[k]
-            for c in self.constraints.values():
-                self.relations[c.quoted_full_table_name].constraints[c.quoted_full_name] = c
+    On import, schemainspect reads its SQL files through ``misc.external_caller``, which calls ``inspect.stack()``:
+    that reads the source of every frame and scans every loaded module, 17 times; in a process that has loaded the
+    CLI it takes seconds. Its ``misc`` module is loaded first here, and its ``external_caller`` replaced by one
+    that walks the frames to the same answer (the first module that is not ``misc``) without reading any source.
+    """
+    with warnings.catch_warnings():
+        # schemainspect imports pkg_resources, which warns on import with setuptools 80 and 81.
+        warnings.simplefilter("ignore", UserWarning)
+        spec = importlib.util.find_spec("schemainspect")
+        if "schemainspect.misc" not in sys.modules and spec is not None and spec.origin:
+            misc_spec = importlib.util.spec_from_file_location(
+                "schemainspect.misc", Path(spec.origin).with_name("misc.py")
+            )
+            if misc_spec is not None and misc_spec.loader is not None:
+                misc = importlib.util.module_from_spec(misc_spec)
+                sys.modules["schemainspect.misc"] = misc
+                misc_spec.loader.exec_module(misc)
+                misc.__dict__["external_caller"] = _external_caller
+        import schemainspect.pg.obj  # noqa: F401
+
+        # As a regular import would: the package names its submodule (migra reads ``schemainspect.misc``).
+        sys.modules["schemainspect"].__dict__.setdefault("misc", sys.modules["schemainspect.misc"])
+
+
+def _external_caller() -> str:
+    """The name of the first module on the stack that is not ``schemainspect.misc`` (what schemainspect's own
+    ``external_caller`` finds with ``inspect.stack()``)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == "schemainspect.misc":
+        frame = frame.f_back
+    return str(frame.f_globals["__name__"])
+
+
+@functools.cache
+def _schemainspect() -> tuple[str, Any]:
+    """schemainspect's PROPS and our tolerant inspector class, imported on first use: the import alone takes about
+    half a second, which commands that never inspect (and every CLI start) should not pay."""
+    import_schemainspect()
+    from schemainspect.pg.obj import PROPS, PostgreSQL
+
+    class Tolerant(PostgreSQL):  # type: ignore[misc]
+        """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK
+        constraint made it raise KeyError). Those constraints are left to the catalog description, which reports
+        them as unmanaged drift when they differ."""
+
+        def load_all_relations(self) -> None:
+            try:
+                super().load_all_relations()
+            except KeyError:
+                unknown = [k for k, c in self.constraints.items() if c.quoted_full_table_name not in self.relations]
+                if not unknown:
+                    raise
+                for k in unknown:
+                    del self.constraints[k]
+                for c in self.constraints.values():
+                    self.relations[c.quoted_full_table_name].constraints[c.quoted_full_name] = c
+
+        def __reduce__(self) -> tuple[Any, ...]:  # the class is made here, so pickle rebuilds it by a function
+            return _restored, (self.__dict__,)
+
+    return str(PROPS), Tolerant
+
+
+def _restored(state: dict[str, Any]) -> Inspection:
+    out = object.__new__(_schemainspect()[1])
+    out.__dict__.update(state)
+    return out
+
+
+def portable(inspection: Inspection) -> Inspection:
+    """A shallow copy of ``inspection`` without its (closed) connection, engine and dialect: it can be pickled."""
+    out = copy.copy(inspection)
+    out.c = out.engine = None
+    out.dialect = "postgresql"
+    return out
 
 
 def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schemas: Iterable[str] = ()) -> Inspection:
@@ -60,7 +123,7 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
     if not keep and not drop:
         return inspection
     out = copy.copy(inspection)
-    for prop in PROPS.split():
+    for prop in _schemainspect()[0].split():
         items = getattr(inspection, prop)
         setattr(
             out,

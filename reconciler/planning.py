@@ -16,7 +16,7 @@ from . import hazards, policy
 from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
-from .drift import describe_options, desired_description, plan_statements, residual
+from .drift import describe_options, plan_statements, residual
 from .hazards.phases import order_phases
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
@@ -32,13 +32,12 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     """What it takes to make ``target`` match ``desired``, with hazards and decisions."""
     env = target.env
     with phase("inspect"):
-        built = scratch.build_desired(desired)
-        want = filtered(built.inspection, env.schemas, env.exclude_schemas)
+        inspection, wanted = scratch.desired_facts(desired, describe_options(env))
+        want = filtered(inspection, env.schemas, env.exclude_schemas)
         # before inspecting: a change in between makes the plan stale
         fingerprint, described = read_fingerprint_and_description(target)
         current, identity = _inspect(scratch, target)
     with phase("diff"):
-        wanted = desired_description(built.dsn, desired.revision, describe_options(env), env.connect_timeout)
         sqls = plan_statements(current, want, described, wanted, privileges=env.privileges)
         unmanaged = residual(described, wanted, sqls)
     with phase("classify"):

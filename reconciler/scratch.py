@@ -13,6 +13,12 @@ their own name only.
 Names are ``reconciler_scratch_<token>_<random>``: ``token`` is this process's, and the process holds an advisory
 lock keyed by it on the scratch server while it lives. A later process drops the databases and roles whose token
 lock nobody holds (their process died); one it cannot drop is logged and skipped.
+
+Vetting clones may start from a *template*: a restored clone kept (by :meth:`ScratchServer.keep_as_template`) under
+a slot (the environment's database) and a key (its schema fingerprint). A template is a scratch database like the
+others (same names, so a dead process's templates are swept too) that nobody can connect to: it is owned by the
+admin, refuses connections and its build role cannot log in. A copy gets a build role of its own, which then owns
+every object of the copy (``REASSIGN OWNED``), so it is confined exactly like a fresh restore.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 
+from . import buildcache
+from .catalog import CatalogRow, DescribeOptions
 from .config import SandboxConfig
 from .db import (
     Connection,
@@ -37,10 +46,12 @@ from .db import (
     quote_ident,
     quote_literal,
     server_major,
+    with_dbname,
     with_scratch_settings,
 )
+from .drift import desired_description
 from .errors import DatabaseError, DesiredStateError, LockTimeoutError, ReconcilerError, VersionMismatchError
-from .inspect import Inspection, inspect_database
+from .inspect import Inspection, inspect_database, portable
 from .model import DesiredState
 from .sandbox import CheckedStatement, check_desired
 from .sqltext import line_of
@@ -75,14 +86,18 @@ class ScratchServer:
         *,
         connect_timeout: timedelta = timedelta(seconds=10),
         sandbox: SandboxConfig | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.admin_dsn = admin_dsn
+        self.cache_dir = cache_dir  # the desired build's facts across processes (buildcache); None: not kept
         self.connect_timeout = connect_timeout
         self.sandbox = sandbox or SandboxConfig()
         self._major: int | None = None
         self._built: BuiltDesired | None = None
         self._lock = threading.RLock()
         self._keeper: Connection | None = None
+        self._templates: dict[str, tuple[str, str]] = {}  # slot -> (key, template database)
+        self._templates_lock = threading.Lock()
 
     # -- databases --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,6 +208,50 @@ class ScratchServer:
                 conn.execute(f"alter role {quote_ident(name)} set {setting} = {ms}".encode())
         return name, self._build_dsn(name, password)
 
+    # -- templates --------------------------------------------------------------------------------
+    def template(self, slot: str, key: str) -> str | None:
+        """The template database kept for ``slot`` if it was kept for ``key``, else None."""
+        with self._templates_lock:
+            kept = self._templates.get(slot)
+        return kept[1] if kept is not None and kept[0] == key else None
+
+    def keep_as_template(self, slot: str, key: str, name: str) -> None:
+        """Keep the scratch database ``name`` as the template of ``slot`` for ``key``; drop the one it replaces.
+
+        From now on nobody connects to it (a database with sessions cannot be copied, and environment contents
+        restored in it must not run): its build role cannot log in, the database refuses connections and belongs
+        to the admin, and the sessions left in it are ended.
+        """
+        db = quote_ident(name)
+        with self._admin("keeping a vetting clone as a template") as conn:
+            conn.execute(f"alter role {db} nologin".encode())
+            conn.execute(f"alter database {db} allow_connections false".encode())
+            conn.execute(f"alter database {db} owner to current_user".encode())
+            conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (name,))
+        with self._templates_lock:
+            old = self._templates.get(slot)
+            self._templates[slot] = (key, name)
+        if old is not None and old[1] != name:
+            self.drop_database(old[1])
+
+    def copy_template(self, template: str) -> tuple[str, str]:
+        """A fresh scratch database copied from ``template``, its objects owned by its own build role; returns
+        (name, DSN of that role in it)."""
+        name, dsn = self.create_database(template=template)
+        what = "handing a copied vetting clone to its build role"
+        try:
+            with (
+                database_errors(what),
+                connect(
+                    with_dbname(self.admin_dsn, name), what=what, connect_timeout=self.connect_timeout, autocommit=True
+                ) as conn,
+            ):
+                conn.execute(f"reassign owned by {quote_ident(template)} to {quote_ident(name)}".encode())
+        except BaseException:
+            self.drop_database(name)
+            raise
+        return name, dsn
+
     def _build_dsn(self, name: str, password: str) -> str:
         params = {k: v for k, v in parse_dsn(self.admin_dsn).items() if k not in ("passfile", "options")}
         params.update(user=name, password=password, dbname=name)
@@ -243,7 +302,42 @@ class ScratchServer:
                 self.drop_database(old.dbname)
             return self._built
 
+    @property
+    def built_revision(self) -> str | None:
+        """The desired revision built in this process (None: none yet)."""
+        with self._lock:
+            return self._built.revision if self._built is not None else None
+
+    def desired_facts(
+        self, desired: DesiredState, options: DescribeOptions
+    ) -> tuple[Inspection, tuple[CatalogRow, ...]]:
+        """The desired build's inspection and catalog description (described with ``options``): of this process's
+        build, else kept in :attr:`cache_dir` by an earlier process for the same key (:func:`.buildcache.cache_key`),
+        else built now and kept there. The allow-list is checked every time, kept or not."""
+        check_desired(desired, self.sandbox.extensions_allowed)
+        with self._lock:
+            built = self._built if self._built is not None and self._built.revision == desired.revision else None
+        key = (
+            buildcache.cache_key(desired.revision, self.major_version, (options, self.sandbox))
+            if self.cache_dir
+            else ""
+        )
+        if built is None and self.cache_dir is not None:
+            kept = buildcache.load(self.cache_dir, key)
+            if isinstance(kept, tuple) and len(kept) == 2:
+                return kept[0], tuple(kept[1])
+        built = built or self.build_desired(desired)
+        rows = desired_description(built.dsn, built.revision, options, self.connect_timeout)
+        if self.cache_dir is not None:
+            buildcache.save(self.cache_dir, key, (portable(built.inspection), rows))
+        return built.inspection, rows
+
     def close(self) -> None:
+        with self._templates_lock:
+            templates, self._templates = list(self._templates.values()), {}
+        for _, name in templates:
+            with contextlib.suppress(Exception):
+                self.drop_database(name)
         with self._lock:
             if self._built is not None:
                 with contextlib.suppress(Exception):

@@ -92,7 +92,8 @@ class Reconciler:
         if self._scratch is None:
             admin = self.config.scratch or self.embedded.dsn("postgres")
             _check_scratch_apart(self.config, admin)
-            self._scratch = ScratchServer(admin, sandbox=self.config.sandbox)
+            cache = Path(self.config.embedded.data_dir).parent / "cache"  # the reconciler's own state folder
+            self._scratch = ScratchServer(admin, sandbox=self.config.sandbox, cache_dir=cache)
         return self._scratch
 
     def target(self, name: str) -> Target:

@@ -1,7 +1,8 @@
 """Vetting: prove a plan on a scratch clone of the environment before it touches the environment.
 
 The clone is the environment's schema (``pg_dump --schema-only``, no data) restored into a scratch database on
-a server of the same major version. The statements that would run unattended are applied first; a re-diff
+a server of the same major version; while the environment's schema fingerprint is unchanged, later clones are
+copies of that restore, kept as a template on the scratch server (:func:`clone`). The statements that would run unattended are applied first; a re-diff
 must then yield exactly the queued remainder (so the unattended part stands on its own). The remainder is then
 applied too, and a final re-diff must be empty (the whole plan converges). If the split replay fails, the whole
 plan is replayed in its own order on a fresh clone: if that converges, the plan is sound but must wait as a whole;
@@ -15,6 +16,7 @@ own SQL (migra's), which is the plan's identity.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -29,14 +31,15 @@ from pglast.stream import RawStream
 from .apply import execute_steps
 from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
-from .db import connect, database_errors, quote_ident, redact, service_file, translate
+from .db import connect, database_errors, database_identity, quote_ident, redact, service_file, translate
 from .diff import diff
 from .drift import describe_options, owner_change, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
-from .inspect import Inspection, filtered, inspect_database
+from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import ExecStep, Statement
 from .scratch import ScratchServer
 from .sqltext import SqlSyntaxError, split_statements
+from .target import IDENTITY_SQL
 
 Phase = Literal["unattended", "remainder", "plan"]
 
@@ -207,6 +210,37 @@ def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConf
     return name, dsn
 
 
+def clone_slot_and_key(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
+    """Which template a clone of the environment may start from: the slot is the environment's database (its
+    address, cluster system identifier and oid), the key its schema fingerprint with what shapes the dump
+    (managed schemas, privileges, the pg_dump used). One connection, two catalog queries."""
+    what = "reading the schema fingerprint of the environment to vet on"
+    with database_errors(what), connect(env_dsn, what=what, connect_timeout=env.connect_timeout) as conn:
+        row = conn.execute(IDENTITY_SQL).fetchone()
+        fingerprint = schema_fingerprint(conn, env.schemas, env.exclude_schemas, privileges=env.privileges, what=what)
+    slot = f"{database_identity(env_dsn)} {row[0] if row else ''} {row[1] if row else ''}"
+    shape = (fingerprint, tuple(env.schemas), tuple(env.exclude_schemas), env.privileges, str(pg_dump))
+    return slot, hashlib.sha256(repr(shape).encode()).hexdigest()
+
+
+def clone(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
+    """A scratch clone of the environment (name, build role's dsn); the caller drops it.
+
+    While the environment's fingerprint is unchanged the clone is a copy of the template kept on the scratch
+    server (``CREATE DATABASE ... TEMPLATE``); otherwise the schema is dumped and restored once more, and kept as
+    the new template if the fingerprint did not move during the dump (the old template is dropped).
+    """
+    slot, key = clone_slot_and_key(env_dsn, env, pg_dump)
+    template = scratch.template(slot, key)
+    if template is None:
+        name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
+        if clone_slot_and_key(env_dsn, env, pg_dump) != (slot, key):
+            return name, dsn  # changed while it was dumped: used once, kept for nothing
+        scratch.keep_as_template(slot, key, name)
+        template = name
+    return scratch.copy_template(template)
+
+
 def vet_plan(
     scratch: ScratchServer,
     env_dsn: str,
@@ -260,7 +294,7 @@ def _replay(
     phases: Sequence[tuple[Phase, Sequence[Vettable]]],
 ) -> VetResult:
     """Replay ``phases`` in order on one fresh clone; after each, a re-diff must yield exactly what follows."""
-    name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
+    name, dsn = clone(scratch, env_dsn, env, pg_dump)
     try:
 
         def rediff() -> list[str]:

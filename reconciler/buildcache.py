@@ -1,0 +1,86 @@
+"""The desired build's inspection and catalog description, kept across processes in the reconciler's own folder.
+
+A ``plan`` process would otherwise build the desired state statement by statement and inspect it every time. The
+facts are stored as a pickle under a key that changes with anything that could change them: the desired revision
+(the sha256 of its SQL), the scratch server's major version, the description's options and the sandbox settings, the versions of
+schemainspect and of this package, and the source of the modules that read them.
+
+Unpickling runs code named in the file, so a file is read only from a folder and a file that this process's user
+owns and nobody else may write (``0700`` folder, ``0600`` files, no symlinks); anything else is ignored and
+logged. The folder is the reconciler's own state folder (beside the embedded server's data folder), which
+neither desired-state authors nor environments can write: stops them from planting a pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import stat
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import __version__, catalog, inspect
+
+log = structlog.get_logger("reconciler.buildcache")
+
+KEEP = 8
+"""Cached builds kept in the folder (the most recently written); older ones are removed."""
+
+
+def cache_key(revision: str, major: int, options: object) -> str:
+    """The key of one desired build's facts (see the module's docstring for what goes into it)."""
+    sources = b"".join(Path(m.__file__ or "").read_bytes() for m in (catalog, inspect))
+    parts = (revision, major, repr(options), metadata.version("schemainspect"), __version__, sources)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def load(folder: Path, key: str) -> Any | None:
+    """What :func:`save` stored under ``key`` in ``folder``, or None (missing, unreadable or not private)."""
+    path = folder / f"desired-{key}.pickle"
+    try:
+        if not _private(folder.stat()):
+            log.warning(
+                "build_cache_ignored", folder=str(folder), reason="not owned by this user or writable by others"
+            )
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not _private(os.fstat(f.fileno())):
+            log.warning("build_cache_ignored", file=str(path), reason="not owned by this user or writable by others")
+            return None
+        inspect.import_schemainspect()  # the pickle names its classes: import it the fast way first
+        try:
+            return pickle.load(f)
+        except Exception as exc:  # a truncated or outdated file is a miss, not an error
+            log.warning("build_cache_unreadable", file=str(path), error=str(exc))
+            return None
+
+
+def save(folder: Path, key: str, value: Any) -> None:
+    """Store ``value`` under ``key`` (atomically, ``0600``); keep the :data:`KEEP` newest. Failing is logged only."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(folder.stat()):
+            return
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".desired-", suffix=".tmp")  # mkstemp: 0600
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, folder / f"desired-{key}.pickle")
+        kept = sorted(folder.glob("desired-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[KEEP:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+        log.warning("build_cache_not_saved", folder=str(folder), error=str(exc))
