@@ -333,7 +333,7 @@ select kind, object, detail, key from (
                      'validator ' || nullif(w.fdwvalidator, 0)::regproc::text, 'options ' || w.fdwoptions::text),
            w.fdwname
     from pg_foreign_data_wrapper w
-    where w.oid in (select srvfdw from srv)
+    where (cardinality(%(schemas)s::text[]) = 0 or w.oid in (select srvfdw from srv))
       and not exists (select 1 from ext where ext.classid = 'pg_foreign_data_wrapper'::regclass and ext.objid = w.oid)
   union all
     select 'foreign_server', quote_ident(srv.srvname),

@@ -344,9 +344,7 @@ def _apply_all(reconciler: Reconciler) -> None:
 
 
 # Known gaps of the guarantee, kept as strict expected failures so that they are reported (and a fix shows up).
-KNOWN_GAPS = {
-    "foreign data wrapper in the environment": "a foreign data wrapper without servers is not in the description",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
