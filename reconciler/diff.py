@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from migra import Migration
 
+from .corrections import partition_fixes, with_added_labels
 from .errors import UnsafeSqlError
 from .inspect import Inspection
 
@@ -70,7 +71,10 @@ def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) 
     """Statements that take ``current`` to ``desired``, one SQL statement per item, without trailing ``;``."""
     refuse_unescaped(current, "environment")
     refuse_unescaped(desired, "desired state")
-    m = Migration(current, desired)
+    # Labels only added to an enum: ALTER TYPE ... ADD VALUE first, instead of migra's swap of the whole type.
+    relabelled, add_values = with_added_labels(current, desired)
+    m = Migration(relabelled, desired)
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)
-    return [one_statement(chunk) for chunk in m.statements if chunk.strip()]
+    sqls = [one_statement(chunk) for chunk in m.statements if chunk.strip()]
+    return add_values + partition_fixes(sqls, current, desired)

@@ -249,6 +249,79 @@ CASES = [
     ),
 ]
 
+# What migra gets wrong on PostgreSQL 15, corrected (reconciler/corrections.py); vetting proves each plan.
+E = "create type e as enum ('a', 'b'); create table t (id int, x e);"
+E_ADDED = "create type e as enum ('a', 'b', 'c'); create table t (id int, x e);"
+PK_PARENT = "create table p (id int primary key, v text) partition by range (id);"
+P1 = " create table p1 partition of p for values from (0) to (10);"
+P2 = " create table p2 partition of p for values from (10) to (20);"
+G = "create table g (a int, b int generated always as (a * 2) stored);"
+CASES += [
+    # enum labels added while the type is in use: ALTER TYPE ... ADD VALUE, committed before what uses it
+    Case(
+        "enum label appended while a view uses the type",
+        E + " create view ev as select id from t where x = 'a';",
+        E_ADDED + " create view ev as select id from t where x = 'a';",
+        CONVERGES,
+    ),
+    Case(
+        "enum label inserted while a partial index uses the type",
+        E + " create index t_a on t (id) where x = 'a';",
+        "create type e as enum ('z', 'a', 'b'); create table t (id int, x e); create index t_a on t (id) where x = 'a';",
+        CONVERGES,
+    ),
+    Case(
+        "enum label added and used by a default",
+        E,
+        "create type e as enum ('a', 'b', 'c'); create table t (id int, x e default 'c');",
+        CONVERGES,
+    ),
+    Case(
+        "enum labels added before and after",
+        E + " create view ev as select id from t where x = 'b';",
+        "create type e as enum ('0', 'a', 'a2', 'b', 'c'); create table t (id int, x e);"
+        " create view ev as select id from t where x = 'b';",
+        CONVERGES,
+    ),
+    Case("enum label removed stays a swap", E_ADDED, E, CONVERGES),
+    # partitions of a table with a primary key
+    Case("new partition of a table with a primary key", PK_PARENT + P1, PK_PARENT + P1 + P2, CONVERGES),
+    Case(
+        "new partition of a table with a primary key and an index",
+        PK_PARENT + P1 + " create index p_v on p (v);",
+        PK_PARENT + P1 + P2 + " create index p_v on p (v);",
+        CONVERGES,
+    ),
+    Case("first partition of a table with a primary key", PK_PARENT, PK_PARENT + P1, CONVERGES),
+    # a partitioned table with a primary key created from scratch
+    Case("partitioned table with a primary key from scratch", KEEP, KEEP + PK_PARENT + P1, CONVERGES),
+    Case(
+        "partitioned table with a primary key and an index from scratch",
+        KEEP,
+        KEEP + PK_PARENT + P1 + P2 + " create index p_v on p (v);",
+        CONVERGES,
+    ),
+    Case(
+        "primary key added to a partitioned table",
+        "create table p (id int not null, v text) partition by range (id);" + P1,
+        PK_PARENT + P1,
+        CONVERGES,
+    ),
+    # a changed generated-column expression: the column is dropped and added again
+    Case(
+        "generated expression changed",
+        G,
+        "create table g (a int, b int generated always as (a * 3) stored);",
+        CONVERGES,
+    ),
+    Case(
+        "generated expression changed on a text column",
+        "create table g2 (a text, b text generated always as (upper(a)) stored);",
+        "create table g2 (a text, b text generated always as (lower(a)) stored);",
+        CONVERGES,
+    ),
+]
+
 
 def pg_dump_schema(dsn: str, *, privileges: bool) -> list[str]:
     """``pg_dump --schema-only --no-owner`` of ``dsn``, normalised: without comment lines, session settings and
