@@ -89,6 +89,84 @@ def partition_fixes(statements: Sequence[str], current: Inspection, desired: Ins
     out: list[str] = []
     for sql in statements:
         out.extend(_fixed(sql, _parsed(sql), current, desired, owned))
+    return _defaults_around_recasts(_without_cascaded_drops(out, current), current)
+
+
+def _column_cmd(node: Any, subtype: Any) -> tuple[str, str] | None:
+    """``(table key, column)`` of an ``ALTER TABLE ... ALTER COLUMN`` command of ``subtype`` (else None)."""
+    cmd = _single_cmd(node)
+    if cmd is None or cmd.subtype != subtype or not cmd.name:
+        return None
+    return _quoted(node.relation.schemaname or "public", str(node.relation.relname)), str(cmd.name)
+
+
+def _defaults_around_recasts(statements: list[str], current: Inspection) -> list[str]:
+    """migra's swap of an enum type recasts each column of it, and its default must be dropped first: a default the
+    desired state drops is dropped only after the recast (``default ... cannot be cast automatically``), and one it
+    adds is first "restored" as ``SET DEFAULT None``. The drop moves ahead of the recast; the restore of a default
+    the environment does not have is left out."""
+    nodes = [_parsed(sql) for sql in statements]
+    out: list[str] = []
+    dropped: set[tuple[str, str]] = set()
+    moved: set[int] = set()
+    for i, (sql, node) in enumerate(zip(statements, nodes, strict=True)):
+        if i in moved:
+            continue
+        column = _column_cmd(node, AT.AT_ColumnDefault)
+        if column is not None:
+            have = _column(current, *column)
+            default = _single_cmd(node).def_  # type: ignore[union-attr]  # a column command has one
+            if default is None:
+                dropped.add(column)
+            elif have is not None and have.default is None and _is_none(default):
+                continue  # migra's restore of a default the environment does not have
+        recast = _column_cmd(node, AT.AT_AlterColumnType)
+        have = _column(current, *recast) if recast is not None else None
+        if recast is not None and have is not None and have.default is not None and recast not in dropped:
+            later = next((j for j in range(i + 1, len(nodes)) if _drops_default(nodes[j], recast)), None)
+            if later is not None:
+                out.append(statements[later])
+                moved.add(later)
+                dropped.add(recast)
+        out.append(sql)
+    return out
+
+
+def _is_none(default: Any) -> bool:
+    return isinstance(default, ast.ColumnRef) and [getattr(f, "sval", None) for f in default.fields or ()] == ["none"]
+
+
+def _drops_default(node: Any, column: tuple[str, str]) -> bool:
+    cmd = _single_cmd(node)
+    return cmd is not None and _column_cmd(node, AT.AT_ColumnDefault) == column and cmd.def_ is None
+
+
+def _constraint_of(node: Any, cmd: Any) -> tuple[str, str]:
+    return node.relation.schemaname or "public", str(cmd.name)
+
+
+def _table_key(parts: list[str]) -> str:
+    return _quoted(parts[-2] if len(parts) > 1 else "public", parts[-1])
+
+
+def _without_cascaded_drops(statements: list[str], current: Inspection) -> list[str]:
+    """Without the drops that PostgreSQL refuses or has already done: a partition's inherited constraint goes with
+    its parent's (it cannot be dropped alone), and a partition with its dropped parent table."""
+    inherited: frozenset[tuple[str, str]] = getattr(current, "inherited_constraints", frozenset())
+    tables = getattr(current, "selectables", None) or {}
+    out: list[str] = []
+    gone: set[str] = set()
+    for sql in statements:
+        node = _parsed(sql)
+        cmd = _single_cmd(node)
+        if cmd is not None and cmd.subtype == AT.AT_DropConstraint and _constraint_of(node, cmd) in inherited:
+            continue
+        if isinstance(node, ast.DropStmt) and node.removeType == enums.ObjectType.OBJECT_TABLE:
+            keys = [_table_key([str(v.sval) for v in obj]) for obj in node.objects or ()]
+            if keys and all(getattr(tables.get(k), "parent_table", None) in gone for k in keys):
+                continue
+            gone.update(keys)
+        out.append(sql)
     return out
 
 

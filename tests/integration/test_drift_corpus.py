@@ -8,15 +8,14 @@ plan ``in_sync`` while the two dumps differ.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
+from drift_helpers import ensure_reader, pg_dump_schema, settle
 
-from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir
+from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.service import Reconciler
 
 CONVERGES = "converges"
@@ -284,6 +283,18 @@ CASES += [
         CONVERGES,
     ),
     Case("enum label removed stays a swap", E_ADDED, E, CONVERGES),
+    Case(
+        "enum swap while a default is dropped",
+        "create type e as enum ('a', 'b'); create table t (id int, x e default 'a');",
+        "create type e as enum ('a'); create table t (id int, x e);",
+        CONVERGES,
+    ),
+    Case(
+        "enum swap while a default is added",
+        "create type e as enum ('z', 'a'); create table t (id int, x e);",
+        "create type e as enum ('a', 'b'); create table t (id int, x e default 'a');",
+        CONVERGES,
+    ),
     # partitions of a table with a primary key
     Case("new partition of a table with a primary key", PK_PARENT + P1, PK_PARENT + P1 + P2, CONVERGES),
     Case(
@@ -301,10 +312,17 @@ CASES += [
         KEEP + PK_PARENT + P1 + P2 + " create index p_v on p (v);",
         CONVERGES,
     ),
+    Case("partitioned table with a primary key dropped", KEEP + PK_PARENT + P1 + P2, KEEP, CONVERGES),
     Case(
         "primary key added to a partitioned table",
         "create table p (id int not null, v text) partition by range (id);" + P1,
         PK_PARENT + P1,
+        CONVERGES,
+    ),
+    Case(
+        "column grant revoked beside a table grant",
+        T + " grant select (v) on t to drift_reader;",
+        T + " grant select on t to drift_reader;",
         CONVERGES,
     ),
     # a changed generated-column expression: the column is dropped and added again
@@ -323,40 +341,16 @@ CASES += [
 ]
 
 
-def pg_dump_schema(dsn: str, *, privileges: bool) -> list[str]:
-    """``pg_dump --schema-only --no-owner`` of ``dsn``, normalised: without comment lines, session settings and
-    blank lines, as a sorted list of statements (pg_dump's order follows object ids)."""
-    args = [str(find_bin_dir() / "pg_dump"), "--schema-only", "--no-owner", f"--dbname={dsn}"]
-    if not privileges:
-        args.append("--no-privileges")
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
-    kept = [
-        line
-        for line in out.splitlines()
-        if line.strip() and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\"))
-    ]
-    return sorted(s.strip() for s in "\n".join(kept).split(";\n") if s.strip())
-
-
 @pytest.fixture(scope="module")
 def reader_role(pg_server: EmbeddedPostgres) -> str:
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_roles where rolname = 'drift_reader'").fetchone():
-            conn.execute("create role drift_reader")
-    return "drift_reader"
-
-
-def _apply_all(rec: Reconciler) -> None:
-    """Apply; approve and apply once more what needed approval."""
-    first = rec.apply("dev")
-    if first.queued_plan_id is not None:
-        rec.approve(first.queued_plan_id, "alice")
-        rec.apply("dev")
+    return ensure_reader(pg_server)
 
 
 # Known gaps of the guarantee, kept as strict expected failures so that they are reported (and a fix shows up).
 KNOWN_GAPS = {
     "foreign data wrapper in the environment": "a foreign data wrapper without servers is not in the description",
+    "column grant revoked beside a table grant": "a table GRANT counts as resolving the ACL of its columns, so the "
+    "column REVOKE is not planned (vetting catches it: the plan waits, its statements reported)",
 }
 
 
@@ -382,13 +376,11 @@ def test_drift_case(
     before = rec.plan("dev")
     assert not before.in_sync
 
-    _apply_all(rec)
-    after = rec.plan("dev")
-    same = pg_dump_schema(env, privileges=True) == pg_dump_schema(built, privileges=True)
-    assert same or not after.in_sync  # the guarantee: never "in sync" while the dumps differ
+    settled = settle(rec, env, built)
+    after = settled.after
     if case.expect == CONVERGES:
         assert after.in_sync, after.to_json()
-        assert same
+        assert settled.same
     elif case.expect == PLAN_WAITS:
         assert after.statements and not after.in_sync
     else:
