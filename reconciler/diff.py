@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from pglast import parser
 
+from .corrections import partition_fixes, with_added_labels
 from .errors import UnsafeSqlError
 from .inspect import Inspection, import_schemainspect
 
@@ -71,7 +72,10 @@ def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) 
         warnings.simplefilter("ignore", UserWarning)
         from migra import Migration
 
-    m = Migration(current, desired)
+    # Labels only added to an enum: ALTER TYPE ... ADD VALUE first, instead of migra's swap of the whole type.
+    relabelled, add_values = with_added_labels(current, desired)
+    m = Migration(relabelled, desired)
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)
-    return [one_statement(chunk) for chunk in m.statements if chunk.strip()]
+    sqls = [one_statement(chunk) for chunk in m.statements if chunk.strip()]
+    return add_values + partition_fixes(sqls, current, desired)

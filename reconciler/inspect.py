@@ -32,6 +32,19 @@ def inspect_database(dsn: str, *, what: str, connect_timeout: timedelta = timede
         engine.dispose()
 
 
+# The indexes and constraints that PostgreSQL creates on a partition because its parent has them (attached to a
+# parent index, or with a parent constraint): creating the partition, or the parent's index, creates them too.
+_INHERITED_SQL = """
+select 'index' as kind, n.nspname as schema, c.relname as name
+  from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('i', 'I')
+union all
+select 'constraint', n.nspname, k.conname
+  from pg_constraint k join pg_namespace n on n.oid = k.connamespace
+ where k.conparentid <> 0 and k.conrelid <> 0
+"""
+
+
 @functools.cache
 def import_schemainspect() -> None:
     """Import schemainspect (and so make migra's import cheap), in a fraction of its usual time.
@@ -80,6 +93,16 @@ def _schemainspect() -> tuple[str, Any]:
         """schemainspect, minus the constraints of relations it does not model (a foreign table's CHECK
         constraint made it raise KeyError). Those constraints are left to the catalog description, which reports
         them as unmanaged drift when they differ."""
+
+        def load_all(self) -> None:
+            """Also read what schemainspect does not: ``inherited_indexes`` and ``inherited_constraints``, the
+            ``(schema, name)`` of each index and constraint of a partition that comes from its parent."""
+            from sqlalchemy import text
+
+            super().load_all()
+            rows = list(self.execute(text(_INHERITED_SQL)))
+            self.inherited_indexes = frozenset((r.schema, r.name) for r in rows if r.kind == "index")
+            self.inherited_constraints = frozenset((r.schema, r.name) for r in rows if r.kind == "constraint")
 
         def load_all_relations(self) -> None:
             try:

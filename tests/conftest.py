@@ -83,33 +83,44 @@ def run_sql(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+def write_project(
+    root: Path,
+    pg_server: EmbeddedPostgres,
+    desired: dict[str, str],
+    environments: dict[str, dict[str, Any]],
+    **extra: Any,
+) -> Path:
+    """A config in ``root`` whose desired state is ``desired`` (files by relative path); returns its path."""
+    ds = root / "desired-state"
+    if ds.exists():
+        for f in ds.rglob("*.sql"):
+            f.unlink()
+    for rel, text in desired.items():
+        f = ds / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    ds.mkdir(exist_ok=True)
+    cfg = {
+        "desired_state": "desired-state",
+        "scratch": pg_server.dsn("postgres"),
+        "state": "sqlite:///state.db",
+        "embedded": {"data_dir": str(pg_server.data_dir)},
+        # The environments of the tests live on the scratch server: one server per test session.
+        "sandbox": {"share_cluster_with_environments": True},
+        "environments": environments,
+        **extra,
+    }
+    path = root / "reconciler.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.fixture()
 def project(tmp_path: Path, pg_server: EmbeddedPostgres) -> Callable[..., Path]:
     """``project(desired={"010.sql": "..."}, environments={"dev": {"dsn": ...}})`` writes a config; returns its path."""
 
     def write(desired: dict[str, str], environments: dict[str, dict[str, Any]], **extra: Any) -> Path:
-        ds = tmp_path / "desired-state"
-        if ds.exists():
-            for f in ds.rglob("*.sql"):
-                f.unlink()
-        for rel, text in desired.items():
-            f = ds / rel
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(text)
-        ds.mkdir(exist_ok=True)
-        cfg = {
-            "desired_state": "desired-state",
-            "scratch": pg_server.dsn("postgres"),
-            "state": "sqlite:///state.db",
-            "embedded": {"data_dir": str(pg_server.data_dir)},
-            # The environments of the tests live on the scratch server: one server per test session.
-            "sandbox": {"share_cluster_with_environments": True},
-            "environments": environments,
-            **extra,
-        }
-        path = tmp_path / "reconciler.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        return path
+        return write_project(tmp_path, pg_server, desired, environments, **extra)
 
     return write
 

@@ -19,6 +19,8 @@ trigger, a view, a grant ...) never gets an online form: it stays in their trans
 * ``SET NOT NULL`` is proven first by a ``CHECK (col IS NOT NULL) NOT VALID`` constraint validated on its own;
   ``SET NOT NULL`` then skips its scan and the helper constraint is dropped.
 
+``ALTER TYPE ... ADD VALUE`` runs alone, committed: a new label cannot be used in the transaction that adds it.
+
 On any table, an INVALID index left by an earlier failed concurrent build under the name of an index to be
 built is dropped (``DROP INDEX CONCURRENTLY``) before the build.
 
@@ -109,6 +111,9 @@ def _as_written(stmt: ParsedStatement, make: _StepBuilder) -> ExecStep:
         getattr(p, "defname", None) == "concurrently" for p in node.params or ()
     ):
         return make.concurrently(stmt.sql)
+    if isinstance(node, ast.AlterEnumStmt) and node.newVal and not node.oldVal:
+        # ADD VALUE: a new label cannot be used before it commits, so it commits alone, before what uses it
+        return make.run(stmt.sql, transactional=False)
     return make.run(stmt.sql)
 
 

@@ -30,49 +30,25 @@ class Case:
 
 CASES = [
     Case(
-        "enum value added while a view uses the enum",
-        ENUM + "create view v as select id from t where m = 'a';",
+        "enum value removed while a view uses the enum",
         ENUM_MORE + "create view v as select id from t where m = 'a';",
+        ENUM + "create view v as select id from t where m = 'a';",
         'alter column m type "public"."mood"',
         "cannot alter type of a column used by a view or rule",
     ),
     Case(
-        "enum value added while a partial index uses the enum",
-        ENUM + "create index t_a on t (id) where m = 'a';",
+        "enum value removed while a partial index uses the enum",
         ENUM_MORE + "create index t_a on t (id) where m = 'a';",
+        ENUM + "create index t_a on t (id) where m = 'a';",
         'alter column m type "public"."mood"',
         "operator does not exist: mood = mood__old_version_to_be_dropped",
     ),
     Case(
-        "enum value added while a check constraint uses the enum",
-        ENUM.replace("m mood)", "m mood check (m <> 'b'))"),
+        "enum value removed while a check constraint uses the enum",
         ENUM_MORE.replace("m mood)", "m mood check (m <> 'b'))"),
+        ENUM.replace("m mood)", "m mood check (m <> 'b'))"),
         'alter column m type "public"."mood"',
         "operator does not exist",
-    ),
-    Case(
-        "new partition of a partitioned table with a primary key",
-        "create table p (id int, k int, primary key (id, k)) partition by list (k);"
-        "create table p1 partition of p for values in (1);",
-        "create table p (id int, k int, primary key (id, k)) partition by list (k);"
-        "create table p1 partition of p for values in (1); create table p2 partition of p for values in (2);",
-        "CREATE UNIQUE INDEX p2_pkey",
-        'relation "p2_pkey" already exists',
-    ),
-    Case(
-        "partitioned table with a primary key created from scratch",
-        "create table other (id int);",
-        "create table other (id int); create table p (id int, k int, primary key (id, k)) partition by list (k);"
-        "create table p1 partition of p for values in (1);",
-        'add constraint "p_pkey" PRIMARY KEY',
-        'index "p_pkey" is not valid',
-    ),
-    Case(
-        "generated column expression changed",
-        "create table g (a int, b int generated always as (a * 2) stored);",
-        "create table g (a int, b int generated always as (a * 3) stored);",
-        'alter column "b" set default',
-        "is a generated column",
     ),
     Case(
         "materialized view recreated without its indexes",
@@ -118,11 +94,9 @@ def test_vetting_stops_what_migra_gets_wrong(
 def test_an_approved_plan_that_fails_vetting_is_never_half_applied(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
-    dsn = make_db(ENUM + "create view v as select id from t where m = 'a'; insert into t values (1, 'a');")
+    dsn = make_db(ENUM_MORE + "create view v as select id from t where m = 'a'; insert into t values (1, 'a');")
     reconciler = reconciler_for(
-        project(
-            {"010_schema.sql": ENUM_MORE + "create view v as select id from t where m = 'a';"}, {"dev": {"dsn": dsn}}
-        )
+        project({"010_schema.sql": ENUM + "create view v as select id from t where m = 'a';"}, {"dev": {"dsn": dsn}})
     )
     queued = reconciler.apply("dev").queued_plan_id
     assert queued is not None
@@ -136,22 +110,23 @@ def test_an_approved_plan_that_fails_vetting_is_never_half_applied(
     record = reconciler.store.get_plan(queued)
     assert record.status is PlanStatus.FAILED and record.error is not None
     assert "cannot alter type of a column used by a view or rule" in record.error
-    # The enum is untouched: no renamed old version, no new value, the row is still there.
+    # The enum is untouched: no renamed old version, no label removed, the row is still there.
     assert run_sql(dsn, "select typname from pg_type where typname like 'mood%' order by 1") == [("mood",)]
     assert run_sql(
         dsn, "select count(*) from pg_enum e join pg_type t on t.oid = e.enumtypid where t.typname = 'mood'"
-    ) == [(2,)]
+    ) == [(3,)]
     assert run_sql(dsn, "select id, m::text from t") == [(1, "a")]
 
 
 def test_enum_value_added_without_dependants_converges(
     make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
 ) -> None:
-    # The same change passes vetting when nothing depends on the enum; on an empty table it runs unattended.
+    # A label added: ALTER TYPE ... ADD VALUE, run alone and committed; it runs unattended.
     dsn = make_db(ENUM)
     reconciler = reconciler_for(project({"010_schema.sql": ENUM_MORE}, {"dev": {"dsn": dsn}}))
     plan = reconciler.plan("dev")
-    assert [h.code for s in plan.statements for h in s.hazards] == ["RC105"]
+    assert [s.sql for s in plan.statements] == ["alter type \"public\".\"mood\" add value 'c' after 'b'"]
+    assert [e.transactional for e in plan.statements[0].execution()] == [False]
     result = reconciler.apply("dev")
     assert result.in_sync and result.queued_plan_id is None
     assert run_sql(

@@ -154,7 +154,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "reconciler.sources",
         "reconciler.pgembedded",
     ),
-    ("reconciler.store", "reconciler.inspect", "reconciler.catalog", "reconciler.obs"),
+    ("reconciler.store", "reconciler.inspect", "reconciler.catalog", "reconciler.obs", "reconciler.corrections"),
     ("reconciler.config", "reconciler.signing", "reconciler.principals"),
     ("reconciler.sandbox",),
     ("reconciler.hazards", "reconciler.cron"),
