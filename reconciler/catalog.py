@@ -24,6 +24,8 @@ that names the object can be matched to the rows it resolves (see ``drift.residu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -387,23 +389,62 @@ for _column in ("nspowner", "rel.relowner", "fn.proowner", "typ.typowner"):
     )
 
 
+# The kinds of the description that the schema fingerprint's listing (``inspect.py``) does not cover. The
+# fingerprint reads them beside its listing (:func:`extend_fingerprint`), so that a change an environment makes to
+# any of them after it was seen in sync ends the daemon's fast path, which otherwise would keep reporting "in sync"
+# while the description (and ``pg_dump``) differ: this guards against environment contents changed by hand.
+UNLISTED_KINDS = (
+    "owner",
+    "foreign_data_wrapper",
+    "foreign_server",
+    "user_mapping",
+    "sequence_owned_by",
+    "operator",
+    "operator_class",
+    "operator_family",
+    "text_search_configuration",
+    "text_search_dictionary",
+    "conversion",
+    "publication",
+    "event_trigger",
+    "cast",
+)
+
+# Only some kinds: the planner drops the union's other branches (their kind is a constant), so they do not run.
+_KINDS_SQL = "select * from (" + _SQL + ") described where kind = any(%(kinds)s::text[])"
+
+
 def describe(
     conn_or_dsn: Connection | str,
     options: DescribeOptions,
     *,
+    kinds: Iterable[str] | None = None,
     connect_timeout: timedelta = timedelta(seconds=10),
     what: str = "describing the schema",
 ) -> tuple[CatalogRow, ...]:
-    """The normalised catalog description of the managed schemas, read with ONE catalog query."""
+    """The normalised catalog description of the managed schemas, read with ONE catalog query (only the rows of
+    ``kinds``, if given)."""
     params = {
         "schemas": list(options.schemas),
         "exclude": list(options.exclude_schemas),
         "privileges": options.privileges,
         "owners": options.compare_owners,
         "ignore_order": options.ignore_column_order,
+        "kinds": list(kinds or ()),
     }
-    rows = fetch_all(conn_or_dsn, _SQL, params, what=what, connect_timeout=connect_timeout)
+    sql = _SQL if kinds is None else _KINDS_SQL
+    rows = fetch_all(conn_or_dsn, sql, params, what=what, connect_timeout=connect_timeout)
     return tuple(_row(*r) for r in rows if not _empty_default_acl(r))
+
+
+def extend_fingerprint(listing: str, unlisted: Iterable[CatalogRow]) -> str:
+    """The fingerprint of a schema: the hash of its listing and of its description rows of :data:`UNLISTED_KINDS`
+    (the listing's hash alone when there are none, so fingerprints of schemas without them stay as they were)."""
+    rows = sorted(unlisted)
+    if not rows:
+        return listing
+    text = json.dumps([listing, [[r.kind, r.object, r.detail] for r in rows]])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _empty_default_acl(r: tuple[str, str, str | None, str]) -> bool:

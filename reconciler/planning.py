@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from . import hazards, policy
-from .catalog import CatalogRow, describe
+from .catalog import UNLISTED_KINDS, CatalogRow, describe, extend_fingerprint
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, plan_statements, residual
@@ -66,8 +66,10 @@ def read_fingerprint_and_description(target: Target) -> tuple[str, tuple[Catalog
     env = target.env
     what = target.doing("describing the schema of")
     with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as conn:
-        fingerprint = read_fingerprint(target, conn)
-        return fingerprint, describe(conn, describe_options(env), what=what)
+        listing = schema_fingerprint(conn, env.schemas, env.exclude_schemas, privileges=env.privileges, what=what)
+        described = describe(conn, describe_options(env), what=what)
+    unlisted = (r for r in described if r.kind in UNLISTED_KINDS)
+    return extend_fingerprint(listing, unlisted), described
 
 
 def inspect_target(scratch: ScratchServer, target: Target) -> Inspection:
@@ -96,16 +98,16 @@ def read_database_identity(target: Target) -> DatabaseIdentity:
 
 
 def read_fingerprint(target: Target, conn: Any = None) -> str:
-    """The fingerprint of the target's managed schemas (one catalog query; on ``conn`` if given)."""
+    """The fingerprint of the target's managed schemas: the listing's hash and the description rows it does not
+    cover (two catalog queries on one connection: ``conn`` if given)."""
     env = target.env
-    return schema_fingerprint(
-        conn if conn is not None else target.dsn,
-        env.schemas,
-        env.exclude_schemas,
-        privileges=env.privileges,
-        connect_timeout=env.connect_timeout,
-        what=target.doing("reading the schema fingerprint of"),
-    )
+    what = target.doing("reading the schema fingerprint of")
+    if conn is None:
+        with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as own:
+            return read_fingerprint(target, own)
+    listing = schema_fingerprint(conn, env.schemas, env.exclude_schemas, privileges=env.privileges, what=what)
+    unlisted = describe(conn, describe_options(env), kinds=UNLISTED_KINDS, what=what)
+    return extend_fingerprint(listing, unlisted)
 
 
 def read_plan_figures(target: Target, sqls: Sequence[str]) -> Figures:

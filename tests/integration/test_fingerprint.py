@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from reconciler.inspect import schema_fingerprint, schema_listing
+from reconciler.planning import read_fingerprint, read_fingerprint_and_description
+from reconciler.service import Reconciler
 
 BASE = """
 create schema app;
@@ -84,3 +87,40 @@ def test_listing_is_one_canonical_catalog_query(make_db: Callable[..., str]) -> 
     # Same schema in another database: same fingerprint (no oids, owners or database names in it).
     other = make_db(BASE + "create extension if not exists pgcrypto;")
     assert schema_fingerprint(other) == schema_fingerprint(dsn)
+
+
+# Objects the catalog description lists but the fingerprint's listing does not: each must still change the
+# environment's fingerprint, or the daemon's fast path would keep saying "in sync" after one was made by hand.
+UNLISTED_CHANGES = [
+    "create foreign data wrapper w",
+    "create server srv foreign data wrapper w",
+    "create user mapping for public server srv",
+    "create function plus(a t, b t) returns t language sql as 'select a'",
+    "create operator ### (leftarg = t, rightarg = t, function = plus)",
+    "create publication pub for table t",
+    "create text search configuration cfg (copy = pg_catalog.simple)",
+    "create cast (t as int) with inout",
+    "alter table t owner to fp_owner",
+]
+
+
+def test_environment_fingerprint_covers_what_the_listing_does_not(
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    with psycopg.connect(make_db(), autocommit=True) as admin:
+        if not admin.execute("select 1 from pg_roles where rolname = 'fp_owner'").fetchone():
+            admin.execute("create role fp_owner")
+    dsn = make_db("create table t (id int primary key)")
+    reconciler = reconciler_for(project({}, {"dev": {"dsn": dsn, "compare_owners": True}}))
+    target = reconciler.target("dev")
+    seen = [read_fingerprint(target)]
+    for change in UNLISTED_CHANGES:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(change.encode())
+        now = read_fingerprint(target)
+        assert now not in seen, change
+        seen.append(now)
+    # The plan's fingerprint (read beside the full description) is the same value the fast path reads.
+    assert read_fingerprint_and_description(target)[0] == seen[-1]
