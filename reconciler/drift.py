@@ -23,6 +23,7 @@ import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from pglast import ast, parser
 from pglast.enums import AlterTableType, ObjectType
@@ -429,6 +430,21 @@ def _sequence(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -
     return [f"ALTER SEQUENCE {want.object} {' '.join(clauses)}"] if clauses else []
 
 
+# The options of a sequence made by ``CREATE SEQUENCE`` without any (as a ``sequence`` row's detail shows them).
+_NEW_SEQUENCE = "as bigint start 1 increment 1 min 1 max 9223372036854775807 cache 1"
+
+
+def _created_sequences(sqls: Sequence[str]) -> set[str]:
+    """The keys (raw ``schema.name``) of the sequences that ``sqls`` create without options."""
+    out = set()
+    for sql in sqls:
+        for raw in parser.parse_sql(sql):
+            seq: Any = getattr(raw.stmt, "sequence", None)
+            if isinstance(raw.stmt, ast.CreateSeqStmt) and not raw.stmt.options and seq is not None:
+                out.add(f"{seq.schemaname or 'public'}.{seq.relname}")
+    return out
+
+
 _OWNER_KEYWORD = {
     "materialized_view": "MATERIALIZED VIEW",
     "foreign_table": "FOREIGN TABLE",
@@ -583,6 +599,10 @@ def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sq
     ]
     keys = {r.key for r in want}
     out: list[str] = []
+    created = _created_sequences(sqls)
+    for new in want:  # migra creates a sequence without options: a new one gets the desired options after it
+        if new.kind == "sequence" and new.key in created:
+            out.extend(_sequence(CatalogRow(new.kind, new.object, _NEW_SEQUENCE, new.key), new, keys))
     for a, b in differences(kept, want):
         row = a or b
         assert row is not None

@@ -31,7 +31,7 @@ from pglast.stream import RawStream
 from .apply import execute_steps
 from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
-from .db import connect, database_errors, database_identity, quote_ident, redact, service_file, translate
+from .db import connect, database_errors, database_identity, fetch_all, quote_ident, redact, service_file, translate
 from .diff import diff
 from .drift import describe_options, owner_change, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
@@ -236,9 +236,20 @@ def clone(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump:
         name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
         if clone_slot_and_key(env_dsn, env, pg_dump) != (slot, key):
             return name, dsn  # changed while it was dumped: used once, kept for nothing
+        if _has_default_privileges(dsn):
+            # A copy's own build role cannot take over the template role's default privileges (REASSIGN OWNED
+            # leaves them), so its re-diffs would see them as another role's: such clones are never kept.
+            return name, dsn
         scratch.keep_as_template(slot, key, name)
         template = name
     return scratch.copy_template(template)
+
+
+def _has_default_privileges(dsn: str) -> bool:
+    rows = fetch_all(
+        dsn, "select exists (select 1 from pg_default_acl)", {}, what="reading the clone's default privileges"
+    )
+    return bool(rows[0][0])
 
 
 def vet_plan(

@@ -184,6 +184,8 @@ def _sequence_option(opt: Any) -> tuple[str, str]:
     nodes=["AlterSeqStmt"],
 )
 def sequence_range_changed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    if ctx.plan.created_before(qualified(node.sequence), stmt.index):
+        return  # created by this plan: no value has been drawn from it yet
     name = relname(node.sequence)
     for opt in node.options or ():
         if not isinstance(opt, ast.DefElem):

@@ -92,10 +92,13 @@ def _depends(later: ParsedStatement, table: QualifiedName | None, index: set[Qua
 
 
 def _movable(stmt: Statement, parsed: ParsedStatement) -> bool:
-    """Non-transactional, and not a DROP that fails when a later statement already dropped its object."""
-    if isinstance(parsed.node, ast.DropStmt) and not parsed.node.missing_ok:
-        return False
-    return _non_transactional(stmt)
+    """A non-transactional index build or drop, and not a DROP that fails when a later statement already dropped
+    its object. Other non-transactional statements (``ALTER TYPE ... ADD VALUE``, whose label later statements
+    use) stay where they are: only an index's dependants are worked out here."""
+    node = parsed.node
+    if isinstance(node, ast.DropStmt):
+        return bool(node.missing_ok) and node.removeType == enums.ObjectType.OBJECT_INDEX and _non_transactional(stmt)
+    return isinstance(node, ast.IndexStmt) and _non_transactional(stmt)
 
 
 def order_phases(statements: Sequence[Statement]) -> list[Statement]:

@@ -149,6 +149,8 @@ class PlanIndex:
             self._mark(self.created, "table", name, i)
             cols = [(str(e.colname), e.typeName) for e in node.tableElts or () if isinstance(e, ast.ColumnDef)]
             self.created_table_columns[name] = cols
+        elif isinstance(node, ast.CreateSeqStmt):
+            self.created_relations.setdefault(qualified(node.sequence), i)
         elif isinstance(node, ast.CreateTableAsStmt):
             into: Any = node.into
             name = qualified(into.rel)
@@ -188,19 +190,22 @@ class PlanIndex:
             for key in _grant_keys(node):
                 self._mark(self.created if node.is_grant else self.dropped, "grant", key, i)
         elif isinstance(node, ast.AlterTableStmt):
-            table = qualified(node.relation)
-            for cmd in node.cmds or ():
-                if cmd.subtype == AT.AT_DropColumn:
-                    self.dropped_columns[table].append((str(cmd.name), i))
-                elif cmd.subtype == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-                    self.added_columns[table].append(AddedColumn(table, str(cmd.def_.colname), cmd.def_.typeName, i))
-                elif (
-                    cmd.subtype == AT.AT_AddConstraint
-                    and isinstance(cmd.def_, ast.Constraint)
-                    and cmd.def_.skip_validation
-                    and cmd.def_.conname
-                ):
-                    self.not_valid_constraints.setdefault((table, str(cmd.def_.conname)), i)
+            self._add_alter_table(i, node)
+
+    def _add_alter_table(self, i: int, node: Any) -> None:
+        table = qualified(node.relation)
+        for cmd in node.cmds or ():
+            if cmd.subtype == AT.AT_DropColumn:
+                self.dropped_columns[table].append((str(cmd.name), i))
+            elif cmd.subtype == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
+                self.added_columns[table].append(AddedColumn(table, str(cmd.def_.colname), cmd.def_.typeName, i))
+            elif (
+                cmd.subtype == AT.AT_AddConstraint
+                and isinstance(cmd.def_, ast.Constraint)
+                and cmd.def_.skip_validation
+                and cmd.def_.conname
+            ):
+                self.not_valid_constraints.setdefault((table, str(cmd.def_.conname)), i)
 
     def _add_drop(self, i: int, node: Any) -> None:
         kinds = {
