@@ -68,6 +68,9 @@ class Touched:
     aspects: dict[str, set[str]] = field(default_factory=dict)
     # Views a statement (re)defines: CREATE OR REPLACE VIEW without WITH (...) resets their options.
     redefined_views: set[str] = field(default_factory=set)
+    # Columns whose ACL a column-level GRANT/REVOKE changes: (schema, table, column). A table-level GRANT or REVOKE
+    # never counts for a column's own ACL row (it leaves the column's ACL items in place).
+    column_acls: set[tuple[str, str, str]] = field(default_factory=set)
 
     def add(self, names: Iterable[str], aspects: Iterable[str]) -> None:
         got = set(aspects)
@@ -76,6 +79,11 @@ class Touched:
 
     def resolves(self, row: CatalogRow) -> bool:
         aspect = row.kind if row.kind in ASPECTS else STRUCTURE
+        column = column_of(row)
+        if column is not None:
+            aspect = ALL  # only a DROP of its table, or a statement on the column's own ACL (below), resolves it
+            if column in self.column_acls:
+                return True
         for name in _names_of(row):
             found = self.aspects.get(name, set()) | self.aspects.get(ALL, set())
             if ALL in found or aspect in found:
@@ -88,6 +96,24 @@ def _names_of(row: CatalogRow) -> Iterator[str]:
     bare = row.object.split(" ")[-1].replace('"', "")
     yield bare
     yield bare.split("(")[0]
+
+
+def column_of(row: CatalogRow) -> tuple[str, str, str] | None:
+    """(schema, table, column) of a column's ACL row (``column "s"."t"."c"``), read with PostgreSQL's grammar so
+    that a name holding a dot aliases no other; None for any other row."""
+    if row.kind != "acl" or not row.object.startswith("column "):
+        return None
+    node = _single("SELECT " + row.object.removeprefix("column "))
+    target = node.targetList[0].val if isinstance(node, ast.SelectStmt) and node.targetList else None
+    fields = target.fields if isinstance(target, ast.ColumnRef) else ()
+    parts = [str(f.sval) for f in fields or () if isinstance(f, ast.String)]
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+def _column_acls(stmt: ast.GrantStmt) -> set[tuple[str, str, str]]:
+    """The columns a column-level GRANT/REVOKE on tables names."""
+    cols = [str(c.sval) for p in stmt.privileges or () for c in p.cols or () if isinstance(c, ast.String)]
+    return {(*_rel(o), c) for o in stmt.objects or () if isinstance(o, ast.RangeVar) for c in cols}
 
 
 def _name_lists(node: ast.Node) -> Iterator[str]:
@@ -154,6 +180,9 @@ def touched(sqls: Sequence[str]) -> Touched:
                 names.add(ALL)
             if isinstance(stmt, ast.ViewStmt) and stmt.view is not None:
                 out.redefined_views.update(_name_lists(stmt.view))
+            if isinstance(stmt, ast.GrantStmt) and (columns := _column_acls(stmt)):
+                out.column_acls |= columns
+                continue
             out.add(names, _aspects_of(stmt))
     return out
 
@@ -279,6 +308,10 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _role(name: str) -> str:
     return "PUBLIC" if name == "PUBLIC" else '"' + name.replace('"', '""') + '"'
 
@@ -346,9 +379,8 @@ def _acl(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -> lis
         return []
     kind, ident = row.object.split(" ", 1)
     column = ""
-    if kind == "column":
-        ident, _, col = ident.rpartition(".")
-        column, kind = f" ({col})", "table"
+    if (parts := column_of(row)) is not None:
+        ident, column, kind = f"{_quote(parts[0])}.{_quote(parts[1])}", f" ({_quote(parts[2])})", "table"
     on = f"{_ACL_KEYWORD.get(kind, 'TABLE')} {ident}"
     have = set(env.detail.split(",")) if env else set(_ACL_BASELINE.get(kind, ()))
     need = set(want.detail.split(",")) if want and want.detail else set()
@@ -634,8 +666,70 @@ def plan_statements(
     before, after = ([one_statement(s) for s in part] for part in domain_statements(described, wanted))
     made, dropped = ([one_statement(s) for s in part] for part in aggregate_statements(described, wanted))
     at, fns = _after_prerequisites(migra)
-    sqls = migra[:at] + before + migra[at:fns] + made + migra[fns:] + after + dropped
+    sqls = with_matview_indexes(migra[:at] + before + migra[at:fns] + made + migra[fns:] + after + dropped, wanted)
     return sqls + closing_statements(described, wanted, sqls)
+
+
+RelName = tuple[str, str]  # (schema, name), unquoted: a name holding a dot aliases no other
+
+
+def _single(sql: str) -> ast.Node | None:
+    try:
+        raws = parser.parse_sql(sql)
+    except parser.ParseError:
+        return None
+    return raws[0].stmt if len(raws) == 1 else None
+
+
+def _rel(rv: ast.RangeVar) -> RelName:
+    return (str(rv.schemaname or "public"), str(rv.relname))
+
+
+def _dropped_matviews(nodes: Sequence[ast.Node | None]) -> set[RelName]:
+    out: set[RelName] = set()
+    for node in nodes:
+        if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_MATVIEW:
+            for name in node.objects or ():
+                parts = [str(p.sval) for p in name]
+                out.add((parts[0], parts[1]) if len(parts) == 2 else ("public", parts[-1]))
+    return out
+
+
+def _desired_indexes(wanted: Sequence[CatalogRow]) -> dict[RelName, list[tuple[RelName, str]]]:
+    """The desired indexes by the relation they index: ((schema, index name), ``CREATE INDEX`` statement)."""
+    out: dict[RelName, list[tuple[RelName, str]]] = {}
+    for row in wanted:
+        if row.kind != "index":
+            continue
+        sql = row.detail.split(" | ")[0]
+        node = _single(sql)
+        if isinstance(node, ast.IndexStmt) and node.relation is not None and node.idxname:
+            rel = _rel(node.relation)
+            out.setdefault(rel, []).append(((rel[0], str(node.idxname)), sql))
+    return out
+
+
+def with_matview_indexes(sqls: Sequence[str], wanted: Sequence[CatalogRow]) -> list[str]:
+    """``sqls`` with a ``CREATE INDEX`` for each desired index of a materialized view that ``sqls`` drop and create
+    again, right after its creation: migra recreates a changed materialized view without its indexes. An index the
+    statements create themselves is left to them."""
+    nodes = [_single(s) for s in sqls]
+    dropped = _dropped_matviews(nodes)
+    built = {
+        (str(n.relation.schemaname or "public") if n.relation else "", str(n.idxname))
+        for n in nodes
+        if isinstance(n, ast.IndexStmt) and n.idxname
+    }
+    indexes = _desired_indexes(wanted) if dropped else {}
+    out: list[str] = []
+    for sql, node in zip(sqls, nodes, strict=True):
+        out.append(sql)
+        into = node.into.rel if isinstance(node, ast.CreateTableAsStmt) and node.into else None
+        if isinstance(node, ast.CreateTableAsStmt) and node.objtype == ObjectType.OBJECT_MATVIEW and into:
+            rel = _rel(into)
+            if rel in dropped:
+                out += [create for name, create in indexes.get(rel, ()) if name not in built]
+    return out
 
 
 # What must exist before a domain is created: its schema, an extension or a type its base type may be.

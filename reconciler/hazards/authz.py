@@ -246,3 +246,46 @@ def extension_installed(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> I
         f"installs extension {node.extname}: its script runs with the installing role's (often a superuser's) "
         "rights and may create functions, casts and grants"
     )
+
+
+# View options whose removal lets a view's readers see more: security_invoker (off: the view reads its tables with
+# its owner's privileges and row-level security) and security_barrier (off: the planner may push a reader's leaky
+# function below the view's filter).
+_VIEW_GUARDS = frozenset({"security_invoker", "security_barrier"})
+_FALSE = frozenset({"false", "off", "no", "0", "f"})
+
+
+def _turned_off(cmd: Any) -> Iterator[str]:
+    for opt in cmd.def_ or ():
+        if not isinstance(opt, ast.DefElem) or opt.defname not in _VIEW_GUARDS or opt.defnamespace:
+            continue
+        if cmd.subtype == AT.AT_ResetRelOptions:
+            yield str(opt.defname)
+            continue
+        if _option_text(opt.arg) in _FALSE:
+            yield str(opt.defname)
+
+
+def _option_text(value: Any) -> str:
+    """A relation option's value as written (``= false``, ``= off``, ``= 'no'``, ``= 0``); "true" when bare."""
+    if value is None:
+        return "true"
+    if isinstance(value, ast.Boolean):
+        return "true" if value.boolval else "false"
+    if isinstance(value, ast.Integer):
+        return str(value.ival)
+    if isinstance(value, ast.TypeName) and value.names:
+        return str(value.names[-1].sval).lower()
+    return str(getattr(value, "sval", "")).lower()
+
+
+@check("AZ116", HazardKind.AUTHORIZATION, Severity.DANGER, "view security option turned off", nodes=["AlterTableStmt"])
+def view_guard_off(node: Any, stmt: ParsedStatement, ctx: PlanContext) -> Iterator[str]:
+    """Guards against a desired-state author (or an environment's drift closed by the plan) quietly widening what a
+    view's readers see: RESET or SET ... = false of security_invoker / security_barrier needs a person."""
+    for cmd in alter_commands(node, AT.AT_SetRelOptions, AT.AT_ResetRelOptions):
+        for name in _turned_off(cmd):
+            yield (
+                f"turns {name} off on {relname(node.relation)}: the view's readers may see rows or columns that "
+                "its tables' privileges or row-level security hide from them"
+            )

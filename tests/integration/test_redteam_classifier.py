@@ -168,6 +168,14 @@ ATTACKS = [
         "select attnotnull from pg_attribute where attrelid = 'public.t'::regclass and attname = 'v'",
     ),
     Attack(
+        "view security_invoker quietly removed",
+        "create view public.tv with (security_invoker) as select id from public.t;",
+        KEEP + "create view public.tv as select id from public.t;",
+        "needs_approval",
+        ("AZ116",),
+        "select reloptions::text from pg_class where oid = 'public.tv'::regclass",
+    ),
+    Attack(
         "enum label breaking out of its quotes",
         "create type public.mood as enum ('a');" + RLS,
         KEEP

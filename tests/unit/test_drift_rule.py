@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from reconciler.catalog import CatalogRow
-from reconciler.drift import alter_changed_policies, closing_statements, domain_statements, residual
+from reconciler.drift import (
+    alter_changed_policies,
+    closing_statements,
+    domain_statements,
+    residual,
+    with_matview_indexes,
+)
 
 TABLE = CatalogRow("table", "public.t", "", "public.t")
 COMMENT = CatalogRow("comment", "table public.t", "people", "public.t")
@@ -75,3 +81,37 @@ def test_a_new_domain_comes_before_and_a_dropped_one_after() -> None:
     before, after = domain_statements([old], [new, check])
     assert before == ["CREATE DOMAIN app.d AS text NOT NULL CONSTRAINT c CHECK ((VALUE <> ''::text))"]
     assert after == ["DROP DOMAIN public.old"]
+
+
+COLUMN_ACL = CatalogRow("acl", 'column "a.b"."t"."v"', "drift_reader:SELECT", "a.b.t")
+DOTTED_TABLE = CatalogRow("table", '"a.b".t', "", "a.b.t")
+
+
+def test_a_table_grant_does_not_resolve_a_column_acl() -> None:
+    got = residual([DOTTED_TABLE, COLUMN_ACL], [DOTTED_TABLE], ['GRANT SELECT ON TABLE "a.b".t TO drift_reader'])
+    assert [(d.kind, d.object) for d in got] == [("acl", 'column "a.b"."t"."v"')]
+
+
+def test_a_column_grant_resolves_only_its_own_column() -> None:
+    assert residual([DOTTED_TABLE, COLUMN_ACL], [DOTTED_TABLE], ['REVOKE SELECT (v) ON "a.b".t FROM r']) == ()
+    # schema "a", table "b.t": the same dotted text, another object
+    assert residual([DOTTED_TABLE, COLUMN_ACL], [DOTTED_TABLE], ['REVOKE SELECT (v) ON a."b.t" FROM r']) != ()
+
+
+def test_the_column_revoke_is_planned_beside_a_table_grant() -> None:
+    got = closing_statements([DOTTED_TABLE, COLUMN_ACL], [DOTTED_TABLE], ['GRANT SELECT ON "a.b".t TO drift_reader'])
+    assert got == ['REVOKE SELECT ("v") ON TABLE "a.b"."t" FROM "drift_reader"']
+
+
+MV_INDEX = CatalogRow("index", "public.mv_i", "CREATE INDEX mv_i ON public.mv USING btree (id)", "public.mv")
+RECREATE_MV = ['DROP MATERIALIZED VIEW "public"."mv"', 'CREATE MATERIALIZED VIEW "public"."mv" AS SELECT 1 AS id']
+
+
+def test_a_recreated_materialized_view_gets_its_indexes_back() -> None:
+    assert with_matview_indexes(RECREATE_MV, [MV_INDEX]) == [*RECREATE_MV, MV_INDEX.detail]
+
+
+def test_a_new_materialized_view_or_an_index_already_built_is_left_to_migra() -> None:
+    assert with_matview_indexes(RECREATE_MV[1:], [MV_INDEX]) == RECREATE_MV[1:]
+    built = [*RECREATE_MV, "CREATE INDEX mv_i ON public.mv (id)"]
+    assert with_matview_indexes(built, [MV_INDEX]) == built

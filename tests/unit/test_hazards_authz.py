@@ -51,6 +51,19 @@ CASES = [
         (("AZ112",),),
     ),
     Case("plain table change", ('alter table "public"."t" add column "x" integer',), ((),)),
+    Case("view security_invoker reset", ('ALTER VIEW "public"."v" RESET (security_invoker)',), (("AZ116",),), "v"),
+    Case("view security_invoker off", ("alter view v set (security_invoker = false)",), (("AZ116",),)),
+    Case("view security_invoker off (off)", ("alter view v set (security_invoker = off)",), (("AZ116",),)),
+    Case("view security_invoker off ('0')", ("alter view v set (security_invoker = '0')",), (("AZ116",),)),
+    Case("view security_invoker off (0)", ("alter view v set (security_invoker = 0)",), (("AZ116",),)),
+    Case("view security_invoker on (1)", ("alter view v set (security_invoker = 1)",), ((),)),
+    Case("view security_barrier reset", ("alter view v reset (check_option, security_barrier)",), (("AZ116",),)),
+    Case("view security_barrier off", ("alter table v set (security_barrier = false)",), (("AZ116",),)),
+    Case("view security_invoker on", ("alter view v set (security_invoker = true)",), ((),)),
+    Case("view security_barrier on (bare)", ("alter view v set (security_barrier)",), ((),)),
+    Case("table fillfactor set", ("alter table t set (fillfactor = 50)",), ((),)),
+    Case("table fillfactor reset", ("alter table t reset (fillfactor)",), ((),)),
+    Case("toast option reset", ("alter table t reset (toast.autovacuum_enabled)",), ((),)),
 ]
 
 
