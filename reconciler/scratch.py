@@ -313,8 +313,8 @@ class ScratchServer:
     ) -> tuple[Inspection, tuple[CatalogRow, ...]]:
         """The desired build's inspection and catalog description (described with ``options``): of this process's
         build, else kept in :attr:`cache_dir` by an earlier process for the same key (:func:`.buildcache.cache_key`),
-        else built now and kept there. The allow-list is checked every time, kept or not."""
-        check_desired(desired, self.sandbox.extensions_allowed)
+        else built now and kept there. The allow-list is checked every time, kept or not (:meth:`check_allowed`)."""
+        self.check_allowed(desired)
         with self._lock:
             built = self._built if self._built is not None and self._built.revision == desired.revision else None
         key = (
@@ -331,6 +331,16 @@ class ScratchServer:
         if self.cache_dir is not None:
             buildcache.save(self.cache_dir, key, (portable(built.inspection), rows))
         return built.inspection, rows
+
+    def check_allowed(self, desired: DesiredState) -> None:
+        """Check ``desired`` against the allow-list (DesiredStateError at the refused file:line), unless a private
+        verdict in :attr:`cache_dir` says its revision passed under these sandbox settings; keep a pass there."""
+        key = buildcache.verdict_key(desired.revision, self.sandbox)
+        if self.cache_dir is not None and buildcache.known_allowed(self.cache_dir, key):
+            return
+        check_desired(desired, self.sandbox.extensions_allowed)
+        if self.cache_dir is not None:
+            buildcache.remember_allowed(self.cache_dir, key)
 
     def close(self) -> None:
         with self._templates_lock:
