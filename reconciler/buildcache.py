@@ -9,6 +9,12 @@ Unpickling runs code named in the file, so a file is read only from a folder and
 owns and nobody else may write (``0700`` folder, ``0600`` files, no symlinks); anything else is ignored and
 logged. The folder is the reconciler's own state folder (beside the embedded server's data folder), which
 neither desired-state authors nor environments can write: stops them from planting a pickle.
+
+Beside the facts, the same folder keeps the allow-list verdicts: a revision whose every statement parsed and
+passed the sandbox allow-list (:mod:`.sandbox`) under given sandbox settings is not parsed again by a later
+process (:func:`verdict_key`, :func:`known_allowed`, :func:`remember_allowed`). Only "allowed" is kept, under the
+same ownership rules, so a planted or foreign-owned verdict file is ignored like a planted pickle: it stops
+desired-state authors and other local users from skipping the allow-list.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, catalog, inspect
+from . import __version__, catalog, desired, inspect, sandbox, sqltext
 
 log = structlog.get_logger("reconciler.buildcache")
 
@@ -44,9 +50,9 @@ def _private(st: os.stat_result) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def load(folder: Path, key: str) -> Any | None:
+def load(folder: Path, key: str, kind: str = "desired") -> Any | None:
     """What :func:`save` stored under ``key`` in ``folder``, or None (missing, unreadable or not private)."""
-    path = folder / f"desired-{key}.pickle"
+    path = folder / f"{kind}-{key}.pickle"
     try:
         if not _private(folder.stat()):
             log.warning(
@@ -68,19 +74,37 @@ def load(folder: Path, key: str) -> Any | None:
             return None
 
 
-def save(folder: Path, key: str, value: Any) -> None:
+def save(folder: Path, key: str, value: Any, kind: str = "desired") -> None:
     """Store ``value`` under ``key`` (atomically, ``0600``); keep the :data:`KEEP` newest. Failing is logged only."""
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(folder.stat()):
             return
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".desired-", suffix=".tmp")  # mkstemp: 0600
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{kind}-", suffix=".tmp")  # mkstemp: 0600
         with os.fdopen(fd, "wb") as f:
             pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"desired-{key}.pickle")
-        kept = sorted(folder.glob("desired-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        os.replace(tmp, folder / f"{kind}-{key}.pickle")
+        kept = sorted(folder.glob(f"{kind}-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in kept[KEEP:]:
             with contextlib.suppress(OSError):
                 old.unlink()
     except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
         log.warning("build_cache_not_saved", folder=str(folder), error=str(exc))
+
+
+def verdict_key(revision: str, settings: object) -> str:
+    """The key of one allow-list verdict: the desired revision, the sandbox settings, the versions of pglast and of
+    this package, and the source of the modules that parse and judge."""
+    sources = b"".join(Path(m.__file__ or "").read_bytes() for m in (sandbox, sqltext, desired))
+    parts = (revision, repr(settings), metadata.version("pglast"), __version__, sources)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def known_allowed(folder: Path, key: str) -> bool:
+    """Whether a private verdict file in ``folder`` says the revision of ``key`` passed the allow-list."""
+    return load(folder, key, kind="allowed") == key
+
+
+def remember_allowed(folder: Path, key: str) -> None:
+    """Keep that the revision of ``key`` passed the allow-list (the file holds the key itself)."""
+    save(folder, key, key, kind="allowed")

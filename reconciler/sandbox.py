@@ -18,7 +18,7 @@ from pglast import ast, enums, parser
 
 from .errors import DesiredStateError
 from .model import DesiredState
-from .sqltext import SourceStatement, split_statements
+from .sqltext import SourceStatement, parse_statements
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = ("pgcrypto", "citext", "uuid-ossp", "pg_trgm", "btree_gist")
 """Extensions a desired file may create unless the configuration says otherwise (all trusted in PostgreSQL 13+)."""
@@ -171,15 +171,16 @@ def check_desired(desired: DesiredState, extensions: Sequence[str]) -> list[Chec
     """Every statement of ``desired``, in build order, if each is allowed; else DesiredStateError at its file:line."""
     out: list[CheckedStatement] = []
     for f in desired.files:
-        for stmt in split_statements(f.text):
+        for stmt in parse_statements(f.text):
             _check_one(f.path, stmt, extensions)
             out.append(CheckedStatement(f.path, stmt.line, stmt.sql))
     return out
 
 
 def _check_one(path: str, stmt: SourceStatement, extensions: Sequence[str]) -> None:
-    for raw in parser.parse_sql(stmt.sql):
-        if raw.stmt is not None and (why := refusal(raw.stmt, extensions)):
+    nodes = [stmt.node] if stmt.node is not None else [raw.stmt for raw in parser.parse_sql(stmt.sql)]
+    for node in nodes:
+        if node is not None and (why := refusal(node, extensions)):
             raise DesiredStateError(
                 f"refusing the desired state at {path}:{stmt.line}: {why}; {ALLOWED_SUMMARY}",
                 file=path,

@@ -17,8 +17,12 @@ lock nobody holds (their process died); one it cannot drop is logged and skipped
 Vetting clones may start from a *template*: a restored clone kept (by :meth:`ScratchServer.keep_as_template`) under
 a slot (the environment's database) and a key (its schema fingerprint). A template is a scratch database like the
 others (same names, so a dead process's templates are swept too) that nobody can connect to: it is owned by the
-admin, refuses connections and its build role cannot log in. A copy gets a build role of its own, which then owns
-every object of the copy (``REASSIGN OWNED``), so it is confined exactly like a fresh restore.
+admin, refuses connections and its build role cannot log in. A copy gets a build role of its own, which owns the
+copy and is a member of the template's build role, which owns the copied objects: it may change and drop them
+without a ``REASSIGN OWNED`` over every object. That membership reaches no other database: the template's role
+owns no database, the template refuses connections, and ``pg_hba.conf`` and the revoked CONNECT keep the copy's
+role out of every other copy. A copy is dropped in the background once its verdict is known
+(:meth:`ScratchServer.drop_database_later`); dropping a template, and :meth:`ScratchServer.close`, wait for those.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +51,6 @@ from .db import (
     quote_ident,
     quote_literal,
     server_major,
-    with_dbname,
     with_scratch_settings,
 )
 from .drift import desired_description
@@ -98,6 +102,8 @@ class ScratchServer:
         self._keeper: Connection | None = None
         self._templates: dict[str, tuple[str, str]] = {}  # slot -> (key, template database)
         self._templates_lock = threading.Lock()
+        self._dropper: ThreadPoolExecutor | None = None  # drops copies in the background (drop_database_later)
+        self._pending: list[Future[None]] = []
 
     # -- databases --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -178,8 +184,9 @@ class ScratchServer:
             return False
         return True
 
-    def create_database(self, template: str | None = None) -> tuple[str, str]:
-        """A fresh database and its build role; returns (name, DSN of the build role in it)."""
+    def create_database(self, template: str | None = None, *, of_template: bool = False) -> tuple[str, str]:
+        """A fresh database and its build role; returns (name, DSN of the build role in it). With ``of_template``
+        (a copy of a kept template) the build role is also a member of the template's build role."""
         self._announce()
         name = f"{PREFIX}{TOKEN}_{secrets.token_hex(4)}"
         password = secrets.token_urlsafe(24)
@@ -191,7 +198,8 @@ class ScratchServer:
             )
             conn.execute(
                 f"create role {quote_ident(name)} login nosuperuser nocreatedb nocreaterole noreplication "
-                f"nobypassrls connection limit 16 in role {quote_ident(BUILD_GROUP)} "
+                f"nobypassrls connection limit 16 in role {quote_ident(BUILD_GROUP)}"
+                f"{', ' + quote_ident(template) if of_template and template else ''} "
                 f"password {quote_literal(password)}".encode()
             )
             sql = f"create database {quote_ident(name)} owner {quote_ident(name)}"
@@ -232,25 +240,13 @@ class ScratchServer:
             old = self._templates.get(slot)
             self._templates[slot] = (key, name)
         if old is not None and old[1] != name:
-            self.drop_database(old[1])
+            self._settle()
+            self._drop_logged(old[1])  # a copy still in use elsewhere keeps its role: logged, swept later
 
     def copy_template(self, template: str) -> tuple[str, str]:
         """A fresh scratch database copied from ``template``, its objects owned by its own build role; returns
         (name, DSN of that role in it)."""
-        name, dsn = self.create_database(template=template)
-        what = "handing a copied vetting clone to its build role"
-        try:
-            with (
-                database_errors(what),
-                connect(
-                    with_dbname(self.admin_dsn, name), what=what, connect_timeout=self.connect_timeout, autocommit=True
-                ) as conn,
-            ):
-                conn.execute(f"reassign owned by {quote_ident(template)} to {quote_ident(name)}".encode())
-        except BaseException:
-            self.drop_database(name)
-            raise
-        return name, dsn
+        return self.create_database(template=template, of_template=True)
 
     def _build_dsn(self, name: str, password: str) -> str:
         params = {k: v for k, v in parse_dsn(self.admin_dsn).items() if k not in ("passfile", "options")}
@@ -263,7 +259,30 @@ class ScratchServer:
             idle_in_transaction_timeout=box.idle_in_transaction_timeout,
         )
 
-    def drop_database(self, name: str) -> None:
+    def drop_database_later(self, name: str) -> None:
+        """Drop ``name`` (and its build role) in the background: a failure is logged (a later process sweeps it)."""
+        with self._templates_lock:
+            if self._dropper is None:
+                self._dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scratch-drop")
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._dropper.submit(self._drop_logged, name))
+
+    def _drop_logged(self, name: str) -> None:
+        try:
+            self.drop_database(name, settle=False)
+        except ReconcilerError as exc:
+            log.warning("scratch_database_not_dropped", name=name, error=str(exc))
+
+    def _settle(self) -> None:
+        """Wait for the background drops (a template's role cannot be dropped while copies of it exist)."""
+        with self._templates_lock:
+            pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def drop_database(self, name: str, *, settle: bool = True) -> None:
+        if settle:
+            self._settle()
         with self._admin(f"dropping scratch database {name!r}") as conn:
             conn.execute(f"drop database if exists {quote_ident(name)} with (force)".encode())
             conn.execute(f"drop role if exists {quote_ident(name)}".encode())
@@ -313,8 +332,8 @@ class ScratchServer:
     ) -> tuple[Inspection, tuple[CatalogRow, ...]]:
         """The desired build's inspection and catalog description (described with ``options``): of this process's
         build, else kept in :attr:`cache_dir` by an earlier process for the same key (:func:`.buildcache.cache_key`),
-        else built now and kept there. The allow-list is checked every time, kept or not."""
-        check_desired(desired, self.sandbox.extensions_allowed)
+        else built now and kept there. The allow-list is checked every time, kept or not (:meth:`check_allowed`)."""
+        self.check_allowed(desired)
         with self._lock:
             built = self._built if self._built is not None and self._built.revision == desired.revision else None
         key = (
@@ -332,7 +351,18 @@ class ScratchServer:
             buildcache.save(self.cache_dir, key, (portable(built.inspection), rows))
         return built.inspection, rows
 
+    def check_allowed(self, desired: DesiredState) -> None:
+        """Check ``desired`` against the allow-list (DesiredStateError at the refused file:line), unless a private
+        verdict in :attr:`cache_dir` says its revision passed under these sandbox settings; keep a pass there."""
+        key = buildcache.verdict_key(desired.revision, self.sandbox)
+        if self.cache_dir is not None and buildcache.known_allowed(self.cache_dir, key):
+            return
+        check_desired(desired, self.sandbox.extensions_allowed)
+        if self.cache_dir is not None:
+            buildcache.remember_allowed(self.cache_dir, key)
+
     def close(self) -> None:
+        self._settle()
         with self._templates_lock:
             templates, self._templates = list(self._templates.values()), {}
         for _, name in templates:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from . import approvals, planning, signing
+from . import approvals, buildcache, planning, signing
 from .applier import Applier, ApplyResult, record_apply
 from .approvals import Approver
 from .config import Config
@@ -88,12 +88,16 @@ class Reconciler:
         return self._embedded
 
     @property
+    def cache_dir(self) -> Path:
+        """The reconciler's own state folder for cached builds and verdicts (:mod:`.buildcache`)."""
+        return Path(self.config.embedded.data_dir).parent / "cache"
+
+    @property
     def scratch(self) -> ScratchServer:
         if self._scratch is None:
             admin = self.config.scratch or self.embedded.dsn("postgres")
             _check_scratch_apart(self.config, admin)
-            cache = Path(self.config.embedded.data_dir).parent / "cache"  # the reconciler's own state folder
-            self._scratch = ScratchServer(admin, sandbox=self.config.sandbox, cache_dir=cache)
+            self._scratch = ScratchServer(admin, sandbox=self.config.sandbox, cache_dir=self.cache_dir)
         return self._scratch
 
     def target(self, name: str) -> Target:
@@ -111,7 +115,12 @@ class Reconciler:
         return find_bin_dir(self.config.embedded.bin_dir) / "pg_dump"
 
     def load_desired(self) -> DesiredState:
-        return load_source(self.config.desired_state)
+        return load_source(self.config.desired_state, self._known_allowed)
+
+    def _known_allowed(self, revision: str) -> bool:
+        """Whether ``revision`` passed the syntax and allow-list checks under these sandbox settings before."""
+        key = buildcache.verdict_key(revision, self.config.sandbox)
+        return buildcache.known_allowed(self.cache_dir, key)
 
     # -- the work ---------------------------------------------------------------------------------
     def plan(self, name: str | Target, desired: DesiredState | None = None) -> Plan:

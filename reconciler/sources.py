@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,10 +28,11 @@ from .errors import DesiredStateError
 from .model import DesiredState, SqlFile
 
 
-def load_source(source: DesiredSource) -> DesiredState:
-    """The desired state that ``source`` (a folder path, a command or an SQLAlchemy MetaData) gives."""
+def load_source(source: DesiredSource, known_good: Callable[[str], bool] | None = None) -> DesiredState:
+    """The desired state that ``source`` (a folder path, a command or an SQLAlchemy MetaData) gives (a folder's
+    syntax is not checked again for a revision that ``known_good`` accepts: :func:`.desired.load_desired`)."""
     if isinstance(source, str):
-        return load_desired(source)
+        return load_desired(source, known_good)
     if isinstance(source, CommandSource):
         return from_sql(command_label(source), run_command(source))
     return from_sql(f"sqlalchemy:{source.sqlalchemy}", render_metadata(source))

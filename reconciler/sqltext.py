@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
-from pglast import parser
+from pglast import ast, parser
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,8 @@ class SourceStatement:
     sql: str
     line: int
     offset: int
+    node: ast.Node | None = field(default=None, compare=False, repr=False)
+    """The statement as parsed (None when the parser gave no node, e.g. for an empty statement)."""
 
 
 class SqlSyntaxError(ValueError):
@@ -42,5 +45,13 @@ def split_statements(text: str) -> list[SourceStatement]:
         # stmt_location may point at leading whitespace or comments; start the line count at the code.
         stripped = chunk.lstrip()
         start += len(chunk) - len(stripped)
-        out.append(SourceStatement(sql=stripped.rstrip().rstrip(";").rstrip(), line=line_of(text, start), offset=start))
+        sql = stripped.rstrip().rstrip(";").rstrip()
+        out.append(SourceStatement(sql=sql, line=line_of(text, start), offset=start, node=rs.stmt))
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def parse_statements(text: str) -> tuple[SourceStatement, ...]:
+    """:func:`split_statements` of ``text``, kept for the texts parsed last in this process: the desired state's
+    files are parsed once for their syntax check, their allow-list check and their build."""
+    return tuple(split_statements(text))

@@ -351,4 +351,4 @@ def _replay(
                 )
         return VetResult(True, True)
     finally:
-        scratch.drop_database(name)
+        scratch.drop_database_later(name)  # the verdict does not wait for the drop
