@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import structlog
 
-from reconciler.config import EnvironmentConfig, load_config
+from reconciler.config import EnvironmentConfig, SandboxConfig, load_config
 from reconciler.db import make_dsn, parse_dsn
 from reconciler.errors import ConfigError
 from reconciler.obs.logging import configure_logging
@@ -70,6 +70,36 @@ def test_the_clone_leaves_out_foreign_servers_and_user_mappings(
     finally:
         scratch.close()
     assert run_sql(dsn, "select count(*) from pg_user_mappings") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "allowed", "handler"),
+    [("postgres_fdw", ("postgres_fdw",), "postgres_fdw_handler"), ("w", (), "-")],
+    ids=["wrapper of an allowed extension", "stand-in wrapper"],
+)
+def test_foreign_servers_are_recreated_in_the_clone_without_credentials(
+    wrapper: str, allowed: tuple[str, ...], handler: str, pg_server: EmbeddedPostgres, make_db: Callable[..., str]
+) -> None:
+    setup = "create extension postgres_fdw;" if allowed else f"create foreign data wrapper {wrapper};"
+    dsn = make_db(
+        f"{setup} create server remote foreign data wrapper {wrapper} options (host 'db.example', port '5433');"
+        "create user mapping for public server remote options (user 'app', password 'remote-secret');"
+        "create foreign table ft (id int) server remote options (table_name 'remote_t');"
+    )
+    scratch = ScratchServer(pg_server.dsn(), sandbox=SandboxConfig(extensions_allowed=allowed))
+    try:
+        name, clone = clone_environment(scratch, dsn, EnvironmentConfig(dsn=dsn), find_bin_dir() / "pg_dump")
+        with psycopg.connect(clone) as conn:
+            assert conn.execute("select count(*) from pg_user_mappings").fetchone() == (0,)
+            server = conn.execute(
+                "select s.srvname, s.srvoptions, s.srvowner::regrole::text, w.fdwname, w.fdwhandler::regproc::text "
+                "from pg_foreign_server s join pg_foreign_data_wrapper w on w.oid = s.srvfdw"
+            ).fetchall()
+            assert server == [("remote", None, name, wrapper, handler)]
+            assert conn.execute("select count(*) from pg_foreign_table").fetchone() == (1,)
+        scratch.drop_database(name)
+    finally:
+        scratch.close()
 
 
 def test_the_state_store_is_private(tmp_path: Path) -> None:
