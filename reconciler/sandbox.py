@@ -142,7 +142,7 @@ def _refusal(node: ast.Node, extensions: frozenset[str]) -> str | None:
     return None
 
 
-def _extension_option_refusal(node: ast.CreateExtensionStmt) -> str | None:
+def _extension_option_refusal(node: ast.CreateExtensionStmt, *, any_version: bool = False) -> str | None:
     """Why the options of an allowed ``CREATE EXTENSION`` may not run as the scratch admin, or None.
 
     Stops desired-state authors (and environment contents restored in a vetting clone) from using an allowed
@@ -155,7 +155,7 @@ def _extension_option_refusal(node: ast.CreateExtensionStmt) -> str | None:
             continue
         if o.defname == "cascade":
             return f"CREATE EXTENSION {name} CASCADE is not allowed (create each extension it needs by name)"
-        if o.defname in ("new_version", "old_version"):
+        if o.defname in ("new_version", "old_version") and not any_version:
             return f"CREATE EXTENSION {name} VERSION/FROM is not allowed (the default version is installed)"
         schema = str(o.arg.sval) if o.defname == "schema" and isinstance(o.arg, ast.String) else ""
         if schema.startswith("pg_") or schema == "information_schema":
@@ -163,13 +163,14 @@ def _extension_option_refusal(node: ast.CreateExtensionStmt) -> str | None:
     return None
 
 
-def runs_as_admin(sql: str, extensions: Sequence[str]) -> bool:
+def runs_as_admin(sql: str, extensions: Sequence[str], *, any_version: bool = False) -> bool:
     """Whether ``sql`` is exactly one ``CREATE EXTENSION`` of an extension on ``extensions`` with safe options:
-    the only statement the scratch admin runs for a desired file or an environment's dump."""
+    the only statement the scratch admin runs for a desired file, an environment's dump or a plan replayed on a
+    clone (``any_version``: a plan names the version the desired build installed, the default one)."""
     nodes = parser.parse_sql(sql)
     if len(nodes) != 1 or not isinstance(node := nodes[0].stmt, ast.CreateExtensionStmt):
         return False
-    return str(node.extname) in extensions and _extension_option_refusal(node) is None
+    return str(node.extname) in extensions and _extension_option_refusal(node, any_version=any_version) is None
 
 
 def _statements_in(node: ast.Node) -> Iterator[ast.Node]:

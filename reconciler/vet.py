@@ -367,6 +367,28 @@ def vet_plan(
     return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
 
 
+def _execute(
+    scratch: ScratchServer, name: str, conn: Connection, steps: Sequence[ExecStep], env: EnvironmentConfig
+) -> None:
+    """Run ``steps`` on the clone ``name`` as its build role (``conn``), except a CREATE EXTENSION of an allowed
+    extension, which the scratch admin runs there in its turn (as in the desired build)."""
+    extensions = scratch.sandbox.extensions_allowed
+    by_admin = [runs_as_admin(step.sql, extensions, any_version=True) for step in steps]
+    if not any(by_admin):
+        execute_steps(conn, steps, env)
+        return
+    what = "vetting the plan on a scratch clone"
+    with connect(scratch.admin_dsn_in(name), what=what, autocommit=True) as admin:
+        start = 0
+        while start < len(steps):  # each run of steps for one role, in order; indexes stay the plan's
+            end = start
+            while end < len(steps) and by_admin[end] == by_admin[start]:
+                end += 1
+            outside = [i for i in range(len(steps)) if not start <= i < end]
+            execute_steps(admin if by_admin[start] else conn, steps, env, skip=outside)
+            start = end
+
+
 def _rediff(dsn: str, env: EnvironmentConfig, wants: tuple[Inspection, Sequence[CatalogRow] | None]) -> list[str]:
     """What a plan of the clone at ``dsn`` holds now (migra's statements, and ours when ``wants`` has rows)."""
     want, wanted = wants
@@ -400,7 +422,7 @@ def _replay(
             steps, owners = _steps(items)
             with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
                 try:
-                    execute_steps(conn, steps, env)
+                    _execute(scratch, name, conn, steps, env)
                 except ApplyError as exc:
                     i = exc.index if exc.index is not None and exc.index < len(owners) else None
                     stmt = owners[i] if i is not None else exc.statement

@@ -162,3 +162,15 @@ def test_an_environment_with_foreign_tables_vets(
     result = reconciler.apply("dev")
     assert result.vet is not None and result.vet.ok, result.messages
     assert run_sql(dsn, "select count(*) from information_schema.columns where table_name = 't'") == [(2,)]
+
+
+def test_a_plan_that_creates_an_allowed_untrusted_extension_vets(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    # The build role may not create postgres_fdw: on the clone, as in the build, the scratch admin creates it.
+    dsn = make_db("create table t (id int);")
+    sandbox = {"share_cluster_with_environments": True, "extensions_allowed": ["postgres_fdw"]}
+    desired = "create extension postgres_fdw; create table t (id int);"
+    reconciler = reconciler_for(project({"010_schema.sql": desired}, {"dev": {"dsn": dsn}}, sandbox=sandbox))
+    result = reconciler.apply("dev")
+    assert result.vet is not None and result.vet.ok, result.messages  # it then waits for approval (an extension)
