@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from reconciler.config import EnvironmentConfig, SandboxConfig, load_config
 from reconciler.db import make_dsn, parse_dsn
 from reconciler.errors import ConfigError
 from reconciler.obs.logging import configure_logging
-from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir
+from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir, trust_lines
 from reconciler.scratch import ScratchServer
 from reconciler.store import open_store
 from reconciler.vet import clone_environment, dump_schema
@@ -100,6 +102,44 @@ def test_foreign_servers_are_recreated_in_the_clone_without_credentials(
         scratch.drop_database(name)
     finally:
         scratch.close()
+
+
+HBA_CASES = [
+    ("local all all trust", [1]),
+    ("host all all 127.0.0.1/32 trust", [1]),
+    ("host all all 127.0.0.1 255.255.255.255 trust", [1]),
+    ("hostssl all all ::1/128 trust  # old default", [1]),
+    ("# host all all 127.0.0.1/32 trust", []),
+    ("host trust trust 127.0.0.1/32 scram-sha-256", []),  # a database and a user named trust
+    ("local all all scram-sha-256\nhost all all 0.0.0.0/0 md5\nlocal all all trust", [3]),
+]
+
+
+@pytest.mark.parametrize(("hba", "lines"), HBA_CASES)
+def test_trust_lines_of_pg_hba_are_found(hba: str, lines: list[int]) -> None:
+    assert trust_lines(hba) == lines
+
+
+def test_an_embedded_data_folder_with_trust_authentication_is_refused() -> None:
+    # Its own folder in the system temp folder: as root the server's user must pass through it (pytest's are 0700).
+    folder = Path(tempfile.mkdtemp(prefix="reconciler-trust-"))
+    try:
+        folder.chmod(0o711)
+        data = folder / "data"
+        data.mkdir()
+        (data / "PG_VERSION").write_text("15\n")
+        (data / "pg_hba.conf").write_text("local all all scram-sha-256\nhost all all 127.0.0.1/32 trust\n")
+        (folder / ".data.pgpass").write_text("")
+        embedded = EmbeddedPostgres(data)
+        with pytest.raises(
+            ConfigError,
+            match=r"pg_hba\.conf lets connections in without a password .*line 2.*"
+            r"scram-sha-256.*remove .*data to re-create it",
+        ):
+            embedded.start()
+        assert embedded.port is None  # refused before anything started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_state_store_is_private(tmp_path: Path) -> None:
