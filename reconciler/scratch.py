@@ -2,7 +2,8 @@
 
 The scratch server is either a configured DSN on which the reconciler may create and drop databases and roles,
 or the embedded PostgreSQL the reconciler starts itself. Desired-state files are untrusted (``plan`` runs on
-pull-request branches), so nothing in a scratch database runs as the admin role: each database is created by the
+pull-request branches), so nothing of theirs runs as the admin role (but a CREATE EXTENSION of an allowed extension,
+:func:`.sandbox.runs_as_admin`): each database is created by the
 admin together with a *build role* of the same name (``NOSUPERUSER NOCREATEROLE NOCREATEDB``, a member of
 :data:`BUILD_GROUP`, a random password) that owns it and only it; CONNECT on it is revoked from PUBLIC. The
 desired build, its inspection and vetting (restore and replay) connect as that role, with the scratch timeouts
