@@ -57,10 +57,11 @@ def source_statements(
 
 def _replayed(scratch: ScratchServer, from_dir: str | None) -> Inspection:
     """The schema an empty scratch database holds after the folder's migrations ran in order."""
-    with scratch.temporary_database() as (_, dsn):
+    with scratch.temporary_database() as (name, dsn):
         if from_dir:  # migration files are untrusted like desired-state files: the same allow-list and build role
             statements = check_desired(load_desired(from_dir), scratch.sandbox.extensions_allowed)
-            run_checked(dsn, statements, scratch.sandbox, connect_timeout=scratch.connect_timeout)
+            admin = scratch.admin_dsn_in(name)
+            run_checked(dsn, statements, scratch.sandbox, connect_timeout=scratch.connect_timeout, admin_dsn=admin)
         return inspect_database(dsn, what="inspecting the replayed migrations")
 
 

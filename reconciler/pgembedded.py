@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import ipaddress
 import os
 import pwd
 import secrets
@@ -41,7 +42,7 @@ from types import TracebackType
 from typing import IO
 
 from .db import connect, database_errors, quote_ident
-from .errors import UnreachableError
+from .errors import ConfigError, UnreachableError
 
 SUPERUSER = "postgres"
 SERVER_USER = "reconciler-pg"
@@ -124,6 +125,8 @@ class EmbeddedPostgres:
                     f"version of the reconciler used trust authentication); remove {self.data_dir} to re-create it "
                     "(it holds the scratch databases and the demo's embedded: environments)"
                 )
+            else:
+                _refuse_trust(self.data_dir)
             port = self._running_port()
             if port is None:
                 port = _free_port()
@@ -291,6 +294,43 @@ class EmbeddedPostgres:
             except UnreachableError:
                 time.sleep(0.1)
         return None
+
+
+def trust_lines(hba: str) -> list[int]:
+    """The lines of the ``pg_hba.conf`` text ``hba`` whose authentication method is ``trust`` (1-based)."""
+    found: list[int] = []
+    for number, line in enumerate(hba.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 4 or fields[0] not in ("local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc"):
+            continue
+        at = 3  # local: type, database, user, method
+        if fields[0] != "local":
+            at = 5 if _bare_address(fields[3]) else 4  # an address with a separate netmask takes one more field
+        if len(fields) > at and fields[at] == "trust":
+            found.append(number)
+    return found
+
+
+def _bare_address(field: str) -> bool:
+    try:
+        ipaddress.ip_address(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse_trust(data_dir: Path) -> None:
+    """Refuse a data folder whose ``pg_hba.conf`` lets anyone in without a password (older versions of the
+    reconciler wrote ``trust``): other local users of the machine could then connect as the superuser."""
+    hba = data_dir / "pg_hba.conf"
+    lines = trust_lines(hba.read_text()) if hba.exists() else []
+    if lines:
+        raise ConfigError(
+            f"starting the embedded PostgreSQL: {hba} lets connections in without a password (trust authentication "
+            f"on line {', '.join(map(str, lines))}), so any local user could connect as its superuser; replace "
+            f"trust by scram-sha-256 on those lines, or remove {data_dir} to re-create it (it holds the scratch "
+            "databases and the demo's embedded: environments)"
+        )
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -87,6 +87,9 @@ class CheckedStatement:
     file: str
     line: int
     sql: str
+    as_admin: bool = False
+    """A CREATE EXTENSION of an allowed extension and nothing else: the scratch admin runs it (untrusted extensions
+    such as postgres_fdw need a superuser); every other statement runs as the build role."""
 
 
 def _label(node: ast.Node) -> str:
@@ -132,12 +135,42 @@ def _refusal(node: ast.Node, extensions: frozenset[str]) -> str | None:
         if name not in extensions:
             allowed = ", ".join(sorted(extensions)) or "none"
             return f"extension {name!r} is not on the allow-list (sandbox.extensions_allowed: {allowed})"
-        if any(isinstance(o, ast.DefElem) and o.defname == "cascade" for o in node.options or ()):
-            return f"CREATE EXTENSION {name} CASCADE is not allowed (create each extension it needs by name)"
+        return _extension_option_refusal(node)
     if isinstance(node, ast.VariableSetStmt) and node.name not in SETTINGS_ALLOWED:
         shown = "RESET ALL" if node.kind == enums.VariableSetKind.VAR_RESET_ALL else f"changing setting {node.name!r}"
         return f"{shown} is not allowed (only {', '.join(sorted(SETTINGS_ALLOWED))})"
     return None
+
+
+def _extension_option_refusal(node: ast.CreateExtensionStmt, *, any_version: bool = False) -> str | None:
+    """Why the options of an allowed ``CREATE EXTENSION`` may not run as the scratch admin, or None.
+
+    Stops desired-state authors (and environment contents restored in a vetting clone) from using an allowed
+    extension to reach further: CASCADE would create extensions not on the list, VERSION / FROM would pick an
+    older install script, SCHEMA pointing into the system schemas would put the extension's objects there.
+    """
+    name = str(node.extname)
+    for o in node.options or ():
+        if not isinstance(o, ast.DefElem):
+            continue
+        if o.defname == "cascade":
+            return f"CREATE EXTENSION {name} CASCADE is not allowed (create each extension it needs by name)"
+        if o.defname in ("new_version", "old_version") and not any_version:
+            return f"CREATE EXTENSION {name} VERSION/FROM is not allowed (the default version is installed)"
+        schema = str(o.arg.sval) if o.defname == "schema" and isinstance(o.arg, ast.String) else ""
+        if schema.startswith("pg_") or schema == "information_schema":
+            return f"CREATE EXTENSION {name} SCHEMA {schema} is not allowed (only the database's own schemas)"
+    return None
+
+
+def runs_as_admin(sql: str, extensions: Sequence[str], *, any_version: bool = False) -> bool:
+    """Whether ``sql`` is exactly one ``CREATE EXTENSION`` of an extension on ``extensions`` with safe options:
+    the only statement the scratch admin runs for a desired file, an environment's dump or a plan replayed on a
+    clone (``any_version``: a plan names the version the desired build installed, the default one)."""
+    nodes = parser.parse_sql(sql)
+    if len(nodes) != 1 or not isinstance(node := nodes[0].stmt, ast.CreateExtensionStmt):
+        return False
+    return str(node.extname) in extensions and _extension_option_refusal(node, any_version=any_version) is None
 
 
 def _statements_in(node: ast.Node) -> Iterator[ast.Node]:
@@ -173,7 +206,7 @@ def check_desired(desired: DesiredState, extensions: Sequence[str]) -> list[Chec
     for f in desired.files:
         for stmt in parse_statements(f.text):
             _check_one(f.path, stmt, extensions)
-            out.append(CheckedStatement(f.path, stmt.line, stmt.sql))
+            out.append(CheckedStatement(f.path, stmt.line, stmt.sql, runs_as_admin(stmt.sql, extensions)))
     return out
 
 

@@ -2,7 +2,8 @@
 
 The scratch server is either a configured DSN on which the reconciler may create and drop databases and roles,
 or the embedded PostgreSQL the reconciler starts itself. Desired-state files are untrusted (``plan`` runs on
-pull-request branches), so nothing in a scratch database runs as the admin role: each database is created by the
+pull-request branches), so nothing of theirs runs as the admin role (but a CREATE EXTENSION of an allowed extension,
+:func:`.sandbox.runs_as_admin`): each database is created by the
 admin together with a *build role* of the same name (``NOSUPERUSER NOCREATEROLE NOCREATEDB``, a member of
 :data:`BUILD_GROUP`, a random password) that owns it and only it; CONNECT on it is revoked from PUBLIC. The
 desired build, its inspection and vetting (restore and replay) connect as that role, with the scratch timeouts
@@ -51,6 +52,7 @@ from .db import (
     quote_ident,
     quote_literal,
     server_major,
+    with_dbname,
     with_scratch_settings,
 )
 from .drift import desired_description
@@ -259,6 +261,17 @@ class ScratchServer:
             idle_in_transaction_timeout=box.idle_in_transaction_timeout,
         )
 
+    def admin_dsn_in(self, name: str) -> str:
+        """The scratch admin's DSN in scratch database ``name``, with the scratch timeouts: only for what the build
+        role may not do itself (allowed extensions, foreign servers of a vetting clone)."""
+        box = self.sandbox
+        return with_scratch_settings(
+            with_dbname(self.admin_dsn, name),
+            statement_timeout=box.statement_timeout,
+            lock_timeout=box.lock_timeout,
+            idle_in_transaction_timeout=box.idle_in_transaction_timeout,
+        )
+
     def drop_database_later(self, name: str) -> None:
         """Drop ``name`` (and its build role) in the background: a failure is logged (a later process sweeps it)."""
         with self._templates_lock:
@@ -309,7 +322,13 @@ class ScratchServer:
                 return self._built
             name, dsn = self.create_database()
             try:
-                run_checked(dsn, statements, self.sandbox, connect_timeout=self.connect_timeout)
+                run_checked(
+                    dsn,
+                    statements,
+                    self.sandbox,
+                    connect_timeout=self.connect_timeout,
+                    admin_dsn=self.admin_dsn_in(name),
+                )
                 inspection = inspect_database(
                     dsn, what="inspecting the desired state", connect_timeout=self.connect_timeout
                 )
@@ -385,26 +404,46 @@ def run_checked(
     sandbox: SandboxConfig,
     *,
     connect_timeout: timedelta = timedelta(seconds=10),
+    admin_dsn: str | None = None,
 ) -> None:
-    """Execute desired-state statements that passed the allow-list, in order; errors name the file and the line."""
+    """Execute desired-state statements that passed the allow-list, in order; errors name the file and the line.
+
+    With ``admin_dsn`` (the scratch admin in the same database), the statements marked ``as_admin`` (a CREATE
+    EXTENSION of an allowed extension, nothing else) run there, with the build connection's search_path.
+    """
     what = "building desired state in scratch database"
-    with connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True) as conn:
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True))
+        admin: Connection | None = None
         for stmt in statements:
-            try:
-                with database_errors(what):
-                    conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
-            except DatabaseError as exc:  # retryable errors are the scratch server's, not the SQL's
-                line = stmt.line
-                if exc.position:
-                    line += line_of(stmt.sql, exc.position - 1) - 1
-                raise DesiredStateError(f"{exc} at {stmt.file}:{line}", file=stmt.file, line=line) from exc
-            except LockTimeoutError as exc:  # the statement ran out of time: the desired file's doing
-                raise DesiredStateError(
-                    f"{exc} at {stmt.file}:{stmt.line} (scratch statements run with sandbox.statement_timeout "
-                    f"{_human(sandbox.statement_timeout)} and sandbox.lock_timeout {_human(sandbox.lock_timeout)})",
-                    file=stmt.file,
-                    line=stmt.line,
-                ) from exc
+            target = conn
+            if stmt.as_admin and admin_dsn is not None:
+                if admin is None:
+                    admin = stack.enter_context(
+                        connect(admin_dsn, what=what, connect_timeout=connect_timeout, autocommit=True)
+                    )
+                row = conn.execute("select current_setting('search_path')").fetchone()
+                admin.execute("select set_config('search_path', %s, false)", (row[0] if row else "",))
+                target = admin
+            _run_one(target, stmt, sandbox, what)
+
+
+def _run_one(conn: Connection, stmt: CheckedStatement, sandbox: SandboxConfig, what: str) -> None:
+    try:
+        with database_errors(what):
+            conn.execute(stmt.sql.encode("utf-8"))  # bytes: no client-side placeholder parsing
+    except DatabaseError as exc:  # retryable errors are the scratch server's, not the SQL's
+        line = stmt.line
+        if exc.position:
+            line += line_of(stmt.sql, exc.position - 1) - 1
+        raise DesiredStateError(f"{exc} at {stmt.file}:{line}", file=stmt.file, line=line) from exc
+    except LockTimeoutError as exc:  # the statement ran out of time: the desired file's doing
+        raise DesiredStateError(
+            f"{exc} at {stmt.file}:{stmt.line} (scratch statements run with sandbox.statement_timeout "
+            f"{_human(sandbox.statement_timeout)} and sandbox.lock_timeout {_human(sandbox.lock_timeout)})",
+            file=stmt.file,
+            line=stmt.line,
+        ) from exc
 
 
 def _human(d: timedelta) -> str:

@@ -25,21 +25,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pglast import ast, parser
+import structlog
+from pglast import ast, enums, parser
 from pglast.stream import RawStream
 
 from .apply import execute_steps
 from .catalog import CatalogRow, describe
 from .config import EnvironmentConfig
-from .db import connect, database_errors, database_identity, fetch_all, quote_ident, redact, service_file, translate
+from .db import (
+    Connection,
+    connect,
+    database_errors,
+    database_identity,
+    fetch_all,
+    quote_ident,
+    redact,
+    service_file,
+    translate,
+)
 from .diff import diff
 from .drift import describe_options, owner_change, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
 from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
 from .model import ExecStep, Statement
+from .sandbox import runs_as_admin
 from .scratch import ScratchServer
 from .sqltext import SqlSyntaxError, split_statements
 from .target import IDENTITY_SQL
+
+log = structlog.get_logger("reconciler.vet")
 
 Phase = Literal["unattended", "remainder", "plan"]
 
@@ -145,9 +159,9 @@ def dump_schema(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> str:
 
 
 LEFT_OUT_OF_CLONES = (
-    ast.CreateFdwStmt,  # superuser only, and only there for the servers below
+    ast.CreateFdwStmt,  # superuser only: its handler and validator are environment code
     ast.AlterFdwStmt,
-    ast.CreateForeignServerStmt,  # its OPTIONS may hold credentials
+    ast.CreateForeignServerStmt,  # its OPTIONS may hold credentials (recreated without them: CloneStep)
     ast.AlterForeignServerStmt,
     ast.CreateUserMappingStmt,  # holds a remote password
     ast.AlterUserMappingStmt,
@@ -159,21 +173,81 @@ LEFT_OUT_OF_CLONES = (
 _DUMP_SETTINGS_LEFT_OUT = frozenset({"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"})
 
 
-def clone_script(script: str) -> tuple[str, list[str]]:
+@dataclass(frozen=True)
+class CloneStep:
+    """One part of a clone's restore, in the dump's order: SQL the build role runs (``sql``), an allowed
+    extension the scratch admin creates (``as_admin``), or a foreign server the admin recreates (``server``,
+    with its wrapper ``fdw`` if the dump names it) without options or user mappings, owned by the build role."""
+
+    sql: str = ""
+    as_admin: bool = False
+    server: str | None = None
+    fdw: str | None = None
+
+
+@dataclass
+class CloneScript:
+    """The dump ``script`` as :class:`CloneStep` s, and the schemas it creates."""
+
+    steps: list[CloneStep] = field(default_factory=list)
+    schemas: list[str] = field(default_factory=list)
+
+    def add_sql(self, sql: str) -> None:
+        if self.steps and not self.steps[-1].as_admin and self.steps[-1].server is None:
+            self.steps[-1] = CloneStep(self.steps[-1].sql + f"{sql};\n")
+        else:
+            self.steps.append(CloneStep(f"{sql};\n"))
+
+    @property
+    def script(self) -> str:
+        """What the build role runs, all steps together."""
+        return "".join(step.sql for step in self.steps if not step.as_admin and step.server is None)
+
+
+def clone_script(script: str, extensions: Sequence[str] = ()) -> CloneScript:
     """The dump ``script`` without :data:`LEFT_OUT_OF_CLONES` and without its timeout resets (the scratch
-    timeouts stay); and the schemas it creates."""
-    kept: list[str] = []
-    schemas: list[str] = []
+    timeouts stay). Each foreign server a foreign table uses is recreated just before its first table, without
+    options; CREATE EXTENSION of an extension on ``extensions`` (with safe options), and its comment, are the
+    admin's."""
+    out = CloneScript()
+    wrappers: dict[str, str] = {}
+    servers: set[str] = set()
+    admins: set[str] = set()  # extensions the admin creates (and owns)
     for stmt in split_statements(script):
         node = parser.parse_sql(stmt.sql)[0].stmt
-        if isinstance(node, LEFT_OUT_OF_CLONES):
+        if isinstance(node, ast.CreateForeignServerStmt):
+            wrappers[str(node.servername)] = str(node.fdwname)
+        if isinstance(node, LEFT_OUT_OF_CLONES) or _grant_on_wrapper(node):
             continue
         if isinstance(node, ast.VariableSetStmt) and node.name in _DUMP_SETTINGS_LEFT_OUT:
             continue
         if isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
-            schemas.append(str(node.schemaname))
-        kept.append(_own_default_privileges(node) if isinstance(node, ast.AlterDefaultPrivilegesStmt) else stmt.sql)
-    return "".join(f"{sql};\n" for sql in kept), schemas
+            out.schemas.append(str(node.schemaname))
+        if isinstance(node, ast.CreateForeignTableStmt) and (server := str(node.servername)) not in servers:
+            servers.add(server)
+            out.steps.append(CloneStep(server=server, fdw=wrappers.get(server)))
+        if runs_as_admin(stmt.sql, extensions) or _comment_on(node, admins):
+            if isinstance(node, ast.CreateExtensionStmt):
+                admins.add(str(node.extname))
+            out.steps.append(CloneStep(stmt.sql, as_admin=True))
+            continue
+        out.add_sql(_own_default_privileges(node) if isinstance(node, ast.AlterDefaultPrivilegesStmt) else stmt.sql)
+    return out
+
+
+def _comment_on(node: ast.Node | None, extensions: set[str]) -> bool:
+    """A COMMENT ON EXTENSION of one of ``extensions``: only their owner, the admin, may comment on them."""
+    return (
+        isinstance(node, ast.CommentStmt)
+        and node.objtype == enums.ObjectType.OBJECT_EXTENSION
+        and isinstance(node.object, ast.String)
+        and str(node.object.sval) in extensions
+    )
+
+
+def _grant_on_wrapper(node: ast.Node | None) -> bool:
+    """A GRANT on a foreign-data wrapper: the clone's wrappers are the admin's, the build role cannot grant them."""
+    return isinstance(node, ast.GrantStmt) and node.objtype == enums.ObjectType.OBJECT_FDW
 
 
 def _own_default_privileges(node: ast.AlterDefaultPrivilegesStmt) -> str:
@@ -192,22 +266,53 @@ def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConf
     """
     what = "cloning the environment's schema into scratch"
     try:
-        script, schemas = clone_script(dump_schema(env_dsn, env, pg_dump))
+        restore = clone_script(dump_schema(env_dsn, env, pg_dump), scratch.sandbox.extensions_allowed)
     except SqlSyntaxError as exc:
         raise DatabaseError(f"{what}: the dump does not parse: {exc.message}") from exc
     name, dsn = scratch.create_database()
     try:
-        with database_errors(what), connect(dsn, what=what, autocommit=True) as conn:
+        with (
+            database_errors(what),
+            connect(dsn, what=what, autocommit=True) as conn,
+            connect(scratch.admin_dsn_in(name), what=what, autocommit=True) as admin,
+        ):
             # A dump filtered by --schema creates even the schemas a new database already has (public).
-            for schema in schemas:
+            for schema in restore.schemas:
                 conn.execute(f"drop schema if exists {quote_ident(schema)} cascade".encode())
-            conn.execute(script.encode("utf-8"))
+            for step in restore.steps:
+                if step.server is not None:
+                    _recreate_server(admin, name, step.server, step.fdw)
+                elif step.sql:
+                    (admin if step.as_admin else conn).execute(step.sql.encode("utf-8"))
     except BaseException as exc:
         scratch.drop_database(name)
         if isinstance(exc, ReconcilerError) or not isinstance(exc, Exception):
             raise
         raise translate(exc, what) from exc  # e.g. a dump that the SQL parser cannot read
     return name, dsn
+
+
+STAND_IN_WRAPPER = "reconciler_stand_in"
+"""The wrapper of a clone's foreign server whose own wrapper the dump does not name."""
+
+
+def _recreate_server(admin: Connection, build_role: str, server: str, fdw: str | None) -> None:
+    """Foreign server ``server`` in the clone, as the scratch admin: no options and no user mappings (those hold
+    the environment's credentials), owned by the build role. Its wrapper is the real one if an allowed extension
+    created it in the clone; else a stand-in without handler or validator (no environment code runs), on which the
+    foreign tables' structure is vetted but nothing can be read: they are logged as not vettable."""
+    wrapper = fdw or STAND_IN_WRAPPER
+    if admin.execute("select from pg_foreign_data_wrapper where fdwname = %s", (wrapper,)).fetchone() is None:
+        admin.execute(f"create foreign data wrapper {quote_ident(wrapper)}".encode())
+        log.warning(
+            "vetting_clone_foreign_server_stand_in",
+            server=server,
+            wrapper=fdw,
+            detail="the foreign tables of this server are not vettable beyond their structure: their wrapper is "
+            "not created by an extension on sandbox.extensions_allowed, so the clone holds a stand-in without handler",
+        )
+    admin.execute(f"create server {quote_ident(server)} foreign data wrapper {quote_ident(wrapper)}".encode())
+    admin.execute(f"alter server {quote_ident(server)} owner to {quote_ident(build_role)}".encode())
 
 
 def clone_slot_and_key(env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
@@ -283,6 +388,28 @@ def vet_plan(
     return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
 
 
+def _execute(
+    scratch: ScratchServer, name: str, conn: Connection, steps: Sequence[ExecStep], env: EnvironmentConfig
+) -> None:
+    """Run ``steps`` on the clone ``name`` as its build role (``conn``), except a CREATE EXTENSION of an allowed
+    extension, which the scratch admin runs there in its turn (as in the desired build)."""
+    extensions = scratch.sandbox.extensions_allowed
+    by_admin = [runs_as_admin(step.sql, extensions, any_version=True) for step in steps]
+    if not any(by_admin):
+        execute_steps(conn, steps, env)
+        return
+    what = "vetting the plan on a scratch clone"
+    with connect(scratch.admin_dsn_in(name), what=what, autocommit=True) as admin:
+        start = 0
+        while start < len(steps):  # each run of steps for one role, in order; indexes stay the plan's
+            end = start
+            while end < len(steps) and by_admin[end] == by_admin[start]:
+                end += 1
+            outside = [i for i in range(len(steps)) if not start <= i < end]
+            execute_steps(admin if by_admin[start] else conn, steps, env, skip=outside)
+            start = end
+
+
 def _rediff(dsn: str, env: EnvironmentConfig, wants: tuple[Inspection, Sequence[CatalogRow] | None]) -> list[str]:
     """What a plan of the clone at ``dsn`` holds now (migra's statements, and ours when ``wants`` has rows)."""
     want, wanted = wants
@@ -316,7 +443,7 @@ def _replay(
             steps, owners = _steps(items)
             with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
                 try:
-                    execute_steps(conn, steps, env)
+                    _execute(scratch, name, conn, steps, env)
                 except ApplyError as exc:
                     i = exc.index if exc.index is not None and exc.index < len(owners) else None
                     stmt = owners[i] if i is not None else exc.statement

@@ -204,6 +204,72 @@ def test_a_hanging_desired_file_times_out_naming_its_line(
     assert time.monotonic() - started < 15
 
 
+# -- an allowed extension the build role could not create (untrusted): the scratch admin creates it, nothing else --
+EXTENSIONS_ALLOWED = ["postgres_fdw", "earthdistance"]  # earthdistance needs cube, which is not on the list
+EXTENSION_ATTACKS = [
+    Attack("an extension not on the list", "create extension dblink;", r"'dblink' is not on the allow-list", 1),
+    Attack("cascade into one not on the list", "create extension earthdistance cascade;", r"CASCADE is not allowed", 1),
+    Attack("require one not on the list", "create extension earthdistance;", r'required extension "cube"', 1),
+    Attack("into a system schema", "create extension postgres_fdw schema pg_catalog;", r"SCHEMA pg_catalog", 1),
+    Attack("an older version", "create extension postgres_fdw version '1.0';", r"VERSION/FROM is not allowed", 1),
+    Attack(
+        "a server on the allowed wrapper",
+        "create extension postgres_fdw;\ncreate server s foreign data wrapper postgres_fdw;",
+        r"CreateForeignServer is not allowed",
+        2,
+    ),
+    Attack(
+        "a server on the allowed wrapper from a function",
+        "create extension postgres_fdw;\ncreate function f() returns int language plpgsql as $$ begin\n"
+        "  execute 'create server s foreign data wrapper postgres_fdw'; return 1;\nend $$;\n"
+        "create materialized view m as select f() as x;",
+        r"permission denied for foreign-data wrapper postgres_fdw",
+        5,
+    ),
+    Attack(
+        "grant the allowed wrapper",
+        "create extension postgres_fdw;\ngrant usage on foreign data wrapper postgres_fdw to public;",
+        r"permission denied for foreign-data wrapper postgres_fdw",
+        2,
+    ),
+    Attack(
+        "an extension statement with another one",
+        "create extension postgres_fdw; create role evil superuser;",
+        r"CREATE ROLE is not allowed",
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize("attack", EXTENSION_ATTACKS, ids=[a.name for a in EXTENSION_ATTACKS])
+def test_an_allowed_extension_cannot_be_used_to_escalate(
+    attack: Attack,
+    pg_server: EmbeddedPostgres,
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    dsn = make_db(ENV)
+    roles = _roles(pg_server)
+    sandbox = {"share_cluster_with_environments": True, "extensions_allowed": EXTENSIONS_ALLOWED}
+    reconciler = reconciler_for(project({"010_attack.sql": attack.sql}, {"dev": {"dsn": dsn}}, sandbox=sandbox))
+    with pytest.raises(DesiredStateError, match=attack.refusal) as caught:
+        reconciler.plan("dev")
+    assert (caught.value.file, caught.value.line) == ("010_attack.sql", attack.line)
+    assert _roles(pg_server) == roles
+    assert run_sql(pg_server.dsn(), "select count(*) from pg_foreign_server") == [(0,)]
+
+
+def test_an_allowed_untrusted_extension_is_built(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    dsn = make_db(ENV)
+    sandbox = {"share_cluster_with_environments": True, "extensions_allowed": EXTENSIONS_ALLOWED}
+    desired = "create extension postgres_fdw;\n" + ENV.split(" insert")[0]
+    plan = reconciler_for(project({"010_schema.sql": desired}, {"dev": {"dsn": dsn}}, sandbox=sandbox)).plan("dev")
+    assert [s.sql.split(" with ")[0] for s in plan.statements] == ['create extension if not exists "postgres_fdw"']
+
+
 # -- policy tests: their queries come from the same authors -----------------------------------------------------
 # Refused when the test file is read, before anything runs: (query, the case's role, text of the refusal).
 REFUSED_CASE_QUERIES = [

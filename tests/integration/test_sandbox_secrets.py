@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,11 +16,11 @@ import psycopg
 import pytest
 import structlog
 
-from reconciler.config import EnvironmentConfig, load_config
+from reconciler.config import EnvironmentConfig, SandboxConfig, load_config
 from reconciler.db import make_dsn, parse_dsn
 from reconciler.errors import ConfigError
 from reconciler.obs.logging import configure_logging
-from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir
+from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir, trust_lines
 from reconciler.scratch import ScratchServer
 from reconciler.store import open_store
 from reconciler.vet import clone_environment, dump_schema
@@ -70,6 +72,74 @@ def test_the_clone_leaves_out_foreign_servers_and_user_mappings(
     finally:
         scratch.close()
     assert run_sql(dsn, "select count(*) from pg_user_mappings") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "allowed", "handler"),
+    [("postgres_fdw", ("postgres_fdw",), "postgres_fdw_handler"), ("w", (), "-")],
+    ids=["wrapper of an allowed extension", "stand-in wrapper"],
+)
+def test_foreign_servers_are_recreated_in_the_clone_without_credentials(
+    wrapper: str, allowed: tuple[str, ...], handler: str, pg_server: EmbeddedPostgres, make_db: Callable[..., str]
+) -> None:
+    setup = "create extension postgres_fdw;" if allowed else f"create foreign data wrapper {wrapper};"
+    dsn = make_db(
+        f"{setup} create server remote foreign data wrapper {wrapper} options (host 'db.example', port '5433');"
+        "create user mapping for public server remote options (user 'app', password 'remote-secret');"
+        "create foreign table ft (id int) server remote options (table_name 'remote_t');"
+    )
+    scratch = ScratchServer(pg_server.dsn(), sandbox=SandboxConfig(extensions_allowed=allowed))
+    try:
+        name, clone = clone_environment(scratch, dsn, EnvironmentConfig(dsn=dsn), find_bin_dir() / "pg_dump")
+        with psycopg.connect(clone) as conn:
+            assert conn.execute("select count(*) from pg_user_mappings").fetchone() == (0,)
+            server = conn.execute(
+                "select s.srvname, s.srvoptions, s.srvowner::regrole::text, w.fdwname, w.fdwhandler::regproc::text "
+                "from pg_foreign_server s join pg_foreign_data_wrapper w on w.oid = s.srvfdw"
+            ).fetchall()
+            assert server == [("remote", None, name, wrapper, handler)]
+            assert conn.execute("select count(*) from pg_foreign_table").fetchone() == (1,)
+        scratch.drop_database(name)
+    finally:
+        scratch.close()
+
+
+HBA_CASES = [
+    ("local all all trust", [1]),
+    ("host all all 127.0.0.1/32 trust", [1]),
+    ("host all all 127.0.0.1 255.255.255.255 trust", [1]),
+    ("hostssl all all ::1/128 trust  # old default", [1]),
+    ("# host all all 127.0.0.1/32 trust", []),
+    ("host trust trust 127.0.0.1/32 scram-sha-256", []),  # a database and a user named trust
+    ("local all all scram-sha-256\nhost all all 0.0.0.0/0 md5\nlocal all all trust", [3]),
+]
+
+
+@pytest.mark.parametrize(("hba", "lines"), HBA_CASES)
+def test_trust_lines_of_pg_hba_are_found(hba: str, lines: list[int]) -> None:
+    assert trust_lines(hba) == lines
+
+
+def test_an_embedded_data_folder_with_trust_authentication_is_refused() -> None:
+    # Its own folder in the system temp folder: as root the server's user must pass through it (pytest's are 0700).
+    folder = Path(tempfile.mkdtemp(prefix="reconciler-trust-"))
+    try:
+        folder.chmod(0o711)
+        data = folder / "data"
+        data.mkdir()
+        (data / "PG_VERSION").write_text("15\n")
+        (data / "pg_hba.conf").write_text("local all all scram-sha-256\nhost all all 127.0.0.1/32 trust\n")
+        (folder / ".data.pgpass").write_text("")
+        embedded = EmbeddedPostgres(data)
+        with pytest.raises(
+            ConfigError,
+            match=r"pg_hba\.conf lets connections in without a password .*line 2.*"
+            r"scram-sha-256.*remove .*data to re-create it",
+        ):
+            embedded.start()
+        assert embedded.port is None  # refused before anything started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_state_store_is_private(tmp_path: Path) -> None:

@@ -132,3 +132,45 @@ def test_enum_value_added_without_dependants_converges(
     assert run_sql(
         dsn, "select count(*) from pg_enum e join pg_type t on t.oid = e.enumtypid where t.typname = 'mood'"
     ) == [(3,)]
+
+
+FOREIGN_TABLES = [
+    # (wrapper set-up in the environment, what the desired state adds, extensions allowed)
+    ("create extension postgres_fdw;", "create extension postgres_fdw;", ["postgres_fdw"]),  # the real wrapper
+    ("create foreign data wrapper w;", "", []),  # a wrapper no allowed extension creates: a stand-in in the clone
+]
+
+
+@pytest.mark.parametrize(("wrapper", "extension", "allowed"), FOREIGN_TABLES, ids=["postgres_fdw", "own wrapper"])
+def test_an_environment_with_foreign_tables_vets(
+    wrapper: str,
+    extension: str,
+    allowed: list[str],
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+) -> None:
+    fdw = "postgres_fdw" if "postgres_fdw" in wrapper else "w"
+    dsn = make_db(
+        f"{wrapper} create server remote foreign data wrapper {fdw} options (host 'db.example');"
+        "create user mapping for public server remote options (user 'app', password 'remote-secret');"
+        "create foreign table ft (id int) server remote; create table t (id int);"
+    )
+    sandbox = {"share_cluster_with_environments": True, "extensions_allowed": allowed}
+    desired = f"{extension} create table t (id int, note text);"
+    reconciler = reconciler_for(project({"010_schema.sql": desired}, {"dev": {"dsn": dsn}}, sandbox=sandbox))
+    result = reconciler.apply("dev")
+    assert result.vet is not None and result.vet.ok, result.messages
+    assert run_sql(dsn, "select count(*) from information_schema.columns where table_name = 't'") == [(2,)]
+
+
+def test_a_plan_that_creates_an_allowed_untrusted_extension_vets(
+    make_db: Callable[..., str], project: Callable[..., Path], reconciler_for: Callable[[Path], Reconciler]
+) -> None:
+    # The build role may not create postgres_fdw: on the clone, as in the build, the scratch admin creates it.
+    dsn = make_db("create table t (id int);")
+    sandbox = {"share_cluster_with_environments": True, "extensions_allowed": ["postgres_fdw"]}
+    desired = "create extension postgres_fdw; create table t (id int);"
+    reconciler = reconciler_for(project({"010_schema.sql": desired}, {"dev": {"dsn": dsn}}, sandbox=sandbox))
+    result = reconciler.apply("dev")
+    assert result.vet is not None and result.vet.ok, result.messages  # it then waits for approval (an extension)
