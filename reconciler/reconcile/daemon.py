@@ -272,6 +272,7 @@ class Daemon:
         old_envs, new_envs = self.config.environments, new.environments
         self.config = self.config.model_copy(update={"environments": dict(new_envs)})
         self.reconciler.config = self.config
+        self.reconciler.warm.clear()  # a changed DSN, credentials or TLS setting takes effect at the next pass
         for name in sorted(set(old_envs) - set(new_envs)):
             self.controller.remove_environment(name)
             self.metrics.remove_environment(name)
@@ -336,7 +337,7 @@ class Daemon:
         return record
 
     def metrics_text(self) -> bytes:
-        return self.metrics.render()
+        return self.metrics.render_for_scrape()
 
     def readiness(self) -> dict[str, bool]:
         try:
