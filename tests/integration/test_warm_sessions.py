@@ -3,13 +3,18 @@ trusted again (against the session's PostgreSQL server)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from reconciler.config import load_config
 from reconciler.db import Connection, connect
 from reconciler.errors import UnreachableError
 from reconciler.pgembedded import EmbeddedPostgres
+from reconciler.reconcile.daemon import Daemon
+from reconciler.reconcile.result import Outcome
 from reconciler.warm import WarmSessions
 
 TIMEOUT = timedelta(seconds=5)
@@ -97,3 +102,22 @@ def test_a_full_pool_keeps_the_sessions_it_has_and_zero_keeps_none(pg_server: Em
     none = WarmSessions(0)
     run(none, one)
     assert len(none) == 0
+
+
+def test_the_daemon_reads_the_fingerprint_warm_and_drops_its_sessions_on_a_config_reload(
+    make_db: Callable[..., str], project: Callable[..., Path]
+) -> None:
+    schema = "create table t (id int primary key);\n"
+    dsn = make_db(schema)
+    path = project({"010.sql": schema}, {"dev": {"dsn": dsn}})
+    daemon = Daemon(load_config(path), port=0)
+    try:
+        for _ in range(3):  # the full pass, then two fast-path passes on one session
+            assert daemon._reconcile("dev").outcome is Outcome.SUCCESS
+        assert daemon.reconciler.warm.reused == 1 and len(daemon.reconciler.warm) == 1
+        project({"010.sql": schema}, {"dev": {"dsn": dsn, "interval": "7m"}})
+        daemon._watch()  # the changed file is taken over: the kept session may belong to an old DSN or password
+        assert daemon.config.environment("dev").interval == timedelta(minutes=7)
+        assert len(daemon.reconciler.warm) == 0
+    finally:
+        daemon.close()
