@@ -10,7 +10,8 @@ then measures over the window (default 10 minutes):
 * the database server's CPU seconds per minute (postmaster, its reaped backends and live children);
 * the daemon's open connections to the store database and to the tenant databases (``pg_stat_activity``,
   sampled every second: max and mean);
-* passes per minute, fast-path passes, errors.
+* passes per minute, fast-path passes, errors;
+* how long ``/metrics`` took to answer during the first pass (at most).
 
     .venv/bin/python benchmarks/bench_watch.py [--environments 1000] [--interval 5m] [--seconds 600]
 """
@@ -100,12 +101,17 @@ def setup(pg: EmbeddedPostgres, base: Path, n: int, interval: str, concurrency: 
 
 def watch(pg: EmbeddedPostgres, config: Path, names: list[str], seconds: float, settle: float) -> dict[str, Any]:
     postmaster = int((pg.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    t_launch = time.monotonic()
     with (config.parent / "daemon.log").open("w") as log:
         proc, url = start_daemon(config, timeout=settle, stderr=log)
+    print(f"daemon serving after {time.monotonic() - t_launch:.1f} s", flush=True)
     try:
         t_start = time.monotonic()
+        scrapes: list[float] = []  # how long /metrics took to answer during the first pass
         while True:
+            t_scrape = time.monotonic()
             m = scrape(url, 120)
+            scrapes.append(time.monotonic() - t_scrape)
             done = total(m, "schema_reconciler_reconciles_total", outcome="success")
             if done >= len(names) and all(
                 total(m, "schema_reconciler_reconciles_total", environment=e, outcome="success") for e in names
@@ -138,6 +144,7 @@ def watch(pg: EmbeddedPostgres, config: Path, names: list[str], seconds: float, 
     return {
         "environments": len(names),
         "first_pass_seconds": round(first_pass, 1),
+        "metrics_scrape_seconds_max_in_first_pass": round(max(scrapes), 2),
         "window_seconds": round(t1 - t0, 1),
         "passes_per_minute": round(delta("schema_reconciler_reconciles_total") / minutes, 1),
         "fast_path_passes": delta("schema_reconciler_fast_path_passes_total"),

@@ -274,6 +274,8 @@ class DaemonConfig(_Model):
     watch_interval: Duration = timedelta(seconds=5)
     # Several replicas on one PostgreSQL store split the environments (advisory locks, rendezvous hashing).
     sharding: bool = False
+    # Idle environment connections kept between passes, so a fast-path pass runs on a warm session (0: none).
+    keep_connections: int = Field(default=64, ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DaemonConfig:

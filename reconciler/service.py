@@ -17,6 +17,7 @@ from . import approvals, buildcache, planning, signing
 from .applier import Applier, ApplyResult, record_apply
 from .approvals import Approver
 from .config import Config
+from .db import database_errors
 from .errors import ConfigError, PlanError, ReconcilerError
 from .locks import environment_lock
 from .model import DesiredState, Plan, PlanKey
@@ -25,6 +26,7 @@ from .scratch import ScratchServer, shared_servers
 from .sources import load_source
 from .store import PlanRecord, Store, open_store
 from .target import EMBEDDED_SCHEME, Target, resolve
+from .warm import WarmSessions
 from .windows import window_open
 
 log = structlog.get_logger("reconciler.service")
@@ -45,6 +47,7 @@ class Reconciler:
         self._embedded: EmbeddedPostgres | None = None
         self._scratch: ScratchServer | None = None
         self._secret: bytes | None = None
+        self.warm = WarmSessions(config.daemon.keep_connections)
 
     # -- resources --------------------------------------------------------------------------------
     def __enter__(self) -> Reconciler:
@@ -54,6 +57,7 @@ class Reconciler:
         self.close()
 
     def close(self) -> None:
+        self.warm.clear()
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
@@ -130,6 +134,17 @@ class Reconciler:
 
     def env_fingerprint(self, name: str) -> str:
         return planning.read_fingerprint(self.target(name))
+
+    def warm_fingerprint(self, target: Target) -> str:
+        """The target's fingerprint, read on a warm session of it when one is idle (kept for the next pass)."""
+        what = target.doing("reading the schema fingerprint of")
+        with database_errors(what):
+            return self.warm.run(
+                target.dsn,
+                lambda conn: planning.read_fingerprint(target, conn),
+                what=what,
+                connect_timeout=target.env.connect_timeout,
+            )
 
     def authenticate(self, plan_id: int, by: str | None, token: str | None, what: str) -> Approver:
         """The approver of a CLI decision on plan ``plan_id`` (see :func:`.approvals.authenticate`)."""

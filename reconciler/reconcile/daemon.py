@@ -97,6 +97,7 @@ class Daemon:
         self._abort = threading.Event()
         self._closed = False
         self.sharder = self._make_sharder()
+        self._statuses_fresh = False  # the board holds what the store has: a first share need not read it again
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -272,6 +273,7 @@ class Daemon:
         old_envs, new_envs = self.config.environments, new.environments
         self.config = self.config.model_copy(update={"environments": dict(new_envs)})
         self.reconciler.config = self.config
+        self.reconciler.warm.clear()  # a changed DSN, credentials or TLS setting takes effect at the next pass
         for name in sorted(set(old_envs) - set(new_envs)):
             self.controller.remove_environment(name)
             self.metrics.remove_environment(name)
@@ -336,7 +338,7 @@ class Daemon:
         return record
 
     def metrics_text(self) -> bytes:
-        return self.metrics.render()
+        return self.metrics.render_for_scrape()
 
     def readiness(self) -> dict[str, bool]:
         try:
@@ -391,7 +393,11 @@ class Daemon:
         """Take this replica's share before scheduling; drop the series of environments it does not own."""
         if self.sharder is None:
             return
-        self._rebalance()
+        self._statuses_fresh = True  # _load_statuses has just read every status, in one query
+        try:
+            self._rebalance()
+        finally:
+            self._statuses_fresh = False
         for name in self.config.environments:
             if not self.sharder.owns(name):
                 self.metrics.remove_environment(name)
@@ -407,7 +413,7 @@ class Daemon:
         env = self.config.environments.get(name)
         if env is None:
             return
-        stored = self.reconciler.store.load_status(name)
+        stored = None if self._statuses_fresh else self.reconciler.store.load_status(name)
         if stored is not None:
             self.status.put(stored)
         self.metrics.add_environment(name, suspended=env.suspend)

@@ -26,7 +26,6 @@ from ..errors import BusyError, ReconcilerError, TerminalError, UnreachableError
 from ..model import DesiredState, PlanStatus, Severity, Statement
 from ..obs.metrics import NO_HAZARD, Metrics
 from ..obs.phases import observing
-from ..planning import read_fingerprint
 from ..promotion import waiting_for
 from ..service import Reconciler
 from ..store import PlanRecord
@@ -262,7 +261,7 @@ def _unchanged_since_in_sync(
         return False
     if ctx.reconciler.store.live_plan(target.name) is not None:
         return False
-    now = read_fingerprint(target)
+    now = ctx.reconciler.warm_fingerprint(target)
     seen.reachable = True
     if now != prev.fingerprint:
         return False

@@ -158,7 +158,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("reconciler.config", "reconciler.signing", "reconciler.principals"),
     ("reconciler.sandbox",),
     ("reconciler.hazards", "reconciler.cron"),
-    ("reconciler.db", "reconciler.status"),
+    ("reconciler.db", "reconciler.status", "reconciler.warm"),
     ("reconciler.model", "reconciler.errors", "reconciler.sqltext", "reconciler"),
 )
 

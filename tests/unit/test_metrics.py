@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -99,3 +101,35 @@ def test_alert_rules_and_readme_use_existing_metrics() -> None:
     assert _referenced(exprs) and _referenced(exprs) <= known, _referenced(exprs) - known
     readme = (ROOT / "README.md").read_text()
     assert _referenced(readme) <= known, _referenced(readme) - known
+
+
+def test_a_scrape_of_a_slowly_rendering_registry_gets_the_last_rendering_at_once() -> None:
+    """Once a rendering took long (a large fleet), a scrape never waits for one: it gets the previous rendering
+    and the next scrape the one made in the background meanwhile. A quick registry is rendered fresh each time."""
+    from reconciler.obs.metrics import _Renderings
+
+    made: list[int] = []
+    done = threading.Event()
+
+    def render() -> bytes:
+        made.append(len(made) + 1)
+        if len(made) == 2:
+            done.set()
+        return str(made[-1]).encode()
+
+    slow = _Renderings(render, slow=-1.0)  # every rendering counts as slow
+    assert slow.get() == b"1"  # nothing rendered yet: this scrape waits for the first rendering
+    assert slow.get() == b"1"  # the previous one, at once; a fresh one is being made
+    assert done.wait(5)
+    deadline = time.monotonic() + 5
+    got = slow.get()
+    while got == b"1" and time.monotonic() < deadline:
+        time.sleep(0.01)
+        got = slow.get()
+    assert got == b"2"
+    quick = Metrics()
+    quick.add_environment("dev", suspended=False)
+    before = quick.render_for_scrape()
+    quick.set_stalled("dev", True)
+    assert quick.render_for_scrape() != before  # rendered fresh: no stale figures for a small registry
+    assert b"_created" not in before
