@@ -248,11 +248,12 @@ select kind, object, detail, key from (
                      case when fn.procost <> 100 and fn.prolang <> 12 then 'cost ' || fn.procost end,
                      'config ' || fn.proconfig::text, 'bin ' || fn.probin,
                      case when fn.prokind <> 'a' then 'source md5 ' || md5(fn.prosrc) end,
-                     (select concat_ws(' ', 'sfunc', ag.aggtransfn::regproc::text,
+                     (select concat_ws(' | ', 'options ' || nullif(concat_ws(' ', __AGG_OPTIONS__), ''),
+                                       concat_ws(' ', 'sfunc', ag.aggtransfn::regproc::text,
                                        'stype', format_type(ag.aggtranstype, null),
                                        'finalfunc', nullif(ag.aggfinalfn::regproc::text, '-'),
                                        'combinefunc', nullif(ag.aggcombinefn::regproc::text, '-'),
-                                       'initcond', ag.agginitval, 'kind', ag.aggkind::text)
+                                       'initcond', ag.agginitval, 'kind', ag.aggkind::text))
                       from pg_aggregate ag where ag.aggfnoid = fn.oid)),
            fn.key
     from fn join pg_language l on l.oid = fn.prolang
@@ -380,6 +381,28 @@ _SQL = (
     .replace("__TYP_ACL__", _acl("typ.typacl", "T", "typ.typowner"))
     .replace("__DEFACL__", _acl("da.defaclacl", "r", "da.defaclrole", default=False))
 )
+# The options of an aggregate beyond its state function, type, final and combine functions and initial condition:
+# each is shown only when set (the moving-aggregate mode, (de)serialisation, sort operator, ...).
+_AGG_OPTIONS = ", ".join(
+    f"'{label} ' || nullif({expr}, {default})"
+    for label, expr, default in (
+        ("serialfunc", "ag.aggserialfn::regproc::text", "'-'"),
+        ("deserialfunc", "ag.aggdeserialfn::regproc::text", "'-'"),
+        ("msfunc", "ag.aggmtransfn::regproc::text", "'-'"),
+        ("minvfunc", "ag.aggminvtransfn::regproc::text", "'-'"),
+        ("mfinalfunc", "ag.aggmfinalfn::regproc::text", "'-'"),
+        ("mstype", "format_type(nullif(ag.aggmtranstype, 0), null)", "''"),
+        ("minitcond", "ag.aggminitval", "''"),
+        ("sortop", "nullif(ag.aggsortop, 0)::regoperator::text", "''"),
+        ("finalextra", "ag.aggfinalextra::text", "'false'"),
+        ("mfinalextra", "ag.aggmfinalextra::text", "'false'"),
+        ("finalmodify", "ag.aggfinalmodify::text", "case when ag.aggkind = 'n' then 'r' else 'w' end"),
+        ("mfinalmodify", "ag.aggmfinalmodify::text", "'r'"),
+        ("sspace", "ag.aggtransspace::text", "'0'"),
+        ("msspace", "ag.aggmtransspace::text", "'0'"),
+    )
+)
+_SQL = _SQL.replace("__AGG_OPTIONS__", _AGG_OPTIONS)
 # An owner that is the describing role (the role that applies, on an environment; the build role, on the desired
 # build) is ``<owner>``: objects a desired file does not give away belong to whoever creates them.
 for _column in ("nspowner", "rel.relowner", "fn.proowner", "typ.typowner"):

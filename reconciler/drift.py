@@ -596,10 +596,11 @@ def _aggregate_parts(detail: str) -> dict[str, str]:
 
 
 def _aggregate_definition(row: CatalogRow, *, replace: bool) -> str | None:
-    """``CREATE [OR REPLACE] AGGREGATE`` for a normal aggregate; None for an ordered-set or hypothetical one."""
+    """``CREATE [OR REPLACE] AGGREGATE`` for a normal aggregate; None for an ordered-set or hypothetical one, or
+    one with other options."""
     parts = _aggregate_parts(row.detail)
-    if parts.get("kind") != "n" or "sfunc" not in parts or "stype" not in parts:
-        return None
+    if parts.get("kind") != "n" or "sfunc" not in parts or "stype" not in parts or "options" in parts:
+        return None  # options beyond these (moving mode, serialisation, sort operator ...) stay unmanaged drift
     options = [f"SFUNC = {parts['sfunc']}", f"STYPE = {parts['stype']}"]
     options += [f"{k.upper()} = {parts[k]}" for k in ("finalfunc", "combinefunc") if k in parts]
     options += [f"INITCOND = {literal(parts['initcond'])}"] if "initcond" in parts else []

@@ -286,10 +286,7 @@ select kind, ident, def from (
                      fn.prosecdef, fn.proleakproof, fn.proparallel, fn.proretset,
                      'config=' || coalesce(fn.proconfig::text, ''), 'bin=' || coalesce(fn.probin, ''),
                      'src=' || md5(fn.prosrc),
-                     'agg=' || coalesce((select concat_ws(',', ag.aggtransfn::regproc::text,
-                                                          ag.aggfinalfn::regproc::text, ag.aggcombinefn::regproc::text,
-                                                          format_type(ag.aggtranstype, null), ag.agginitval,
-                                                          ag.aggkind)
+                     'agg=' || coalesce((select row_to_json(ag)::text  -- every option; ids are stable in one db
                                          from pg_aggregate ag where ag.aggfnoid = fn.oid), ''),
                      'acl=' || case when %(privileges)s then coalesce(fn.proacl::text, '') else '' end)
     from fn join pg_language l on l.oid = fn.prolang

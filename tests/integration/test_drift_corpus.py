@@ -144,6 +144,18 @@ CASES = [
     ),
     Case("aggregate dropped", "create aggregate mysum(int) (sfunc = int4pl, stype = int);", "", CONVERGES),
     Case(
+        "aggregate given a moving-aggregate mode",
+        "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
+        "create aggregate mysum(int) (sfunc = int4pl, stype = int, msfunc = int4pl, minvfunc = int4mi, mstype = int);",
+        "aggregate",
+    ),
+    Case(
+        "aggregate sort operator removed",
+        "create aggregate mymax(int) (sfunc = int4larger, stype = int, sortop = >);",
+        "create aggregate mymax(int) (sfunc = int4larger, stype = int);",
+        CONVERGES,  # CREATE OR REPLACE AGGREGATE without the option takes it away
+    ),
+    Case(
         "aggregate comment",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int);",
         "create aggregate mysum(int) (sfunc = int4pl, stype = int); comment on aggregate mysum(int) is 'sum';",
