@@ -50,13 +50,8 @@ CASES = [
         'alter column m type "public"."mood"',
         "operator does not exist",
     ),
-    Case(
-        "materialized view recreated without its indexes",
-        "create table t (id int, v int); create materialized view m as select id from t; create index m_id on m (id);",
-        "create table t (id int, v int); create materialized view m as select id, v from t; create index m_id on m (id);",
-        "",
-        "CREATE INDEX m_id ON public.m",
-    ),
+    # A materialized view recreated without its indexes is no longer such a case: the plan re-creates them (the
+    # drift corpus's "indexes of a recreated materialized view" converges).
 ]
 
 
