@@ -422,6 +422,7 @@ UNLISTED_KINDS = (
     "foreign_server",
     "user_mapping",
     "sequence_owned_by",
+    "foreign_table",  # its server and options
     "operator",
     "operator_class",
     "operator_family",

@@ -95,6 +95,8 @@ UNLISTED_CHANGES = [
     "create foreign data wrapper w",
     "create server srv foreign data wrapper w",
     "create user mapping for public server srv",
+    "create foreign table ft (id int) server srv options (a '1')",
+    "alter foreign table ft options (set a '2')",
     "create function plus(a t, b t) returns t language sql as 'select a'",
     "create operator ### (leftarg = t, rightarg = t, function = plus)",
     "create publication pub for table t",
