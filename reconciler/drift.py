@@ -23,7 +23,6 @@ import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from pglast import ast, parser
 from pglast.enums import AlterTableType, ObjectType
@@ -71,6 +70,8 @@ class Touched:
     # Columns whose ACL a column-level GRANT/REVOKE changes: (schema, table, column). A table-level GRANT or REVOKE
     # never counts for a column's own ACL row (it leaves the column's ACL items in place).
     column_acls: set[tuple[str, str, str]] = field(default_factory=set)
+    # Sequences a statement creates without options (migra's CREATE SEQUENCE): their options come after.
+    bare_sequences: set[str] = field(default_factory=set)
 
     def add(self, names: Iterable[str], aspects: Iterable[str]) -> None:
         got = set(aspects)
@@ -180,6 +181,8 @@ def touched(sqls: Sequence[str]) -> Touched:
                 names.add(ALL)
             if isinstance(stmt, ast.ViewStmt) and stmt.view is not None:
                 out.redefined_views.update(_name_lists(stmt.view))
+            if isinstance(stmt, ast.CreateSeqStmt) and not stmt.options and stmt.sequence is not None:
+                out.bare_sequences.update(_name_lists(stmt.sequence))
             if isinstance(stmt, ast.GrantStmt) and (columns := _column_acls(stmt)):
                 out.column_acls |= columns
                 continue
@@ -466,17 +469,6 @@ def _sequence(env: CatalogRow | None, want: CatalogRow | None, keys: set[str]) -
 _NEW_SEQUENCE = "as bigint start 1 increment 1 min 1 max 9223372036854775807 cache 1"
 
 
-def _created_sequences(sqls: Sequence[str]) -> set[str]:
-    """The keys (raw ``schema.name``) of the sequences that ``sqls`` create without options."""
-    out = set()
-    for sql in sqls:
-        for raw in parser.parse_sql(sql):
-            seq: Any = getattr(raw.stmt, "sequence", None)
-            if isinstance(raw.stmt, ast.CreateSeqStmt) and not raw.stmt.options and seq is not None:
-                out.add(f"{seq.schemaname or 'public'}.{seq.relname}")
-    return out
-
-
 _OWNER_KEYWORD = {
     "materialized_view": "MATERIALIZED VIEW",
     "foreign_table": "FOREIGN TABLE",
@@ -632,9 +624,8 @@ def closing_statements(env: Sequence[CatalogRow], want: Sequence[CatalogRow], sq
     ]
     keys = {r.key for r in want}
     out: list[str] = []
-    created = _created_sequences(sqls)
     for new in want:  # migra creates a sequence without options: a new one gets the desired options after it
-        if new.kind == "sequence" and new.key in created:
+        if new.kind == "sequence" and new.key in done.bare_sequences:
             out.extend(_sequence(CatalogRow(new.kind, new.object, _NEW_SEQUENCE, new.key), new, keys))
     for a, b in differences(kept, want):
         row = a or b
