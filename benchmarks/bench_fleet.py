@@ -7,7 +7,8 @@ one run, side by side:
 
 * cold sweep: the first fast-path pass over every environment, per env (it opens a session to each and keeps it
   idle, ``daemon.keep_connections`` being the fleet's size here);
-* sweep: the later fast-path passes (two sweeps), per env: the fingerprint's two queries on a warm session;
+* sweep: the later fast-path passes (two sweeps), per env: the catalog stamp on a warm session (the fingerprint
+  was read beside it by the cold sweep, and the stamp has not moved since);
 * naive: what a script would do per environment: inspect it and the desired database with schemainspect and diff
   them with migra (median over a sample of environments);
 * fingerprint: one schema fingerprint query on a fresh connection, as a one-off check would read it (connection

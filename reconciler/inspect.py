@@ -371,3 +371,115 @@ def schema_fingerprint(
     params = {"schemas": list(schemas), "exclude": list(exclude_schemas), "privileges": privileges}
     rows = fetch_all(conn_or_dsn, _HASH_SQL, params, what=what, connect_timeout=connect_timeout)
     return str(rows[0][0])
+
+
+# -- catalog stamp ----------------------------------------------------------------------------------
+#
+# The fast path's first, cheaper query (about 7 ms on a warm session of a 200-table database, against about 40 ms
+# for the listing and as much again for the description rows it does not cover). Every committed change to a
+# catalog row writes a new row version, with the writing transaction's id as its ``xmin``; the stamp hashes the
+# count and the ``xmin`` of every row, of every catalog a fingerprint could read, for objects outside the
+# built-in range (a filter column per catalog: oid 16384 on), plus the role names and attributes (a role
+# renamed changes every ACL and owner that names it) and the index state flags (which CREATE / DROP INDEX
+# CONCURRENTLY set in place, without a new row version). So when the stamp is equal, no catalog row a
+# fingerprint reads has changed, and the fingerprint is the one read with the stamp last time. The converse
+# does not hold, and need not: a stamp that changed (VACUUM FULL of a catalog, ANALYZE of one, a change in a
+# schema that is not managed) only costs the full fingerprint read.
+#
+# Catalogs left out, with the reason (tests/integration/test_catalog_stamp.py holds every catalog of the
+# running server to one list or the other): data, not schema (pg_statistic, pg_statistic_ext_data,
+# pg_largeobject, pg_largeobject_metadata, pg_subscription_rel: a subscription's per-table sync state),
+# pg_user_mapping (not readable without privileges: its view's content is hashed instead), and the shared
+# catalogs (pg_roles is hashed by content; the others hold nothing a fingerprint reads).
+
+STAMPED_CATALOGS: tuple[tuple[str, str | None], ...] = (
+    ("pg_aggregate", "aggfnoid::oid"),
+    ("pg_am", None),
+    ("pg_amop", "oid"),
+    ("pg_amproc", "oid"),
+    ("pg_attrdef", None),
+    ("pg_attribute", "attrelid"),
+    ("pg_cast", "oid"),
+    ("pg_class", "oid"),
+    ("pg_collation", "oid"),
+    ("pg_constraint", None),
+    ("pg_conversion", "oid"),
+    ("pg_default_acl", None),
+    ("pg_depend", "objid"),
+    ("pg_description", "objoid"),
+    ("pg_enum", None),
+    ("pg_event_trigger", None),
+    ("pg_extension", None),
+    ("pg_foreign_data_wrapper", None),
+    ("pg_foreign_server", None),
+    ("pg_foreign_table", None),
+    ("pg_index", "indexrelid"),
+    ("pg_inherits", None),
+    ("pg_init_privs", "objoid"),
+    ("pg_language", None),
+    ("pg_namespace", None),
+    ("pg_opclass", "oid"),
+    ("pg_operator", "oid"),
+    ("pg_opfamily", "oid"),
+    ("pg_partitioned_table", None),
+    ("pg_policy", None),
+    ("pg_proc", "oid"),
+    ("pg_publication", None),
+    ("pg_publication_namespace", None),
+    ("pg_publication_rel", None),
+    ("pg_range", "rngtypid"),
+    ("pg_rewrite", "oid"),
+    ("pg_seclabel", None),
+    ("pg_sequence", None),
+    ("pg_statistic_ext", None),
+    ("pg_transform", None),
+    ("pg_trigger", None),
+    ("pg_ts_config", "oid"),
+    ("pg_ts_config_map", "mapcfg"),
+    ("pg_ts_dict", "oid"),
+    ("pg_ts_parser", "oid"),
+    ("pg_ts_template", "oid"),
+    ("pg_type", "oid"),
+)
+
+NOT_STAMPED_CATALOGS = frozenset(
+    {
+        "pg_statistic",
+        "pg_statistic_ext_data",
+        "pg_largeobject",
+        "pg_largeobject_metadata",
+        "pg_subscription_rel",
+        "pg_user_mapping",
+    }
+)
+
+
+def _stamp_part(catalog: str, key: str | None) -> str:
+    where = f" where {key} >= 16384" if key else ""
+    if catalog == "pg_description":  # comments on schemas, ``public`` (a built-in oid) among them
+        where += " or classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass"
+    return (
+        f"select '{catalog}' as c, count(*)::text || ' ' || coalesce(md5(string_agg(xmin::text, ',')), '') as h "
+        f"from pg_catalog.{catalog}{where}"
+    )
+
+
+_STAMP_SQL = (
+    "select md5(string_agg(c || '=' || coalesce(h, ''), ';')) from ("
+    + "\nunion all ".join(
+        [_stamp_part(c, k) for c, k in STAMPED_CATALOGS]
+        + [
+            "select 'index_flags', md5(string_agg(indexrelid::text || indisvalid::text || indisready::text"
+            " || indislive::text, ',')) from pg_catalog.pg_index where indexrelid >= 16384",
+            "select 'roles', md5(string_agg(r::text, ',')) from pg_catalog.pg_roles r",
+            "select 'user_mappings', md5(string_agg(m::text, ',')) from pg_catalog.pg_user_mappings m",
+        ]
+    )
+    + ") s"
+)
+
+
+def catalog_stamp(conn_or_dsn: Connection | str, *, what: str = "reading the catalog stamp") -> str:
+    """A hash of the row versions of every catalog a fingerprint reads (one query, one row): equal stamps of one
+    database mean an unchanged fingerprint. Changes for reasons a fingerprint ignores too (see above)."""
+    return str(fetch_all(conn_or_dsn, _STAMP_SQL, {}, what=what)[0][0])

@@ -7,7 +7,10 @@ bound to the environment's schema fingerprint, read *before* inspecting, so a ch
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -18,7 +21,7 @@ from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, plan_statements, residual
 from .hazards.phases import order_phases
-from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
+from .inspect import Inspection, catalog_stamp, filtered, inspect_database, schema_fingerprint
 from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
@@ -108,6 +111,39 @@ def read_fingerprint(target: Target, conn: Any = None) -> str:
     listing = schema_fingerprint(conn, env.schemas, env.exclude_schemas, privileges=env.privileges, what=what)
     unlisted = describe(conn, describe_options(env), kinds=UNLISTED_KINDS, what=what)
     return extend_fingerprint(listing, unlisted)
+
+
+# A stamp vouches for a fingerprint at most this long after the fingerprint was read: past it, the full
+# fingerprint is read again even when the stamp is equal (a bound on any catalog change that escaped the stamp).
+STAMP_TRUSTED_FOR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class StampedFingerprint:
+    """A fingerprint, the catalog stamp read just before it, for which options, and when (monotonic seconds)."""
+
+    options: str
+    stamp: str
+    fingerprint: str
+    read_at: float
+
+
+def read_fingerprint_stamped(target: Target, conn: Any, known: StampedFingerprint | None) -> StampedFingerprint:
+    """The target's fingerprint, by the catalog stamp first (one cheap query): when the stamp equals ``known``'s,
+    for the same options and within :data:`STAMP_TRUSTED_FOR`, ``known`` still holds and is returned; otherwise
+    the fingerprint is read in full. The stamp is read first, so a change between the two reads leaves a stamp
+    older than the fingerprint: the next call reads the fingerprint again (never the other way round)."""
+    env = target.env
+    options = repr((target.dsn, env.schemas, env.exclude_schemas, env.privileges, describe_options(env)))
+    stamp = catalog_stamp(conn, what=target.doing("reading the catalog stamp of"))
+    now = time.monotonic()
+    if (
+        known is not None
+        and (known.options, known.stamp) == (options, stamp)
+        and now - known.read_at < STAMP_TRUSTED_FOR.total_seconds()
+    ):
+        return known
+    return StampedFingerprint(options, stamp, read_fingerprint(target, conn), now)
 
 
 def read_plan_figures(target: Target, sqls: Sequence[str]) -> Figures:

@@ -17,7 +17,7 @@ from . import approvals, buildcache, planning, signing
 from .applier import Applier, ApplyResult, record_apply
 from .approvals import Approver
 from .config import Config
-from .db import database_errors
+from .db import Connection, database_errors
 from .errors import ConfigError, PlanError, ReconcilerError
 from .locks import environment_lock
 from .model import DesiredState, Plan, PlanKey
@@ -48,6 +48,7 @@ class Reconciler:
         self._scratch: ScratchServer | None = None
         self._secret: bytes | None = None
         self.warm = WarmSessions(config.daemon.keep_connections)
+        self._stamped: dict[str, planning.StampedFingerprint] = {}  # by environment: the fast path's last read
 
     # -- resources --------------------------------------------------------------------------------
     def __enter__(self) -> Reconciler:
@@ -136,15 +137,17 @@ class Reconciler:
         return planning.read_fingerprint(self.target(name))
 
     def warm_fingerprint(self, target: Target) -> str:
-        """The target's fingerprint, read on a warm session of it when one is idle (kept for the next pass)."""
+        """The target's fingerprint, read on a warm session of it when one is idle (kept for the next pass), by
+        the catalog stamp first: the full read only when the stamp moved since this process last read it."""
         what = target.doing("reading the schema fingerprint of")
+
+        def read(conn: Connection) -> str:
+            found = planning.read_fingerprint_stamped(target, conn, self._stamped.get(target.name))
+            self._stamped[target.name] = found
+            return found.fingerprint
+
         with database_errors(what):
-            return self.warm.run(
-                target.dsn,
-                lambda conn: planning.read_fingerprint(target, conn),
-                what=what,
-                connect_timeout=target.env.connect_timeout,
-            )
+            return self.warm.run(target.dsn, read, what=what, connect_timeout=target.env.connect_timeout)
 
     def authenticate(self, plan_id: int, by: str | None, token: str | None, what: str) -> Approver:
         """The approver of a CLI decision on plan ``plan_id`` (see :func:`.approvals.authenticate`)."""

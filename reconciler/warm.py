@@ -1,6 +1,6 @@
-"""Warm sessions: one idle connection per environment kept between passes, so a fast-path pass (two catalog
-queries) runs on a session whose catalog caches are already filled instead of paying connection set-up and
-cache warm-up each time.
+"""Warm sessions: one idle connection per environment kept between passes, so a fast-path pass (the catalog
+stamp, and the fingerprint when the stamp moved) runs on a session whose catalog caches are already filled
+instead of paying connection set-up and cache warm-up each time.
 
 :class:`WarmSessions` is bounded (``daemon.keep_connections``; 0 keeps none). A connection is lent to one
 caller at a time (it leaves the pool while lent, so two threads never share it), rolled back and put back when

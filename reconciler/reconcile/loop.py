@@ -253,10 +253,11 @@ def _reconcile(name: str, ctx: ReconcileContext, prev: st.EnvironmentStatus, see
 def _unchanged_since_in_sync(
     target: Target, ctx: ReconcileContext, desired: DesiredState, prev: st.EnvironmentStatus, seen: _Seen
 ) -> bool:
-    """The fast path: the environment's schema fingerprint (one catalog query) is the one it last converged with,
-    for this desired revision, and no plan of it waits or is approved: it is in sync, without inspecting or
-    diffing (and no plan waits, so the pass need not list them again). The fingerprint covers every managed object
-    (see :mod:`reconciler.inspect`), so any change to the schema, by anyone, takes the full pass."""
+    """The fast path: the environment's schema fingerprint is the one it last converged with, for this desired
+    revision, and no plan of it waits or is approved: it is in sync, without inspecting or diffing (and no plan
+    waits, so the pass need not list them again). The fingerprint covers every managed object (see
+    :mod:`reconciler.inspect`), so any change to the schema, by anyone, takes the full pass; it is read in full only
+    when the catalog stamp (one cheaper query) moved since the last read (:func:`~reconciler.planning.read_fingerprint_stamped`)."""
     if not prev.fingerprint or prev.last_applied_revision != desired.revision:
         return False
     if ctx.reconciler.store.live_plan(target.name) is not None:
