@@ -7,7 +7,8 @@ folder), then times, medians of several repetitions measured in this one run:
 * raw migra, desired pre-inspected: inspect the environment and diff (how the reconciler plans: the desired
   state is inspected once per revision);
 * classification: one catalog query for the figures of the affected tables, every hazard check, the policy;
-* vetting: clone the environment's schema, replay the unattended part and the remainder, re-diff after each. The
+* vetting, as the applier does it: clone the environment's schema, replay the unattended part and re-diff, replay
+  the remainder and prove the clone converged (its fingerprint equals the desired build's, else a re-diff). The
   environment is unchanged between runs, so the clone is a copy of its template (``CREATE DATABASE ... TEMPLATE``);
   beside it, one ``CREATE DATABASE ... TEMPLATE`` of that clone alone (floor: vetting <= 2x that) and a fresh clone
   (pg_dump + restore);
@@ -37,14 +38,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reconciler import hazards, policy
+from reconciler.catalog import describe
 from reconciler.config import EnvironmentConfig
 from reconciler.diff import diff
+from reconciler.drift import describe_options, desired_description, residual
 from reconciler.inspect import inspect_database
 from reconciler.model import Decision, Statement
 from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir
 from reconciler.scratch import ScratchServer
 from reconciler.stats import read_table_stats
-from reconciler.vet import clone_environment, clone_slot_and_key, vet_plan
+from reconciler.vet import clone_environment, clone_slot_and_key, desired_vetting_fingerprint, vet_plan
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +147,28 @@ def main(argv: list[str] | None = None) -> int:
             safe = [s for s in statements if s.decision is Decision.AUTO]
             rest = [s for s in statements if s.decision is not Decision.AUTO]
 
+            # As the applier vets: with the desired build's description rows and vetting fingerprint.
+            options = describe_options(env)
+            wanted = desired_description(desired_dsn, "bench", options, env.connect_timeout)
+            # The fingerprint shortcut, only where the applier takes it: a plan that leaves no unmanaged drift.
+            unmanaged = residual(describe(env_dsn, options, what="bench"), wanted, sqls)
+            fingerprint = (
+                None if unmanaged else desired_vetting_fingerprint(desired_dsn, "bench", options, env.connect_timeout)
+            )
+
             def vet() -> Any:
-                return vet_plan(scratch, env_dsn, env, desired, safe, rest, pg_dump, whole=statements)
+                return vet_plan(
+                    scratch,
+                    env_dsn,
+                    env,
+                    desired,
+                    safe,
+                    rest,
+                    pg_dump,
+                    whole=statements,
+                    wanted=wanted,
+                    desired_fingerprint=fingerprint,
+                )
 
             t_vet, result = timed(vet, args.repeat)
             t_copy = copy_template_time(scratch, env_dsn, env, pg_dump, args.repeat)

@@ -36,7 +36,7 @@ from .status import Observation, Outcome, error_reason, record_outcome, unmanage
 from .steps import Item, StepMap
 from .store import PlanRecord, Store
 from .target import Target, read_identity
-from .vet import VetResult, vet_plan
+from .vet import VetResult, desired_vetting_fingerprint, vet_plan
 
 log = structlog.get_logger("reconciler")
 
@@ -117,7 +117,7 @@ class Applier:
             # Nothing may run unattended and the queued plan is exactly this one: it was vetted when it was
             # queued, and is vetted again before it runs.
             return self._queued(plan, live.id)
-        vet = self._vet(safe, rest, whole=plan.statements)
+        vet = self._vet(plan, safe, rest, whole=plan.statements)
         if vet.failed:
             return self._vet_failed(plan, vet)  # nothing of it runs, not even the unattended part
         if safe and (not rest or vet.safe_stands_alone):
@@ -162,12 +162,19 @@ class Applier:
         return got.plan_id
 
     def _vet(
-        self, safe: Sequence[Statement], rest: Sequence[Statement], whole: Sequence[Statement] | None
+        self, plan: Plan, safe: Sequence[Statement], rest: Sequence[Statement], whole: Sequence[Statement] | None
     ) -> VetResult:
         with phase("vet"):
             built = self.scratch.build_desired(self.desired)
             env = self.target.env
             wanted = desired_description(built.dsn, built.revision, describe_options(env), env.connect_timeout)
+            fingerprint = None
+            if not plan.unmanaged_drift and not env.privileges:
+                # Only then can a converged clone fingerprint like the desired build: drift the plan leaves stays
+                # in the clone, and the clone's grants name its own build role. Otherwise the re-diff decides.
+                fingerprint = desired_vetting_fingerprint(
+                    built.dsn, built.revision, describe_options(env), env.connect_timeout
+                )
             vet = vet_plan(
                 self.scratch,
                 self.target.dsn,
@@ -178,6 +185,7 @@ class Applier:
                 self.pg_dump,
                 whole=whole,
                 wanted=wanted,
+                desired_fingerprint=fingerprint,
             )
         self.result.vet = vet
         return vet
@@ -206,7 +214,7 @@ class Applier:
 
     # -- approved -----------------------------------------------------------------------------------
     def _run_approved(self, plan: Plan, live: PlanRecord) -> ApplyResult:
-        vet = self._vet([], plan.statements, whole=None)
+        vet = self._vet(plan, [], plan.statements, whole=None)
         refused = policy.denial_reason(plan.statements, self.target.env)
         if not vet.ok or refused:
             err = refused or f"vetting on a scratch clone failed: {vet.describe()}"

@@ -159,8 +159,11 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
 # -- schema fingerprint -----------------------------------------------------------------------------
 #
 # One catalog query lists every object of the managed schemas as (kind, identity, definition) rows, in a canonical
-# order; the fingerprint is a sha256 over that listing. Object ids, owners, statistics and storage details are left
-# out, so the fingerprint changes when the schema changes (by the reconciler or by hand) and not otherwise.
+# order; the fingerprint is a sha256 over that listing. Object ids, column numbers (a column is listed by its
+# position among the table's live columns, and keys and indexes name their columns), owners, statistics and storage
+# details are left out, so the fingerprint changes when the schema changes (by the reconciler or by hand) and not
+# otherwise, and two databases whose schemas ``pg_dump`` prints alike fingerprint alike (a dropped column's gap in
+# the column numbers does not count).
 # Grants are part of it only when the environment manages privileges. Extension members are represented by their
 # extension (name and version).
 #
@@ -228,7 +231,7 @@ select kind, ident, def from (
     from rel join pg_class c on c.oid = rel.oid left join pg_am am on am.oid = c.relam
   union all
     select 'column', rel.ident || '.' || quote_ident(a.attname),
-           concat_ws(' | ', a.attnum, format_type(a.atttypid, a.atttypmod),
+           concat_ws(' | ', row_number() over (partition by a.attrelid order by a.attnum), format_type(a.atttypid, a.atttypmod),
                      case when a.attnotnull then 'not null' else 'null' end,
                      'default=' || coalesce(pg_get_expr(d.adbin, case when a.attgenerated <> '' then d.adrelid else 0 end),
                                             ''),
@@ -245,7 +248,12 @@ select kind, ident, def from (
     select 'constraint', coalesce(rel.ident, typ.ident) || '.' || quote_ident(co.conname),
            concat_ws(' | ', case when co.contype in ('p', 'u', 'f') and co.contypid = 0
                                  then concat_ws(' ', co.confrelid::regclass::text, co.conindid::regclass::text,
-                                                (to_jsonb(co) - '{oid,connamespace,conrelid,contypid,conindid,conparentid,confrelid,conpfeqop,conppeqop,conffeqop,conexclop,conbin}'::text[])::text)
+                                                'columns=' || (select string_agg(quote_ident(a.attname), ',' order by k.i) from unnest(co.conkey) with ordinality k(n, i)
+                                                                 join pg_attribute a on a.attrelid = co.conrelid and a.attnum = k.n),
+                                                'references=' || coalesce((select string_agg(quote_ident(a.attname), ',' order by k.i)
+                                                                           from unnest(co.confkey) with ordinality k(n, i)
+                                                                           join pg_attribute a on a.attrelid = co.confrelid and a.attnum = k.n), ''),
+                                                (to_jsonb(co) - '{oid,connamespace,conrelid,contypid,conindid,conparentid,confrelid,conpfeqop,conppeqop,conffeqop,conexclop,conbin,conkey,confkey}'::text[])::text)
                                  else pg_get_constraintdef(co.oid) end,
                      'valid=' || co.convalidated)
     from pg_constraint co
@@ -256,7 +264,10 @@ select kind, ident, def from (
     select 'index', rel.ident || '.' || quote_ident(ic.relname),
            concat_ws(' | ', am.amname, 'options=' || coalesce(ic.reloptions::text, ''),
                      'collations=' || i.indcollation::oid[]::regcollation[]::text,
-                     (to_jsonb(i) - '{indexrelid,indrelid,indcheckxmin,indcollation,indclass,indexprs,indpred}'::text[])::text,
+                     'columns=' || (select string_agg(coalesce(quote_ident(a.attname), '(expression)'), ',' order by k.i)
+                                    from unnest(i.indkey::int2[]) with ordinality k(n, i)
+                                    left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n),
+                     (to_jsonb(i) - '{indexrelid,indrelid,indcheckxmin,indcollation,indclass,indexprs,indpred,indkey}'::text[])::text,
                      case when i.indexprs is not null or i.indpred is not null or 16384 <= any(i.indclass::oid[])
                           then pg_get_indexdef(i.indexrelid)
                           else 'opclasses=' || i.indclass::text end)

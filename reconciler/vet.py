@@ -16,12 +16,15 @@ own SQL (migra's), which is the plan's identity.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +33,7 @@ from pglast import ast, enums, parser
 from pglast.stream import RawStream
 
 from .apply import execute_steps
-from .catalog import CatalogRow, describe
+from .catalog import UNLISTED_KINDS, CatalogRow, DescribeOptions, describe, extend_fingerprint
 from .config import EnvironmentConfig
 from .db import (
     Connection,
@@ -357,6 +360,34 @@ def _has_default_privileges(dsn: str) -> bool:
     return bool(rows[0][0])
 
 
+def vetting_fingerprint(dsn: str, env: EnvironmentConfig, *, what: str) -> str:
+    """The fingerprint of the database at ``dsn`` as a clone of ``env`` is compared: the listing and the
+    description rows it does not cover, owners left out (a clone is restored without them). One connection.
+
+    A clone whose vetting fingerprint equals the desired build's has converged: the fingerprint covers everything
+    a re-diff compares (see :mod:`reconciler.inspect`). Unequal proves nothing (it also counts what a re-diff
+    ignores, such as a role's name in an ACL): the re-diff decides then.
+    """
+    return _vetting_fingerprint(dsn, describe_options(env), env.connect_timeout, what)
+
+
+@functools.lru_cache(maxsize=16)
+def desired_vetting_fingerprint(dsn: str, revision: str, options: DescribeOptions, connect_timeout: timedelta) -> str:
+    """The desired build's :func:`vetting_fingerprint`: read once per revision, like its inspection."""
+    del revision  # part of the cache key: a new revision is built in a new database anyway
+    return _vetting_fingerprint(dsn, options, connect_timeout, "reading the desired build's fingerprint")
+
+
+def _vetting_fingerprint(dsn: str, options: DescribeOptions, connect_timeout: timedelta, what: str) -> str:
+    options = dataclasses.replace(options, compare_owners=False)
+    with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout) as conn:
+        listing = schema_fingerprint(
+            conn, options.schemas, options.exclude_schemas, privileges=options.privileges, what=what
+        )
+        unlisted = describe(conn, options, kinds=UNLISTED_KINDS, what=what)
+    return extend_fingerprint(listing, unlisted)
+
+
 def vet_plan(
     scratch: ScratchServer,
     env_dsn: str,
@@ -368,6 +399,7 @@ def vet_plan(
     *,
     whole: Sequence[Vettable] | None = None,
     wanted: Sequence[CatalogRow] | None = None,
+    desired_fingerprint: str | None = None,
 ) -> VetResult:
     """Replay ``safe`` then ``remainder`` on a clone; check both steps against the desired inspection.
 
@@ -375,14 +407,15 @@ def vet_plan(
     with the statements' own SQL. If ``safe`` does not stand on its own and ``whole`` (the plan in its order)
     is given, the whole plan is replayed on a fresh clone to tell "waits as a whole" from "fails". With
     ``wanted`` (the desired build's catalog description), re-diffs include the statements that close what migra
-    leaves, as the plan does.
+    leaves, as the plan does. With ``desired_fingerprint`` (the desired build's :func:`vetting_fingerprint`), the
+    last re-diff, which must be empty, is skipped when the clone's vetting fingerprint equals it.
     """
-    want = filtered(desired, env.schemas, env.exclude_schemas)
-    first = _replay(scratch, env_dsn, env, (want, wanted), pg_dump, [("unattended", safe), ("remainder", remainder)])
+    want = Wanted(filtered(desired, env.schemas, env.exclude_schemas), wanted, desired_fingerprint)
+    first = _replay(scratch, env_dsn, env, want, pg_dump, [("unattended", safe), ("remainder", remainder)])
     if first.ok or whole is None or not safe or not remainder:
         return first  # with one part empty, the split replay is the whole plan in its order
     # Split in two, the plan fails or does not stand apart; in its own order it may still converge (as a whole).
-    again = _replay(scratch, env_dsn, env, (want, wanted), pg_dump, [("plan", whole)])
+    again = _replay(scratch, env_dsn, env, want, pg_dump, [("plan", whole)])
     if again.converged:
         return VetResult(False, True, error=first.error, residue=first.residue, phase=first.phase)
     return VetResult(False, False, again.failed_statement, again.error, again.residue, "plan", again.failed_step)
@@ -410,36 +443,56 @@ def _execute(
             start = end
 
 
-def _rediff(dsn: str, env: EnvironmentConfig, wants: tuple[Inspection, Sequence[CatalogRow] | None]) -> list[str]:
-    """What a plan of the clone at ``dsn`` holds now (migra's statements, and ours when ``wants`` has rows)."""
-    want, wanted = wants
-    got = filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
+@dataclass(frozen=True)
+class Wanted:
+    """What a clone must come to: the desired inspection (filtered to the environment's schemas), the desired
+    build's description rows (when re-diffs compare them), and its :func:`vetting_fingerprint` (when known)."""
+
+    inspection: Inspection
+    rows: Sequence[CatalogRow] | None = None
+    fingerprint: str | None = None
+
+
+def _rediff(dsn: str, env: EnvironmentConfig, wants: Wanted, *, last: bool = False) -> list[str]:
+    """What a plan of the clone at ``dsn`` holds now (migra's statements, and ours when ``wants`` has rows). The
+    ``last`` re-diff (nothing is left to run, so it must be empty) is proved empty without inspecting when the
+    clone's vetting fingerprint equals the desired one."""
+    what = "reading the scratch clone's fingerprint"
+    if last and wants.fingerprint is not None and vetting_fingerprint(dsn, env, what=what) == wants.fingerprint:
+        log.debug("vet_converged_by_fingerprint")
+        return []
+    want, wanted = wants.inspection, wants.rows
     if wanted is None:
-        return diff(got, want, privileges=env.privileges)
+        return diff(_inspect_clone(dsn, env), want, privileges=env.privileges)
     # The clone is restored without owners: ownership is left out of its comparison (and of the plan's, below).
     options = dataclasses.replace(describe_options(env), compare_owners=False)
-    rows = describe(dsn, options, what="describing the scratch clone")
+    with ThreadPoolExecutor(max_workers=1) as pool:  # both wait on the server: the description beside the inspection
+        described = pool.submit(describe, dsn, options, what="describing the scratch clone")
+        got = _inspect_clone(dsn, env)
+        rows = described.result()
     unowned = [r for r in wanted if r.kind != "owner"]
     return plan_statements(got, want, rows, unowned, privileges=env.privileges)
+
+
+def _inspect_clone(dsn: str, env: EnvironmentConfig) -> Inspection:
+    return filtered(inspect_database(dsn, what="inspecting the scratch clone"), env.schemas, env.exclude_schemas)
 
 
 def _replay(
     scratch: ScratchServer,
     env_dsn: str,
     env: EnvironmentConfig,
-    wants: tuple[Inspection, Sequence[CatalogRow] | None],
+    wants: Wanted,
     pg_dump: Path,
     phases: Sequence[tuple[Phase, Sequence[Vettable]]],
 ) -> VetResult:
     """Replay ``phases`` in order on one fresh clone; after each, a re-diff must yield exactly what follows."""
     name, dsn = clone(scratch, env_dsn, env, pg_dump)
     try:
-
-        def rediff() -> list[str]:
-            return _rediff(dsn, env, wants)
-
         stood = True
         for n, (phase, items) in enumerate(phases):
+            if n and not items:
+                continue  # nothing ran since the last re-diff, which already checked this state
             steps, owners = _steps(items)
             with connect(dsn, what="vetting the plan on a scratch clone", autocommit=True) as conn:
                 try:
@@ -456,7 +509,7 @@ def _replay(
                         failed_step=exc.statement,
                     )
             expected = [sql for _, later in phases[n + 1 :] for sql in _sqls(later) if not owner_change(sql)]
-            after = rediff()
+            after = _rediff(dsn, env, wants, last=not expected)
             if after != expected:
                 if phase == "unattended":
                     return VetResult(

@@ -89,6 +89,20 @@ def test_listing_is_one_canonical_catalog_query(make_db: Callable[..., str]) -> 
     assert schema_fingerprint(other) == schema_fingerprint(dsn)
 
 
+def test_column_numbers_do_not_count_only_the_order(make_db: Callable[..., str]) -> None:
+    """Two databases whose tables differ only by a dropped column's gap (as ``pg_dump`` would print them the same)
+    fingerprint equal: columns, keys and indexes are listed by position and name, not by column number."""
+    tail = (
+        "alter table t add primary key (b); create index t_c on t (c) include (b);"
+        "create table r (b int references t (b), c int, unique (c, b));"
+    )
+    gap = make_db("create table t (a int, x int, b int not null, c int); alter table t drop column x;" + tail)
+    plain = make_db("create table t (a int, b int not null, c int);" + tail)
+    swapped = make_db("create table t (b int not null, a int, c int);" + tail)
+    assert schema_fingerprint(gap) == schema_fingerprint(plain)
+    assert schema_fingerprint(swapped) != schema_fingerprint(plain)
+
+
 # Objects the catalog description lists but the fingerprint's listing does not: each must still change the
 # environment's fingerprint, or the daemon's fast path would keep saying "in sync" after one was made by hand.
 UNLISTED_CHANGES = [

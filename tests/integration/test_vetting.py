@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_sql
 
+from reconciler import vet
 from reconciler.model import PlanStatus
 from reconciler.service import Reconciler
 from reconciler.status import ConditionType
@@ -169,3 +171,39 @@ def test_a_plan_that_creates_an_allowed_untrusted_extension_vets(
     reconciler = reconciler_for(project({"010_schema.sql": desired}, {"dev": {"dsn": dsn}}, sandbox=sandbox))
     result = reconciler.apply("dev")
     assert result.vet is not None and result.vet.ok, result.messages  # it then waits for approval (an extension)
+
+
+# (environment, desired state, how many times the clone is inspected): a clone whose fingerprint equals the desired
+# build's has converged without a re-diff; one whose fingerprint differs (here the new column lands after `b`, where
+# the desired build has it before: a difference no statement closes) is re-diffed, and converges all the same.
+CONVERGENCE_PROOFS = [
+    ("create table t (id int, b int);", "create table t (id int, b int, a int); create table u (id int);", 0),
+    ("create table t (id int, b int);", "create table t (id int, a int, b int);", 1),
+]
+
+
+@pytest.mark.parametrize(("current", "desired", "inspections"), CONVERGENCE_PROOFS, ids=["fingerprint", "re-diff"])
+def test_a_converged_clone_is_proved_by_its_fingerprint_or_else_by_a_rediff(
+    current: str,
+    desired: str,
+    inspections: int,
+    make_db: Callable[..., str],
+    project: Callable[..., Path],
+    reconciler_for: Callable[[Path], Reconciler],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dsn = make_db(current)
+    reconciler = reconciler_for(project({"010_schema.sql": desired}, {"dev": {"dsn": dsn}}))
+    assert reconciler.plan("dev").statements  # the desired build is made and inspected before counting
+    seen: list[str] = []
+    real = vet.inspect_database
+
+    def counted(at: str, **kwargs: Any) -> Any:
+        seen.append(at)
+        return real(at, **kwargs)
+
+    monkeypatch.setattr(vet, "inspect_database", counted)
+    result = reconciler.apply("dev")
+    assert result.vet is not None and result.vet.ok
+    assert result.applied and result.queued_plan_id is None
+    assert len(seen) == inspections
