@@ -14,6 +14,9 @@ Each correction works on the two inspections and on migra's statements parsed wi
   from its definition, and builds the parent's other indexes on the whole tree.
 * **a changed generated-column expression**: PostgreSQL 15 cannot alter it and migra emits ``SET DEFAULT``;
   :func:`partition_fixes` (the same pass) drops the column and adds it again with the desired expression.
+* **grants to PUBLIC**: migra names the grantee as ``information_schema`` shows it, quoted (``to "PUBLIC"``), which
+  names a role that does not exist; :func:`public_grantees` makes it the PUBLIC pseudo-role. (``information_schema``
+  shows a role literally named ``PUBLIC`` the same way: such a role is taken to be PUBLIC.)
 """
 
 from __future__ import annotations
@@ -258,3 +261,28 @@ def _generated(sql: str, node: Any, current: Inspection, desired: Inspection) ->
 def _column(inspection: Inspection, table: str, name: str) -> Any | None:
     found = (getattr(inspection, "selectables", None) or {}).get(table)
     return None if found is None else (getattr(found, "columns", None) or {}).get(name)
+
+
+def public_grantees(statements: Sequence[str]) -> list[str]:
+    """migra's GRANT and REVOKE statements with a grantee quoted as ``"PUBLIC"`` naming the PUBLIC pseudo-role."""
+    return [_public_grantee(sql) for sql in statements]
+
+
+def _public_grantee(sql: str) -> str:
+    node = _parsed(sql)
+    if not isinstance(node, ast.GrantStmt) or not any(_quoted_public(g) for g in node.grantees or ()):
+        return sql
+    node = copy.deepcopy(node)
+    node.grantees = tuple(
+        ast.RoleSpec(roletype=enums.RoleSpecType.ROLESPEC_PUBLIC) if _quoted_public(g) else g
+        for g in node.grantees or ()
+    )
+    return str(RawStream()(node))
+
+
+def _quoted_public(grantee: Any) -> bool:
+    return (
+        isinstance(grantee, ast.RoleSpec)
+        and grantee.roletype == enums.RoleSpecType.ROLESPEC_CSTRING
+        and grantee.rolename == "PUBLIC"
+    )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from pglast import parser
 
-from .corrections import partition_fixes, with_added_labels
+from .corrections import partition_fixes, public_grantees, with_added_labels
 from .errors import UnsafeSqlError
 from .inspect import Inspection, import_schemainspect
 
@@ -78,4 +78,4 @@ def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) 
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)
     sqls = [one_statement(chunk) for chunk in m.statements if chunk.strip()]
-    return add_values + partition_fixes(sqls, current, desired)
+    return add_values + public_grantees(partition_fixes(sqls, current, desired))

@@ -111,6 +111,15 @@ CASES = [
         CONVERGES,
     ),
     Case(
+        "default privileges with grant option, and a new sequence",
+        S + " alter default privileges grant usage on sequences to drift_reader with grant option;",
+        S + " alter default privileges grant usage on sequences to drift_reader with grant option; create sequence s2;",
+        CONVERGES,
+    ),
+    Case(
+        "grant to PUBLIC on a new table", T, T + " create table t2 (id int); grant select on t2 to public;", CONVERGES
+    ),
+    Case(
         "default privileges removed",
         T + " alter default privileges grant select on tables to drift_reader;",
         T,
