@@ -40,7 +40,7 @@ from pathlib import Path
 
 import structlog
 
-from . import buildcache
+from . import buildcache, defaultprivs
 from .catalog import CatalogRow, DescribeOptions
 from .config import SandboxConfig
 from .db import (
@@ -246,9 +246,21 @@ class ScratchServer:
             self._drop_logged(old[1])  # a copy still in use elsewhere keeps its role: logged, swept later
 
     def copy_template(self, template: str) -> tuple[str, str]:
-        """A fresh scratch database copied from ``template``, its objects owned by its own build role; returns
-        (name, DSN of that role in it)."""
-        return self.create_database(template=template, of_template=True)
+        """A fresh scratch database copied from ``template``, its objects owned by the template's build role, of
+        which its own build role is a member, and the template role's default privileges moved to its own (the
+        objects it creates get them); returns (name, DSN of that role in it)."""
+        name, dsn = self.create_database(template=template, of_template=True)
+        try:
+            with (
+                database_errors("moving the template's default privileges to a copy"),
+                connect(dsn, what="moving default privileges", connect_timeout=self.connect_timeout) as conn,
+            ):
+                defaultprivs.take_over(conn, template, name)
+                conn.commit()
+        except BaseException:
+            self.drop_database_later(name)
+            raise
+        return name, dsn
 
     def _build_dsn(self, name: str, password: str) -> str:
         params = {k: v for k, v in parse_dsn(self.admin_dsn).items() if k not in ("passfile", "options")}

@@ -15,6 +15,7 @@ own SQL (migra's), which is the plan's identity.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -40,7 +41,6 @@ from .db import (
     connect,
     database_errors,
     database_identity,
-    fetch_all,
     quote_ident,
     redact,
     service_file,
@@ -256,9 +256,16 @@ def _grant_on_wrapper(node: ast.Node | None) -> bool:
 def _own_default_privileges(node: ast.AlterDefaultPrivilegesStmt) -> str:
     """The dump's ``ALTER DEFAULT PRIVILEGES FOR ROLE r ...`` as the build role's own (without ``FOR ROLE``): the
     build role may not act for the environment's roles, and the catalog description shows the owner's default
-    privileges as ``<owner>`` on both sides."""
+    privileges as ``<owner>`` on both sides. (pglast 8.8 prints a GRANT's ``WITH GRANT OPTION`` here as ``GRANT
+    OPTION FOR``, which is REVOKE's: the grant is printed without it and the option added at its end.)"""
     options = tuple(o for o in node.options or () if not (isinstance(o, ast.DefElem) and o.defname == "roles"))
-    return str(RawStream()(ast.AlterDefaultPrivilegesStmt(options=options or None, action=node.action)))
+    action = node.action
+    grant_option = bool(action is not None and action.is_grant and action.grant_option)
+    if action is not None and grant_option:
+        action = copy.deepcopy(action)
+        action.grant_option = False
+    text = str(RawStream()(ast.AlterDefaultPrivilegesStmt(options=options or None, action=action)))
+    return text + " WITH GRANT OPTION" if grant_option else text
 
 
 def clone_environment(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump: Path) -> tuple[str, str]:
@@ -344,20 +351,9 @@ def clone(scratch: ScratchServer, env_dsn: str, env: EnvironmentConfig, pg_dump:
         name, dsn = clone_environment(scratch, env_dsn, env, pg_dump)
         if clone_slot_and_key(env_dsn, env, pg_dump) != (slot, key):
             return name, dsn  # changed while it was dumped: used once, kept for nothing
-        if _has_default_privileges(dsn):
-            # A copy's own build role cannot take over the template role's default privileges (REASSIGN OWNED
-            # leaves them), so its re-diffs would see them as another role's: such clones are never kept.
-            return name, dsn
         scratch.keep_as_template(slot, key, name)
         template = name
     return scratch.copy_template(template)
-
-
-def _has_default_privileges(dsn: str) -> bool:
-    rows = fetch_all(
-        dsn, "select exists (select 1 from pg_default_acl)", {}, what="reading the clone's default privileges"
-    )
-    return bool(rows[0][0])
 
 
 def vetting_fingerprint(dsn: str, env: EnvironmentConfig, *, what: str) -> str:

@@ -144,6 +144,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "reconciler.steps",
         "reconciler.apply",
         "reconciler.scratch",
+        "reconciler.defaultprivs",
         "reconciler.buildcache",
         "reconciler.stats",
         "reconciler.diff",
