@@ -9,6 +9,7 @@ Reads are scoped: a token sees only the environments it lists (others are 404, a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
@@ -23,6 +24,7 @@ from ..store.store import AuditVerification
 from .auth import Principal, TokenAuth
 from .errors import ApiError, JsonResponse, error_responses
 from .models import (
+    NOT_BLANK,
     ApproveBody,
     EnvironmentList,
     Health,
@@ -307,7 +309,7 @@ def _write_routes(router: APIRouter, backend: Backend, access: Access) -> None:
     def reject(request: Request, plan_id: PlanId, raw: bytes = Depends(raw_body)) -> JsonResponse:
         principal, record, body = read(request, plan_id, raw, ("reason",))
         reason = body.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
+        if not isinstance(reason, str) or not re.search(NOT_BLANK, reason):
             raise ApiError(
                 400, "bad_request", 'a rejection needs a JSON body {"reason": "..."} with a non-empty reason'
             )

@@ -151,7 +151,12 @@ class ApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A reason holds a character that is not whitespace in Python's sense (``str.isspace``), written out, so the
+# document's pattern (ECMA regular expressions, whose ``\s`` lacks U+0085 and U+001C..U+001F) and the server agree.
+NOT_BLANK = "[^\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=4000, pattern=r"\S", description="why; at most 4000 characters")
+    reason: str = Field(min_length=1, max_length=4000, pattern=NOT_BLANK, description="why; at most 4000 characters")

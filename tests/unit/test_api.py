@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from reconciler.errors import ConfigError, PlanError
 from reconciler.model import Hazard, HazardKind, PlanStatus, Severity, Statement
 from reconciler.server.app import create_app
 from reconciler.server.auth import Principal, TokenAuth
+from reconciler.server.models import NOT_BLANK
 from reconciler.server.openapi import openapi_document
 from reconciler.store import PlanRecord
 
@@ -144,6 +147,7 @@ def call(
         ("POST", "/api/v1/plans/1/approve", ALICE, b'{"by": "mallory"}', 400, "bad_request"),
         ("POST", "/api/v1/plans/1/reject", ALICE, b"", 400, "bad_request"),
         ("POST", "/api/v1/plans/1/reject", ALICE, b'{"reason": "  "}', 400, "bad_request"),
+        ("POST", "/api/v1/plans/1/reject", ALICE, b'{"reason": "\\u0085\\u3000"}', 400, "bad_request"),
         ("POST", "/api/v1/plans/1/reject", ALICE, b'{"reason": 5}', 400, "bad_request"),
         ("POST", "/api/v1/plans/3/approve", ALICE, b"", 409, "conflict"),  # already applied
         ("GET", "/api/v1/plans/1/approve", ALICE, b"", 405, "method_not_allowed"),
@@ -326,3 +330,10 @@ def test_daemon_and_server_config_errors_name_the_key(tmp_path: Path, text: str,
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         _config(tmp_path, text)
     assert str(tmp_path / "reconciler.yaml") in str(info.value)
+
+
+def test_the_documented_pattern_of_a_reason_is_the_servers_rule() -> None:
+    """A reason must hold a character that is not whitespace; the OpenAPI pattern says exactly which ones are."""
+    blank = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    assert blank and not any(re.search(NOT_BLANK, c) for c in blank)
+    assert all(re.search(NOT_BLANK, c) for c in "a.\u200b\u00e9")
