@@ -463,7 +463,7 @@ def _run_batch(conn: Connection, batch: Sequence[CheckedStatement], sandbox: San
         with database_errors(what):
             conn.execute(text.encode("utf-8"))  # bytes: no client-side placeholder parsing
         return
-    except (DatabaseError, LockTimeoutError):
+    except ReconcilerError:  # whatever failed, the batch was rolled back whole: the statements tell, one by one
         pass
     for stmt in batch:
         _run_one(conn, stmt, sandbox, what)
