@@ -13,8 +13,13 @@ folder), then times, medians of several repetitions measured in this one run:
   beside it, one ``CREATE DATABASE ... TEMPLATE`` of that clone alone (floor: vetting <= 2x that) and a fresh clone
   (pg_dump + restore);
 * a single ``reconciler plan`` process against the script a user would write (psql builds the desired SQL into a
-  fresh database, the migra CLI diffs, psql drops the database), side by side (floor: ratio <= 1.0); and one
-  ``reconciler plan`` process on a 1000-table pair (floor: < 3 s).
+  fresh database, the migra CLI diffs, psql drops the database), side by side (floor: ratio <= 1.0; the plan reuses
+  the facts an earlier process kept, as a second run does; also shown with the environment inspected each time); and one
+  ``reconciler plan`` process on a 1000-table pair (floor: < 3 s), three ways: *cold*, with the reconciler's cache
+  folder emptied first (the process builds the desired state in a scratch database, inspects it and the
+  environment: the floor's figure, the first plan of a new revision); *desired kept*, with the desired build's
+  facts kept by an earlier process (a revision planned before, against a changed environment); and *warm*, with the
+  environment's inspection kept too (the same revision and an unchanged environment, e.g. a second run).
 
 Run: ``.venv/bin/python benchmarks/bench_plan.py [--tables 200] [--repeat 5] [--large 1000]``. Prints figures;
 asserts nothing.
@@ -231,7 +236,12 @@ def single_plan(tables: int, large: int, repeat: int) -> None:
         pg = EmbeddedPostgres(Path(tmp) / "data").start()
         try:
             t_cli, t_script = plan_vs_script(pg, Path(tmp) / "small", tables, repeat)
-            t_large, _ = plan_vs_script(pg, Path(tmp) / "large", large, 1, script=False)
+            t_read = statistics.median(run_plan(Path(tmp) / "small", "environment-*") for _ in range(repeat))
+            folder = Path(tmp) / "large"
+            _, t_script_large = plan_vs_script(pg, folder, large, 1)  # ends with every fact kept: a warm run
+            t_warm = statistics.median(run_plan(folder) for _ in range(repeat))
+            t_kept = statistics.median(run_plan(folder, forget="environment-*.pickle") for _ in range(repeat))
+            t_cold = statistics.median(run_plan(folder, forget="*") for _ in range(repeat))
         finally:
             pg.stop()
     print()
@@ -239,7 +249,23 @@ def single_plan(tables: int, large: int, repeat: int) -> None:
     print(f"  reconciler plan:                          {t_cli:8.3f} s")
     print(f"  psql build + migra CLI + drop (a script): {t_script:8.3f} s")
     print(f"  ratio reconciler / script: {t_cli / t_script:.2f} (floor: <= 1.0)")
-    print(f"single plan, {large} tables: reconciler plan {t_large:.3f} s (floor: < 3 s)")
+    print(f"  the environment inspected in every process: {t_read:.3f} s, ratio {t_read / t_script:.2f}")
+    print(f"single plan, {large} tables, medians of {repeat} runs (each a new process):")
+    print(f"  cold, nothing kept (the floor's figure): {t_cold:8.3f} s (floor: < 3 s)")
+    print(f"  desired build kept, environment read:    {t_kept:8.3f} s")
+    print(f"  warm, desired and environment kept:      {t_warm:8.3f} s")
+    print(f"  psql build + migra CLI + drop (a script): {t_script_large:8.3f} s (one run)")
+
+
+def run_plan(folder: Path, forget: str = "") -> float:
+    """Wall time of one ``reconciler plan`` process on the pair in ``folder``, after removing the files of its
+    cache folder that match ``forget`` (untimed)."""
+    for kept in (folder / ".reconciler" / "cache").glob(forget) if forget else ():
+        kept.unlink()
+    cli = [sys.executable, "-m", "reconciler", "--config", str(folder / "reconciler.yaml"), "plan", "env"]
+    started = time.perf_counter()
+    subprocess.run(cli, check=True, capture_output=True, cwd=ROOT)
+    return time.perf_counter() - started
 
 
 def plan_vs_script(

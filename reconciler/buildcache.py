@@ -10,6 +10,10 @@ owns and nobody else may write (``0700`` folder, ``0600`` files, no symlinks); a
 logged. The folder is the reconciler's own state folder (beside the embedded server's data folder), which
 neither desired-state authors nor environments can write: stops them from planting a pickle.
 
+The same folder keeps environments' inspections (``environment-*.pickle``, :func:`.planning.plan`), keyed by the
+environment's schema fingerprint read just before (with its name, database and options): a later plan of an
+unchanged environment does not inspect it again. The fingerprint vouches for the schema as it does for an approval.
+
 Beside the facts, the same folder keeps the allow-list verdicts: a revision whose every statement parsed and
 passed the sandbox allow-list (:mod:`.sandbox`) under given sandbox settings is not parsed again by a later
 process (:func:`verdict_key`, :func:`known_allowed`, :func:`remember_allowed`). Only "allowed" is kept, under the

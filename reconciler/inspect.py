@@ -6,6 +6,7 @@ import copy
 import functools
 import importlib.util
 import sys
+import threading
 import warnings
 from collections.abc import Iterable
 from datetime import timedelta
@@ -45,8 +46,18 @@ select 'constraint', n.nspname, k.conname
 """
 
 
-@functools.cache
+_IMPORTING = threading.Lock()
+"""Held while schemainspect is imported: a plan imports it from two threads at once (desired and environment)."""
+
+
 def import_schemainspect() -> None:
+    """:func:`_import_schemainspect`, once per process, whichever thread asks first."""
+    with _IMPORTING:
+        _import_schemainspect()
+
+
+@functools.cache
+def _import_schemainspect() -> None:
     """Import schemainspect (and so make migra's import cheap), in a fraction of its usual time.
 
     On import, schemainspect reads its SQL files through ``misc.external_caller``, which calls ``inspect.stack()``:
@@ -82,11 +93,17 @@ def _external_caller() -> str:
     return str(frame.f_globals["__name__"])
 
 
-@functools.cache
 def _schemainspect() -> tuple[str, Any]:
+    """:func:`_tolerant_inspector`, made once per process, whichever thread asks first."""
+    with _IMPORTING:
+        return _tolerant_inspector()
+
+
+@functools.cache
+def _tolerant_inspector() -> tuple[str, Any]:
     """schemainspect's PROPS and our tolerant inspector class, imported on first use: the import alone takes about
     half a second, which commands that never inspect (and every CLI start) should not pay."""
-    import_schemainspect()
+    _import_schemainspect()
     from schemainspect.pg.obj import PROPS, PostgreSQL
 
     class Tolerant(PostgreSQL):  # type: ignore[misc]

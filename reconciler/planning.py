@@ -7,21 +7,23 @@ bound to the environment's schema fingerprint, read *before* inspecting, so a ch
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import structlog
 
-from . import hazards, policy
+from . import buildcache, hazards, policy
 from .catalog import UNLISTED_KINDS, CatalogRow, describe, extend_fingerprint
 from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, plan_statements, residual
 from .hazards.phases import order_phases
-from .inspect import Inspection, catalog_stamp, filtered, inspect_database, schema_fingerprint
+from .inspect import Inspection, catalog_stamp, filtered, inspect_database, portable, schema_fingerprint
 from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
@@ -34,12 +36,12 @@ log = structlog.get_logger("reconciler")
 def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     """What it takes to make ``target`` match ``desired``, with hazards and decisions."""
     env = target.env
-    with phase("inspect"):
+    with phase("inspect"), ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-environment") as pool:
+        # the environment is read while the desired facts are built or loaded (both mostly wait on PostgreSQL)
+        reading = pool.submit(contextvars.copy_context().run, read_environment, scratch, target)
         inspection, wanted = scratch.desired_facts(desired, describe_options(env))
         want = filtered(inspection, env.schemas, env.exclude_schemas)
-        # before inspecting: a change in between makes the plan stale
-        fingerprint, described = read_fingerprint_and_description(target)
-        current, identity = _inspect(scratch, target)
+        (fingerprint, described), (current, identity) = reading.result()
     with phase("diff"):
         sqls = plan_statements(current, want, described, wanted, privileges=env.privileges)
         unmanaged = residual(described, wanted, sqls)
@@ -64,6 +66,15 @@ def plan(scratch: ScratchServer, target: Target, desired: DesiredState) -> Plan:
     return found
 
 
+def read_environment(
+    scratch: ScratchServer, target: Target
+) -> tuple[tuple[str, tuple[CatalogRow, ...]], tuple[Inspection, DatabaseIdentity]]:
+    """The target's fingerprint and description, then its inspection and identity: the fingerprint is read before
+    inspecting, so a change in between makes the plan stale."""
+    fingerprint, described = read_fingerprint_and_description(target)
+    return (fingerprint, described), _inspect(scratch, target, fingerprint)
+
+
 def read_fingerprint_and_description(target: Target) -> tuple[str, tuple[CatalogRow, ...]]:
     """The target's fingerprint and catalog description, on one connection (two catalog queries)."""
     env = target.env
@@ -80,8 +91,11 @@ def inspect_target(scratch: ScratchServer, target: Target) -> Inspection:
     return _inspect(scratch, target)[0]
 
 
-def _inspect(scratch: ScratchServer, target: Target) -> tuple[Inspection, DatabaseIdentity]:
-    """The inspection, and the identity of the database inspected (read on the same connection)."""
+def _inspect(
+    scratch: ScratchServer, target: Target, fingerprint: str | None = None
+) -> tuple[Inspection, DatabaseIdentity]:
+    """The inspection, and the identity of the database inspected (read on the same connection). With
+    ``fingerprint`` (read just before), an inspection kept for it is used (:func:`_whole_inspection`)."""
     env = target.env
     what = target.doing("inspecting")
     with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as conn:
@@ -89,8 +103,26 @@ def _inspect(scratch: ScratchServer, target: Target) -> tuple[Inspection, Databa
         invalid = invalid_indexes(conn)  # left by failed concurrent builds: not indexes, to be built again
         identity = read_identity(target, conn)
     scratch.check_same_major(target.name, major)
-    got = inspect_database(target.dsn, what=what, connect_timeout=env.connect_timeout)
+    got = _whole_inspection(scratch, target, major, fingerprint)
     return filtered(without_indexes(got, invalid), env.schemas, env.exclude_schemas), identity
+
+
+def _whole_inspection(scratch: ScratchServer, target: Target, major: int, fingerprint: str | None) -> Inspection:
+    """The target's whole inspection, kept across processes in the scratch server's cache folder under its schema
+    fingerprint (read before, so the kept inspection is of the schema it vouches for; the same trust an approval
+    puts in it), the target and its description options: an unchanged environment is not inspected again."""
+    env = target.env
+    what = target.doing("inspecting")
+    folder = scratch.cache_dir
+    if folder is None or fingerprint is None:
+        return inspect_database(target.dsn, what=what, connect_timeout=env.connect_timeout)
+    key = buildcache.cache_key(fingerprint, major, (target.name, target.database, describe_options(env)))
+    kept = buildcache.load(folder, key, kind="environment")
+    if kept is not None:
+        return kept
+    got = inspect_database(target.dsn, what=what, connect_timeout=env.connect_timeout)
+    buildcache.save(folder, key, portable(got), kind="environment")
+    return got
 
 
 def read_database_identity(target: Target) -> DatabaseIdentity:

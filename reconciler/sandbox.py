@@ -90,6 +90,9 @@ class CheckedStatement:
     as_admin: bool = False
     """A CREATE EXTENSION of an allowed extension and nothing else: the scratch admin runs it (untrusted extensions
     such as postgres_fdw need a superuser); every other statement runs as the build role."""
+    batchable: bool = False
+    """May run in one multi-statement execution with its neighbours (an implicit transaction): not a transaction
+    bracket nor a SET (whose effect a surrounding transaction would change), not run as the admin."""
 
 
 def _label(node: ast.Node) -> str:
@@ -168,7 +171,12 @@ def runs_as_admin(sql: str, extensions: Sequence[str], *, any_version: bool = Fa
     the only statement the scratch admin runs for a desired file, an environment's dump or a plan replayed on a
     clone (``any_version``: a plan names the version the desired build installed, the default one)."""
     nodes = parser.parse_sql(sql)
-    if len(nodes) != 1 or not isinstance(node := nodes[0].stmt, ast.CreateExtensionStmt):
+    return len(nodes) == 1 and _admin_node(nodes[0].stmt, extensions, any_version=any_version)
+
+
+def _admin_node(node: ast.Node | None, extensions: Sequence[str], *, any_version: bool = False) -> bool:
+    """:func:`runs_as_admin` of one statement already parsed (``node``)."""
+    if not isinstance(node, ast.CreateExtensionStmt):
         return False
     return str(node.extname) in extensions and _extension_option_refusal(node, any_version=any_version) is None
 
@@ -200,13 +208,19 @@ def refusal(node: ast.Node, extensions: Sequence[str]) -> str | None:
     return None
 
 
+_ALONE = (ast.TransactionStmt, ast.VariableSetStmt)
+"""Statements a desired build runs by themselves (see :attr:`CheckedStatement.batchable`)."""
+
+
 def check_desired(desired: DesiredState, extensions: Sequence[str]) -> list[CheckedStatement]:
     """Every statement of ``desired``, in build order, if each is allowed; else DesiredStateError at its file:line."""
     out: list[CheckedStatement] = []
     for f in desired.files:
         for stmt in parse_statements(f.text):
             _check_one(f.path, stmt, extensions)
-            out.append(CheckedStatement(f.path, stmt.line, stmt.sql, runs_as_admin(stmt.sql, extensions)))
+            as_admin = _admin_node(stmt.node, extensions)
+            batchable = stmt.node is not None and not as_admin and not isinstance(stmt.node, _ALONE)
+            out.append(CheckedStatement(f.path, stmt.line, stmt.sql, as_admin, batchable))
     return out
 
 

@@ -422,12 +422,19 @@ def run_checked(
 
     With ``admin_dsn`` (the scratch admin in the same database), the statements marked ``as_admin`` (a CREATE
     EXTENSION of an allowed extension, nothing else) run there, with the build connection's search_path.
+    Consecutive ``batchable`` statements are sent :data:`BATCH` at a time as one multi-statement execution (one
+    round trip; PostgreSQL runs it as one implicit transaction); a batch that fails is rolled back whole and run
+    again statement by statement, so the error names the statement's own file and line as before.
     """
     what = "building desired state in scratch database"
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True))
         admin: Connection | None = None
-        for stmt in statements:
+        for batch in _batches(statements):
+            if len(batch) > 1:
+                _run_batch(conn, batch, sandbox, what)
+                continue
+            stmt = batch[0]
             target = conn
             if stmt.as_admin and admin_dsn is not None:
                 if admin is None:
@@ -438,6 +445,40 @@ def run_checked(
                 admin.execute("select set_config('search_path', %s, false)", (row[0] if row else "",))
                 target = admin
             _run_one(target, stmt, sandbox, what)
+
+
+BATCH = 100
+"""Statements of a desired build sent in one execution at most (a bound on the locks one implicit transaction
+holds: each created table takes a few)."""
+
+
+def _batches(statements: Sequence[CheckedStatement]) -> Iterator[list[CheckedStatement]]:
+    """``statements`` in order, in runs of consecutive batchable ones (at most :data:`BATCH`); others alone."""
+    run: list[CheckedStatement] = []
+    for stmt in statements:
+        if stmt.batchable and len(run) < BATCH:
+            run.append(stmt)
+            continue
+        if run:
+            yield run
+        run = [stmt] if stmt.batchable else []
+        if not stmt.batchable:
+            yield [stmt]
+    if run:
+        yield run
+
+
+def _run_batch(conn: Connection, batch: Sequence[CheckedStatement], sandbox: SandboxConfig, what: str) -> None:
+    """Run ``batch`` in one execution; if it fails (rolled back whole), statement by statement for the error."""
+    text = "".join(f"{stmt.sql}\n;\n" for stmt in batch)  # the newline ends a trailing line comment
+    try:
+        with database_errors(what):
+            conn.execute(text.encode("utf-8"))  # bytes: no client-side placeholder parsing
+        return
+    except ReconcilerError:  # whatever failed, the batch was rolled back whole: the statements tell, one by one
+        pass
+    for stmt in batch:
+        _run_one(conn, stmt, sandbox, what)
 
 
 def _run_one(conn: Connection, stmt: CheckedStatement, sandbox: SandboxConfig, what: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.service import Reconciler
+from tests.conftest import run_sql
 
 DESIRED = {"010.sql": "create table t (id int primary key, note text);\ncomment on table t is 'kept';\n"}
 
@@ -43,3 +44,27 @@ def test_a_new_process_plans_from_the_kept_build_and_a_change_is_built_again(
     )
     assert any('add column "n"' in s.sql for s in changed.plan("dev").statements)
     assert changed.scratch.built_revision is not None
+
+
+def test_an_unchanged_environment_is_planned_from_its_kept_inspection_and_a_changed_one_is_inspected_again(
+    project: Callable[..., Path],
+    make_db: Callable[..., str],
+    reconciler_for: Callable[[Path], Reconciler],
+    tmp_path: Path,
+) -> None:
+    dsn = make_db("create table t (id int primary key);")
+    path = project(DESIRED, {"dev": {"dsn": dsn}}, embedded={"data_dir": str(tmp_path / "state" / "postgres")})
+    first = reconciler_for(path)
+    planned = first.plan("dev")
+    folder = first.scratch.cache_dir
+    [kept] = list(folder.glob("environment-*.pickle"))
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+    again = reconciler_for(path)
+    assert again.plan("dev").statements == planned.statements
+    assert list(folder.glob("environment-*.pickle")) == [kept]  # the same fingerprint: the kept one was read
+
+    run_sql(dsn, "alter table t add column extra int")  # a new fingerprint: inspected again
+    changed = reconciler_for(path).plan("dev")
+    assert any('drop column "extra"' in s.sql for s in changed.statements)
+    assert len(list(folder.glob("environment-*.pickle"))) == 2
