@@ -392,11 +392,13 @@ class SandboxConfig(_Model):
 
 
 class FleetDiscovery(_Model):
-    """A query whose first column lists a fleet's names, run on ``dsn`` when the configuration is loaded."""
+    """A query whose first column lists a fleet's names, run on ``dsn`` when the configuration is loaded, and by
+    the daemon again every ``every`` (none: only on load) so tenants added or removed since are picked up."""
 
     dsn: str
     query: str = Field(min_length=1)
     connect_timeout: Duration = timedelta(seconds=10)
+    every: Duration | None = None
 
 
 class FleetConfig(_Model):

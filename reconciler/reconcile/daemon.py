@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self._desired_marker: str | None = None
         self._config_digest: str | None = None
+        self._discovered_at = time.monotonic()  # fleets are discovered when the configuration is loaded
         self._stop_requested = threading.Event()
         self._abort = threading.Event()
         self._closed = False
@@ -259,9 +261,19 @@ class Daemon:
         if digest is not None and digest != self._config_digest:
             self._config_digest = digest
             self._reload_config()
+        elif self._rediscovery_due():
+            self._reload_config()
+
+    def _rediscovery_due(self) -> bool:
+        """A fleet's discovery query is due again (``fleets.NAME.discover.every``): the configuration is reloaded,
+        which runs every discovery query (a failing one keeps the environments as they are, and is logged)."""
+        intervals = [f.discover.every for f in self.config.fleets.values() if f.discover and f.discover.every]
+        due = bool(intervals) and time.monotonic() - self._discovered_at >= min(intervals).total_seconds()
+        return due and self._config_path is not None
 
     def _reload_config(self) -> None:
         assert self._config_path is not None
+        self._discovered_at = time.monotonic()
         try:
             new = load_config(self._config_path)
         except ConfigError as exc:

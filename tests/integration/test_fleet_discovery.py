@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from conftest import run_sql
+
+from reconciler.config import load_config
 from reconciler.obs.metrics import Metrics
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.reconcile.board import StatusBoard
+from reconciler.reconcile.daemon import Daemon
 from reconciler.reconcile.loop import ReconcileContext, reconcile
 from reconciler.reconcile.result import Outcome, Request
 from reconciler.service import Reconciler
@@ -43,3 +48,40 @@ def test_a_discovered_fleet_is_reconciled_tenant_by_tenant(
     drift = {n: ctx.metrics.registry.get_sample_value("schema_reconciler_drift", {"environment": n}) for n in "abc"}
     assert drift == {"a": 0.0, "b": 0.0, "c": 1.0}
     assert reconciler.plan("a").in_sync and not reconciler.plan("c").in_sync
+
+
+def test_the_daemon_discovers_a_fleet_again_every_so_often(
+    pg_server: EmbeddedPostgres, make_db: Callable[..., str], project: Callable[..., Path]
+) -> None:
+    prefix = f"tn{secrets.token_hex(3)}_"
+    make_db(SCHEMA, name=f"{prefix}a")
+    fleet = {
+        "discover": {
+            "dsn": pg_server.dsn("postgres"),
+            "query": f"select substr(datname, {len(prefix) + 1}) from pg_database where datname like '{prefix}%' "
+            "order by 1",
+            "every": "1s",
+        },
+        "dsn": pg_server.dsn(f"{prefix}TENANTNAME").replace("TENANTNAME", "{name}"),
+        "template": {"interval": "5m"},
+    }
+    path = project({"010.sql": SCHEMA}, {}, fleets={"tenants": fleet}, daemon={"watch_interval": "1s"})
+    daemon = Daemon(load_config(path), port=0)
+    daemon.start()
+    try:
+        assert sorted(daemon.config.environments) == ["a"]
+        make_db(SCHEMA, name=f"{prefix}b")
+        assert _eventually(lambda: sorted(daemon.config.environments) == ["a", "b"])
+        run_sql(pg_server.dsn("postgres"), f"drop database {prefix}a with (force)")
+        assert _eventually(lambda: sorted(daemon.config.environments) == ["b"])
+    finally:
+        daemon.stop()
+
+
+def _eventually(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
