@@ -95,6 +95,7 @@ class Daemon:
         self._desired_marker: str | None = None
         self._config_digest: str | None = None
         self._discovered_at = time.monotonic()  # fleets are discovered when the configuration is loaded
+        self._approved_seen: set[int] = set()  # approved plans already seen (a first pass runs every environment)
         self._stop_requested = threading.Event()
         self._abort = threading.Event()
         self._closed = False
@@ -263,6 +264,21 @@ class Daemon:
             self._reload_config()
         elif self._rediscovery_due():
             self._reload_config()
+        self._run_approvals_made_elsewhere()
+
+    def _run_approvals_made_elsewhere(self) -> None:
+        """A plan approved since the last look (by the CLI, or through another replica's API) is run now by the
+        replica that owns its environment, not at that environment's next interval."""
+        try:
+            approved = self.reconciler.store.approved_plans()
+        except ReconcilerError as exc:
+            log.warning("approved_plans_unreadable", error=str(exc))
+            return
+        for plan_id in sorted(approved.keys() - self._approved_seen):
+            name = approved[plan_id]
+            if name in self.config.environments and (self.sharder is None or self.sharder.owns(name)):
+                self.controller.trigger(name, "plan_approved", unstall=True)
+        self._approved_seen = set(approved)
 
     def _rediscovery_due(self) -> bool:
         """A fleet's discovery query is due again (``fleets.NAME.discover.every``): the configuration is reloaded,

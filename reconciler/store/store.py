@@ -726,6 +726,13 @@ class Store:
             found = self._plans(conn, q)
         return found[0] if found else None
 
+    def approved_plans(self) -> dict[int, str]:
+        """Every approved plan's id and environment (one light query: the daemon asks every watch interval, to run
+        approvals made by the CLI or by another replica)."""
+        q = sa.select(plans.c.id, plans.c.environment).where(plans.c.status == PlanStatus.APPROVED.value)
+        with self.engine.connect() as conn:
+            return {int(r.id): str(r.environment) for r in conn.execute(q)}
+
     def resumable_plan(self, environment: str) -> PlanRecord | None:
         """The environment's newest plan if it failed transiently (a later apply resumes it), else None."""
         q = sa.select(plans).where(plans.c.environment == environment).order_by(plans.c.id.desc()).limit(1)

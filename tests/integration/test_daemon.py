@@ -21,6 +21,7 @@ from daemon_helpers import FAST_DAEMON, condition, http, metric, metrics, wait_f
 from reconciler.config import load_config
 from reconciler.obs.logging import configure_logging
 from reconciler.reconcile.daemon import Daemon
+from reconciler.service import Reconciler
 
 ALICE = "alice-secret-token-0123456789"
 BOB = "bob-secret-token-0123456789"
@@ -454,3 +455,20 @@ def test_a_stalled_environment_stays_stalled_across_a_restart(
     wait_for("ready again", lambda: condition(env_doc(third, "dev"), "Ready") == ("True", "InSync"), 15)
     assert condition(env_doc(third, "dev"), "Stalled") == ("False", "NotStalled")
     assert run_sql(dsn, "select count(*) from pg_views where viewname = 'v'") == [(1,)]
+
+
+def test_a_plan_approved_elsewhere_runs_within_a_watch_interval(
+    make_db: Callable[..., str], project: Callable[..., Path], start_daemon: Callable[..., Daemon]
+) -> None:
+    dsn = make_db(USERS_OLD_ROWS)
+    daemon = {**FAST_DAEMON, "jitter": 0}
+    cfg = project({"010_users.sql": USERS_NEW}, {"dev": {"dsn": dsn, "interval": "10m"}}, daemon=daemon)
+    d = start_daemon(cfg)
+    wait_for("a plan awaiting approval", lambda: env_doc(d, "dev")["status"]["pending_plan_id"] is not None)
+    plan_id = env_doc(d, "dev")["status"]["pending_plan_id"]
+    # Approved by another process (the CLI's way): the interval is ten minutes, so only the daemon's look at the
+    # store's approved plans can explain the drop within seconds.
+    with Reconciler(load_config(cfg)) as cli:
+        cli.approve(plan_id, "alice")
+    wait_for("the approved plan ran", lambda: columns(dsn, "users") == ["id", "name", "email"], 30)
+    wait_for("in sync", lambda: condition(env_doc(d, "dev"), "Ready") == ("True", "InSync"))
