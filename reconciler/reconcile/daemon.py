@@ -357,6 +357,7 @@ class Daemon:
     def approve(self, plan_id: int, by: str) -> PlanRecord:
         """``by`` is the identity of a bearer token the API checked: an authenticated approver."""
         record = self.reconciler.approve(plan_id, Approver(by, authenticated=True))
+        self._approved_seen.add(record.id)  # run here and now: the watch need not trigger it again
         self.controller.trigger(record.environment, "plan_approved", unstall=True)
         return record
 
