@@ -69,12 +69,13 @@ def test_privileges(
         assert run_sql(dsn, "select has_table_privilege('reconciler_test_reader', 't', 'select')") == [(True,)]
 
 
-def test_vetting_catches_migra_grant_to_public(
+def test_migra_grant_to_public_is_corrected(
     make_db: Callable[..., str],
     project: Callable[..., Path],
     reconciler_for: Callable[[Path], Reconciler],
 ) -> None:
-    """migra writes GRANT ... TO "PUBLIC" (a role that does not exist); vetting stops it before the environment."""
+    """migra writes GRANT ... TO "PUBLIC" (a role that does not exist, which vetting stopped); the plan grants to
+    the PUBLIC pseudo-role instead, and converges."""
     dsn = make_db("create table t (id int);")
     reconciler = reconciler_for(
         project(
@@ -82,13 +83,12 @@ def test_vetting_catches_migra_grant_to_public(
             {"dev": {"dsn": dsn, "privileges": True}},
         )
     )
-    result = reconciler.apply("dev")
-    assert result.applied == [] and not result.in_sync
-    assert result.vet is not None and not result.vet.ok
-    assert 'role "PUBLIC" does not exist' in (result.vet.error or "")
-    assert any("vetting on a scratch clone failed" in m for m in result.messages)
-    events = [r.event for r in reconciler.store.audit_records("dev")]
-    assert "vet_failed" in events and "statement_applied" not in events
+    assert reconciler.plan("dev").sqls == ("GRANT SELECT ON TABLE public.t TO PUBLIC",)
+    result = reconciler.apply("dev")  # a grant (AZ108) waits for a person by default
+    assert result.vet is not None and result.vet.ok and result.queued_plan_id is not None
+    reconciler.approve(result.queued_plan_id, "alice")
+    assert reconciler.apply("dev").in_sync
+    assert run_sql(dsn, "select has_table_privilege('public', 't', 'select')") == [(True,)]
 
 
 def test_major_version_mismatch_is_refused() -> None:
