@@ -128,6 +128,9 @@ class Daemon:
             self._config_digest = self._read_config_digest()
             self._load_statuses()
             self._first_share()
+            # The first rendering of every series, made before the passes start: the first scrape (which a large
+            # fleet's first passes would slow down) then finds one ready (see Metrics.render_for_scrape).
+            self.metrics.render_for_scrape()
             self.http.start()
             self.controller.start()
         except BaseException:
