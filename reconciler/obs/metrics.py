@@ -38,6 +38,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PREFIX = "schema_reconciler_"
 SLOW_RENDER = 0.5  # seconds: from a rendering this slow on, a scrape gets the previous one (see render_for_scrape)
+LARGE_FLEET = 200  # environments: from this many on, too (a rendering's time under load is not known in advance)
 NO_HAZARD = "NONE"
 HAZARD_LABELS = (*(k.value for k in HazardKind), NO_HAZARD)
 OUTCOMES = ("success", "requeue", "error", "terminal")
@@ -78,9 +79,10 @@ class _OldestPendingAge(Collector):
 class _Renderings:
     """The last rendering, and at most one rendering running in the background; thread-safe."""
 
-    def __init__(self, render: Callable[[], bytes], slow: float) -> None:
+    def __init__(self, render: Callable[[], bytes], slow: float, large: Callable[[], bool] = lambda: False) -> None:
         self._render = render
         self._slow = slow
+        self._large = large
         self._lock = threading.Lock()
         self._last: bytes | None = None
         self._took = 0.0
@@ -88,7 +90,7 @@ class _Renderings:
 
     def get(self) -> bytes:
         with self._lock:
-            last = self._last if self._took > self._slow else None
+            last = self._last if self._took > self._slow or self._large() else None
             if last is not None and not self._refreshing:
                 self._refreshing = True
                 threading.Thread(target=self._refresh, name="metrics-render", daemon=True).start()
@@ -135,7 +137,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self._scrapes = _Renderings(self.render, SLOW_RENDER)
+        self._environments: set[str] = set()
+        self._scrapes = _Renderings(self.render, SLOW_RENDER, lambda: len(self._environments) >= LARGE_FLEET)
         r = self.registry
         self.drift = _env_gauge(
             r,
@@ -270,6 +273,7 @@ class Metrics:
 
     def add_environment(self, environment: str, *, suspended: bool) -> None:
         """Create every series of ``environment`` so that rates and absences are well defined from the start."""
+        self._environments.add(environment)
         for outcome in OUTCOMES:
             self.reconciles.labels(environment, outcome)
         for kind in HAZARD_LABELS:
@@ -282,6 +286,7 @@ class Metrics:
         self.promotion_waiting.labels(environment).set(0)
 
     def remove_environment(self, environment: str) -> None:
+        self._environments.discard(environment)
         for outcome in OUTCOMES:
             _remove(self.reconciles, environment, outcome)
         for kind in HAZARD_LABELS:
@@ -391,8 +396,8 @@ class Metrics:
 
     def render_for_scrape(self) -> bytes:
         """What ``/metrics`` answers: a fresh rendering while rendering is quick. Once one took longer than
-        :data:`SLOW_RENDER` (a fleet of many hundred environments), a scrape gets the last rendering at once and
-        starts a fresh one in the background for the next scrape: the figures are one scrape old, and a scrape
+        :data:`SLOW_RENDER`, or from :data:`LARGE_FLEET` environments on, a scrape gets the last rendering at once
+        and starts a fresh one in the background for the next scrape: the figures are one scrape old, and a scrape
         never waits for a whole rendering (nor runs into the scraper's timeout)."""
         return self._scrapes.get()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.obs.metrics import HAZARD_LABELS, Metrics
+from reconciler.obs.metrics import HAZARD_LABELS, LARGE_FLEET, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_LABELS = {"environment", "outcome", "phase", "hazard", "kind", "revision", "le"}
@@ -132,4 +132,10 @@ def test_a_scrape_of_a_slowly_rendering_registry_gets_the_last_rendering_at_once
     before = quick.render_for_scrape()
     quick.set_stalled("dev", True)
     assert quick.render_for_scrape() != before  # rendered fresh: no stale figures for a small registry
+    large = Metrics()
+    for i in range(LARGE_FLEET):
+        large.add_environment(f"tenant{i}", suspended=False)
+    first = large.render_for_scrape()
+    large.set_stalled("tenant0", True)
+    assert large.render_for_scrape() == first  # a large fleet's scrape gets the last rendering, whatever it took
     assert b"_created" not in before
