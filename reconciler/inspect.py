@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import MANAGED_SCHEMAS_WHERE
-from .db import Connection, database_errors, engine_for, fetch_all
+from .db import Connection, connect, database_errors, engine_for, fetch_all
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
 
@@ -327,6 +327,8 @@ select kind, ident, def from (
                      'notnull=' || typ.typnotnull, 'default=' || coalesce(typ.typdefault, ''),
                      'range=' || coalesce((select format_type(rg.rngsubtype, null) from pg_range rg
                                            where rg.rngtypid = typ.oid), ''),
+                     'collation=' || case when typ.typcollation <> 0 then typ.typcollation::regcollation::text
+                                          else '' end,
                      'acl=' || case when %(privileges)s then coalesce(typ.typacl::text, '') else '' end)
     from typ
   union all
@@ -342,6 +344,7 @@ select kind, ident, def from (
     from pg_description d
     where (d.objoid >= 16384 and (pg_identify_object(d.classoid, d.objoid, d.objsubid)).schema in (select nspname from ns))
        or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
+       or (d.classoid = 'pg_foreign_server'::regclass and d.objoid >= 16384)
   union all
     select 'default_acl', coalesce(n.nspname, '*') || '.' || da.defaclobjtype::text || '.' || da.defaclrole::regrole::text,
            da.defaclacl::text
@@ -409,10 +412,14 @@ def schema_fingerprint(
 # count and the ``xmin`` of every row, of every catalog a fingerprint could read, for objects outside the
 # built-in range (a filter column per catalog: oid 16384 on), plus the role names and attributes (a role
 # renamed changes every ACL and owner that names it) and the index state flags (which CREATE / DROP INDEX
-# CONCURRENTLY set in place, without a new row version). So when the stamp is equal, no catalog row a
-# fingerprint reads has changed, and the fingerprint is the one read with the stamp last time. The converse
-# does not hold, and need not: a stamp that changed (VACUUM FULL of a catalog, ANALYZE of one, a change in a
-# schema that is not managed) only costs the full fingerprint read.
+# CONCURRENTLY set in place, without a new row version), and which server, database and run of the server it
+# is (transaction ids can repeat after a failover that lost transactions, a restore, a cluster rebuilt by the
+# same script). So when the stamp is equal, no catalog row of a user object that a fingerprint reads has changed,
+# and the fingerprint is the one read with the stamp last time. Not seen: a superuser's change to a built-in
+# object (renaming a built-in function or type that a view names); the trust bound on a stamp
+# (planning.STAMP_TRUSTED_FOR) bounds that. The converse does not hold, and need not: a stamp that changed
+# (temporary tables, VACUUM FULL of a catalog, a change in a schema that is not managed) only costs the full
+# fingerprint read.
 #
 # Catalogs left out, with the reason (tests/integration/test_catalog_stamp.py holds every catalog of the
 # running server to one list or the other): data, not schema (pg_statistic, pg_statistic_ext_data,
@@ -492,22 +499,37 @@ def _stamp_part(catalog: str, key: str | None) -> str:
     )
 
 
-_STAMP_SQL = (
-    "select md5(string_agg(c || '=' || coalesce(h, ''), ';')) from ("
-    + "\nunion all ".join(
-        [_stamp_part(c, k) for c, k in STAMPED_CATALOGS]
-        + [
-            "select 'index_flags', md5(string_agg(indexrelid::text || indisvalid::text || indisready::text"
-            " || indislive::text, ',')) from pg_catalog.pg_index where indexrelid >= 16384",
-            "select 'roles', md5(string_agg(r::text, ',')) from pg_catalog.pg_roles r",
-            "select 'user_mappings', md5(string_agg(m::text, ',')) from pg_catalog.pg_user_mappings m",
-        ]
-    )
-    + ") s"
-)
+# Catalogs that are younger than the oldest major version the stamp reads: left out of older servers' stamps.
+_STAMPED_SINCE = {"pg_publication_namespace": 15}
 
 
-def catalog_stamp(conn_or_dsn: Connection | str, *, what: str = "reading the catalog stamp") -> str:
+@functools.cache
+def _stamp_sql(major: int) -> str:
+    """The stamp query for a server of ``major`` version (only the catalogs it has)."""
+    parts = [_stamp_part(c, k) for c, k in STAMPED_CATALOGS if _STAMPED_SINCE.get(c, 0) <= major]
+    parts += [
+        "select 'index_flags', md5(string_agg(indexrelid::text || indisvalid::text || indisready::text"
+        " || indislive::text, ',')) from pg_catalog.pg_index where indexrelid >= 16384",
+        "select 'roles', md5(string_agg(r::text, ',')) from pg_catalog.pg_roles r",
+        "select 'user_mappings', md5(string_agg(m::text, ',')) from pg_catalog.pg_user_mappings m",
+        # Which server, database and run of the server: transaction ids, and so row versions, can repeat on
+        # another server (a failover that lost transactions, a restore, a cluster rebuilt by the same script).
+        "select 'server', pg_postmaster_start_time()::text || ' ' || (select system_identifier::text from"
+        " pg_control_system()) || ' ' || (select oid::text from pg_database where datname = current_database())",
+    ]
+    return "select md5(string_agg(c || '=' || coalesce(h, ''), ';')) from (" + "\nunion all ".join(parts) + ") s"
+
+
+def catalog_stamp(
+    conn_or_dsn: Connection | str,
+    *,
+    what: str = "reading the catalog stamp",
+    connect_timeout: timedelta = timedelta(seconds=10),
+) -> str:
     """A hash of the row versions of every catalog a fingerprint reads (one query, one row): equal stamps of one
     database mean an unchanged fingerprint. Changes for reasons a fingerprint ignores too (see above)."""
-    return str(fetch_all(conn_or_dsn, _STAMP_SQL, {}, what=what)[0][0])
+    if isinstance(conn_or_dsn, str):
+        with database_errors(what), connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
+            return catalog_stamp(conn, what=what)
+    sql = _stamp_sql(conn_or_dsn.info.server_version // 10000)
+    return str(fetch_all(conn_or_dsn, sql, {}, what=what)[0][0])

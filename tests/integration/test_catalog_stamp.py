@@ -13,7 +13,7 @@ import pytest
 from test_fingerprint import BASE as FINGERPRINT_BASE
 
 from reconciler import planning
-from reconciler.inspect import NOT_STAMPED_CATALOGS, STAMPED_CATALOGS, catalog_stamp
+from reconciler.inspect import NOT_STAMPED_CATALOGS, STAMPED_CATALOGS, _stamp_sql, catalog_stamp
 from reconciler.planning import read_fingerprint
 from reconciler.service import Reconciler
 
@@ -160,3 +160,11 @@ def test_an_unprivileged_role_reads_the_stamp(make_db: Callable[..., str]) -> No
         conn.execute(f"set role {role}".encode())
         assert catalog_stamp(conn) == catalog_stamp(conn)  # readable, and stable for the role that reads it
         assert catalog_stamp(conn) != as_superuser  # a user mapping's options show only to those who may see them
+
+
+def test_the_stamp_reads_only_catalogs_the_server_has_and_which_server_it_is(make_db: Callable[..., str]) -> None:
+    assert "pg_publication_namespace" not in _stamp_sql(14)  # PostgreSQL 14 has none
+    assert "pg_publication_namespace" in _stamp_sql(15)
+    assert "pg_postmaster_start_time()" in _stamp_sql(15) and "pg_control_system()" in _stamp_sql(15)
+    # Same schema, another database: another stamp (row versions are only comparable within one database).
+    assert catalog_stamp(make_db(BASE)) != catalog_stamp(make_db(BASE))
