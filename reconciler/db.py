@@ -305,6 +305,12 @@ def is_broken(conn: Connection) -> bool:
     return bool(conn.broken or conn.closed)
 
 
+def is_idle(conn: Connection) -> bool:
+    """Whether the session is outside any transaction block (a statement sent now runs in a transaction of its
+    own; several sent at once, in one implicit transaction that a failure rolls back whole)."""
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
 # -- what runs is what was classified ---------------------------------------------------------------------
 
 

@@ -121,7 +121,8 @@ def _whole_inspection(scratch: ScratchServer, target: Target, major: int, finger
     if kept is not None:
         return kept
     got = inspect_database(target.dsn, what=what, connect_timeout=env.connect_timeout)
-    buildcache.save(folder, key, portable(got), kind="environment")
+    if read_fingerprint(target) == fingerprint:  # kept only if no change came between the fingerprint and it
+        buildcache.save(folder, key, portable(got), kind="environment")
     return got
 
 

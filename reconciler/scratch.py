@@ -47,6 +47,7 @@ from .db import (
     Connection,
     connect,
     database_errors,
+    is_idle,
     make_dsn,
     parse_dsn,
     quote_ident,
@@ -430,11 +431,7 @@ def run_checked(
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(connect(dsn, what=what, connect_timeout=connect_timeout, autocommit=True))
         admin: Connection | None = None
-        for batch in _batches(statements):
-            if len(batch) > 1:
-                _run_batch(conn, batch, sandbox, what)
-                continue
-            stmt = batch[0]
+        for stmt in _statements_or_batches(conn, statements, sandbox, what):
             target = conn
             if stmt.as_admin and admin_dsn is not None:
                 if admin is None:
@@ -466,6 +463,19 @@ def _batches(statements: Sequence[CheckedStatement]) -> Iterator[list[CheckedSta
             yield [stmt]
     if run:
         yield run
+
+
+def _statements_or_batches(
+    conn: Connection, statements: Sequence[CheckedStatement], sandbox: SandboxConfig, what: str
+) -> Iterator[CheckedStatement]:
+    """Run the batches of ``statements`` (while the session is outside a transaction block: inside the desired
+    state's own BEGIN, a failed batch would abort that transaction instead of rolling back alone, and the
+    statements' re-run could not name the failing one); yield every statement that runs alone."""
+    for batch in _batches(statements):
+        if len(batch) > 1 and is_idle(conn):
+            _run_batch(conn, batch, sandbox, what)
+        else:
+            yield from batch
 
 
 def _run_batch(conn: Connection, batch: Sequence[CheckedStatement], sandbox: SandboxConfig, what: str) -> None:

@@ -274,7 +274,7 @@ class Daemon:
         replica that owns its environment, not at that environment's next interval."""
         try:
             approved = self.reconciler.store.approved_plans()
-        except ReconcilerError as exc:
+        except Exception as exc:  # the store unreachable: the next watch interval tries again
             log.warning("approved_plans_unreadable", error=str(exc))
             return
         for plan_id in sorted(approved.keys() - self._approved_seen):
@@ -302,9 +302,10 @@ class Daemon:
         if changed_top:
             log.warning("config_change_needs_restart", keys=changed_top)
         old_envs, new_envs = self.config.environments, new.environments
-        self.config = self.config.model_copy(update={"environments": dict(new_envs)})
+        self.config = self.config.model_copy(update={"environments": dict(new_envs), "fleets": new.fleets})
         self.reconciler.config = self.config
-        self.reconciler.warm.clear()  # a changed DSN, credentials or TLS setting takes effect at the next pass
+        if old_envs != new_envs:  # a changed DSN, credentials or TLS setting takes effect at the next pass
+            self.reconciler.warm.clear()
         for name in sorted(set(old_envs) - set(new_envs)):
             self.controller.remove_environment(name)
             self.metrics.remove_environment(name)

@@ -62,3 +62,13 @@ def test_statements_that_must_run_alone_build_as_before(scratch: ScratchServer) 
         "where n.nspname = 'app' and c.relkind in ('r', 'i') order by 1",
     )
     assert [r[0] for r in rows] == ["feeling", "inside", "t0", "t0_id", "t0_pkey", "t1", "t1_pkey", "t2", "t2_pkey"]
+
+
+def test_an_error_inside_the_desired_states_own_transaction_names_its_line(scratch: ScratchServer) -> None:
+    # Inside BEGIN ... COMMIT nothing is batched: a failed batch would abort the transaction, and the re-run would
+    # blame the first statement after BEGIN.
+    text = "begin;\n" + _tables(3) + "create table broken (id nosuchtype);\n" + _tables(2, 50) + "commit;\n"
+    with pytest.raises(DesiredStateError) as caught:
+        scratch.build_desired(_desired({"010.sql": text}, "batch-in-transaction"))
+    assert (caught.value.file, caught.value.line) == ("010.sql", 5)
+    assert "nosuchtype" in str(caught.value)
