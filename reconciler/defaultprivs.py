@@ -17,20 +17,21 @@ from .db import Connection, quote_ident
 _KINDS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types", "n": "schemas"}
 _ACLDEFAULT = {"r": "r", "S": "s", "f": "f", "T": "T", "n": "n"}  # acldefault's codes for the same kinds
 
-_ENTRIES_SQL = """
-select d.defaclobjtype::text, n.nspname,
-       array(select array[case when x.grantee = 0 then '' else pg_get_userbyid(x.grantee) end, x.privilege_type,
-                           x.is_grantable::text]
-             from aclexplode(d.defaclacl) x)
+# One ACL item as (grantee name, '' for PUBLIC; privilege; grantable).
+_ITEMS = """array(select array[case when x.grantee = 0 then '' else pg_get_userbyid(x.grantee) end, x.privilege_type,
+                             x.is_grantable::text]
+               from aclexplode({acl}) x)"""
+
+_ENTRIES_SQL = (
+    "select d.defaclobjtype::text, n.nspname, "
+    + _ITEMS.format(acl="d.defaclacl")
+    + """
 from pg_default_acl d left join pg_namespace n on n.oid = d.defaclnamespace
 where d.defaclrole = %s::regrole
 """
+)
 
-_DEFAULT_SQL = """
-select array(select array[case when x.grantee = 0 then '' else pg_get_userbyid(x.grantee) end, x.privilege_type,
-                          x.is_grantable::text]
-             from aclexplode(acldefault(%s::"char", %s::regrole)) x)
-"""
+_DEFAULT_SQL = "select " + _ITEMS.format(acl='acldefault(%s::"char", %s::regrole)')
 
 Item = tuple[str, str, bool]  # grantee ('' for PUBLIC), privilege, grantable
 
@@ -45,8 +46,7 @@ class _Entry:
 def take_over(conn: Connection, old: str, new: str) -> None:
     """Give ``new`` every default privilege entry of ``old`` in the database of ``conn``, and clear ``old``'s."""
     entries = [
-        _Entry(kind, schema, frozenset((g, p, g2 == "true") for g, p, g2 in items))
-        for kind, schema, items in conn.execute(_ENTRIES_SQL, (old,)).fetchall()
+        _Entry(kind, schema, _items(items)) for kind, schema, items in conn.execute(_ENTRIES_SQL, (old,)).fetchall()
     ]
     for entry in entries:
         mine = frozenset((new if g == old else g, p, grantable) for g, p, grantable in entry.items)
@@ -60,7 +60,11 @@ def _default(conn: Connection, entry: _Entry, role: str) -> frozenset[Item]:
     if entry.schema is not None:
         return frozenset()
     row = conn.execute(_DEFAULT_SQL, (_ACLDEFAULT[entry.kind], role)).fetchone()
-    return frozenset((g, p, g2 == "true") for g, p, g2 in (row[0] if row else []))
+    return _items(row[0] if row else [])
+
+
+def _items(rows: list[list[str]]) -> frozenset[Item]:
+    return frozenset((grantee, privilege, grantable == "true") for grantee, privilege, grantable in rows)
 
 
 def _changes(role: str, entry: _Entry, have: frozenset[Item], want: frozenset[Item]) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .catalog import MANAGED_SCHEMAS_WHERE
+from .catalog import MANAGED_SCHEMAS_WHERE, UNLISTED_KINDS, DescribeOptions, describe, extend_fingerprint
 from .db import Connection, connect, database_errors, engine_for, fetch_all
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
@@ -402,6 +402,24 @@ def schema_fingerprint(
     params = {"schemas": list(schemas), "exclude": list(exclude_schemas), "privileges": privileges}
     rows = fetch_all(conn_or_dsn, _HASH_SQL, params, what=what, connect_timeout=connect_timeout)
     return str(rows[0][0])
+
+
+def environment_fingerprint(
+    conn_or_dsn: Connection | str,
+    options: DescribeOptions,
+    *,
+    what: str = "reading the schema fingerprint",
+    connect_timeout: timedelta = timedelta(seconds=10),
+) -> str:
+    """The fingerprint compared for an environment described with ``options``: the listing's hash and the
+    description rows of :data:`~reconciler.catalog.UNLISTED_KINDS` (two catalog queries on one connection)."""
+    if isinstance(conn_or_dsn, str):
+        with database_errors(what), connect(conn_or_dsn, what=what, connect_timeout=connect_timeout) as conn:
+            return environment_fingerprint(conn, options, what=what)
+    listing = schema_fingerprint(
+        conn_or_dsn, options.schemas, options.exclude_schemas, privileges=options.privileges, what=what
+    )
+    return extend_fingerprint(listing, describe(conn_or_dsn, options, kinds=UNLISTED_KINDS, what=what))
 
 
 # -- catalog stamp ----------------------------------------------------------------------------------

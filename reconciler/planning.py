@@ -23,7 +23,15 @@ from .config import EnvironmentConfig
 from .db import connect, database_errors, server_major
 from .drift import describe_options, plan_statements, residual
 from .hazards.phases import order_phases
-from .inspect import Inspection, catalog_stamp, filtered, inspect_database, portable, schema_fingerprint
+from .inspect import (
+    Inspection,
+    catalog_stamp,
+    environment_fingerprint,
+    filtered,
+    inspect_database,
+    portable,
+    schema_fingerprint,
+)
 from .model import DatabaseIdentity, DesiredState, Plan, QualifiedName, Statement, TableStats
 from .obs.phases import phase
 from .scratch import ScratchServer
@@ -138,12 +146,9 @@ def read_fingerprint(target: Target, conn: Any = None) -> str:
     cover (two catalog queries on one connection: ``conn`` if given)."""
     env = target.env
     what = target.doing("reading the schema fingerprint of")
-    if conn is None:
-        with database_errors(what), connect(target.dsn, what=what, connect_timeout=env.connect_timeout) as own:
-            return read_fingerprint(target, own)
-    listing = schema_fingerprint(conn, env.schemas, env.exclude_schemas, privileges=env.privileges, what=what)
-    unlisted = describe(conn, describe_options(env), kinds=UNLISTED_KINDS, what=what)
-    return extend_fingerprint(listing, unlisted)
+    return environment_fingerprint(
+        target.dsn if conn is None else conn, describe_options(env), what=what, connect_timeout=env.connect_timeout
+    )
 
 
 # A stamp vouches for a fingerprint at most this long after the fingerprint was read: past it, the full

@@ -34,7 +34,7 @@ from pglast import ast, enums, parser
 from pglast.stream import RawStream
 
 from .apply import execute_steps
-from .catalog import UNLISTED_KINDS, CatalogRow, DescribeOptions, describe, extend_fingerprint
+from .catalog import CatalogRow, DescribeOptions, describe
 from .config import EnvironmentConfig
 from .db import (
     Connection,
@@ -49,7 +49,7 @@ from .db import (
 from .diff import diff
 from .drift import describe_options, owner_change, plan_statements
 from .errors import ApplyError, DatabaseError, LockTimeoutError, ReconcilerError, UnreachableError
-from .inspect import Inspection, filtered, inspect_database, schema_fingerprint
+from .inspect import Inspection, environment_fingerprint, filtered, inspect_database, schema_fingerprint
 from .model import ExecStep, Statement
 from .sandbox import runs_as_admin
 from .scratch import ScratchServer
@@ -375,13 +375,8 @@ def desired_vetting_fingerprint(dsn: str, revision: str, options: DescribeOption
 
 
 def _vetting_fingerprint(dsn: str, options: DescribeOptions, connect_timeout: timedelta, what: str) -> str:
-    options = dataclasses.replace(options, compare_owners=False)
-    with database_errors(what), connect(dsn, what=what, connect_timeout=connect_timeout) as conn:
-        listing = schema_fingerprint(
-            conn, options.schemas, options.exclude_schemas, privileges=options.privileges, what=what
-        )
-        unlisted = describe(conn, options, kinds=UNLISTED_KINDS, what=what)
-    return extend_fingerprint(listing, unlisted)
+    unowned = dataclasses.replace(options, compare_owners=False)
+    return environment_fingerprint(dsn, unowned, what=what, connect_timeout=connect_timeout)
 
 
 def vet_plan(

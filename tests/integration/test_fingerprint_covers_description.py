@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 from test_drift_corpus import CASES, Case, icu, reader_role  # noqa: F401  (fixtures the cases need)
 
-from reconciler.catalog import UNLISTED_KINDS, DescribeOptions, describe, extend_fingerprint
-from reconciler.inspect import schema_fingerprint
+from reconciler.catalog import DescribeOptions, describe
+from reconciler.inspect import environment_fingerprint
 
 FDW = (
     "create foreign data wrapper w; create server srv foreign data wrapper w;"
@@ -42,11 +42,5 @@ def test_a_difference_the_description_sees_moves_the_fingerprint(
     unowned = dataclasses.replace(options, compare_owners=False)  # as vetting compares a clone
     for opts in (options, unowned):
         rows = [{(r.kind, r.object, r.detail) for r in describe(dsn, opts, what="test")} for dsn in (env, built)]
-        prints = [fingerprint(dsn, opts) for dsn in (env, built)]
+        prints = [environment_fingerprint(dsn, opts) for dsn in (env, built)]
         assert rows[0] == rows[1] or prints[0] != prints[1], sorted(rows[0] ^ rows[1])
-
-
-def fingerprint(dsn: str, options: DescribeOptions) -> str:
-    """The environment fingerprint (what the fast path compares) as read with ``options``."""
-    listing = schema_fingerprint(dsn, privileges=options.privileges)
-    return extend_fingerprint(listing, describe(dsn, options, kinds=UNLISTED_KINDS, what="test"))
