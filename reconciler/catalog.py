@@ -247,7 +247,7 @@ select kind, object, detail, key from (
                      case when fn.proleakproof then 'leakproof' end, 'parallel ' || fn.proparallel::text,
                      case when fn.procost <> 100 and fn.prolang <> 12 then 'cost ' || fn.procost end,
                      'config ' || fn.proconfig::text, 'bin ' || fn.probin,
-                     case when fn.prokind <> 'a' then 'source md5 ' || md5(fn.prosrc) end,
+                     case when fn.prokind <> 'a' then 'source md5 ' || md5(__FN_SOURCE__) end,
                      (select concat_ws(' | ', 'options ' || nullif(concat_ws(' ', __AGG_OPTIONS__), ''),
                                        concat_ws(' ', 'sfunc', ag.aggtransfn::regproc::text,
                                        'stype', format_type(ag.aggtranstype, null),
@@ -373,8 +373,13 @@ order by kind collate "C", object collate "C", detail collate "C"
 """
 )
 
+# A function's source: its SQL-standard body (``RETURN ...``, ``BEGIN ATOMIC ... END``) deparsed, for which PostgreSQL
+# keeps an empty ``prosrc``; otherwise the ``prosrc`` text (PostgreSQL 14 and later).
+FUNCTION_SOURCE = "coalesce(pg_get_function_sqlbody(fn.oid), fn.prosrc)"
+
 _SQL = (
-    _DESCRIBE_SQL.replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))
+    _DESCRIBE_SQL.replace("__FN_SOURCE__", FUNCTION_SOURCE)
+    .replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))
     .replace("__REL_ACL__", _acl("rel.relacl", "r", "rel.relowner"))  # 'r' and 's' defaults are both owner-only
     .replace("__COL_ACL__", _acl("a.attacl", "c", "rel.relowner", default=False))
     .replace("__FN_ACL__", _acl("fn.proacl", "f", "fn.proowner"))

@@ -13,7 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .catalog import MANAGED_SCHEMAS_WHERE, UNLISTED_KINDS, DescribeOptions, describe, extend_fingerprint
+from .catalog import (
+    FUNCTION_SOURCE,
+    MANAGED_SCHEMAS_WHERE,
+    UNLISTED_KINDS,
+    DescribeOptions,
+    describe,
+    extend_fingerprint,
+)
 from .db import Connection, connect, database_errors, engine_for, fetch_all
 
 Inspection = Any  # schemainspect.pg.obj.PostgreSQL; untyped upstream
@@ -44,6 +51,26 @@ select 'constraint', n.nspname, k.conname
   from pg_constraint k join pg_namespace n on n.oid = k.connamespace
  where k.conparentid <> 0 and k.conrelid <> 0
 """
+
+
+# The functions with a SQL-standard body (``RETURN ...``, ``BEGIN ATOMIC ... END``), and that body deparsed.
+_SQL_BODIES_SQL = """
+select n.nspname as schema, p.proname as name, pg_get_function_identity_arguments(p.oid) as arguments,
+       pg_get_function_sqlbody(p.oid) as body
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where p.prosqlbody is not null
+"""
+
+
+def _with_sql_bodies(functions: Iterable[Any], rows: Iterable[Any]) -> None:
+    """Give each function with a SQL-standard body that body as its definition. schemainspect reads ``prosrc``,
+    which PostgreSQL leaves empty for such a body, so migra saw two different bodies as equal and planned nothing.
+    (migra creates a function from ``pg_get_functiondef``, which prints the body: only the comparison was blind.)"""
+    bodies = {(r.schema, r.name, r.arguments): r.body for r in rows}
+    for function in functions:
+        body = bodies.get((function.schema, function.name, function.identity_arguments))
+        if body is not None:
+            function.definition = body
 
 
 _IMPORTING = threading.Lock()
@@ -120,6 +147,7 @@ def _tolerant_inspector() -> tuple[str, Any]:
             rows = list(self.execute(text(_INHERITED_SQL)))
             self.inherited_indexes = frozenset((r.schema, r.name) for r in rows if r.kind == "index")
             self.inherited_constraints = frozenset((r.schema, r.name) for r in rows if r.kind == "constraint")
+            _with_sql_bodies(self.functions.values(), self.execute(text(_SQL_BODIES_SQL)))
 
         def load_all_relations(self) -> None:
             try:
@@ -313,7 +341,7 @@ select kind, ident, def from (
            concat_ws(' | ', fn.prokind, pg_get_function_result(fn.oid), l.lanname, fn.provolatile, fn.proisstrict,
                      fn.prosecdef, fn.proleakproof, fn.proparallel, fn.proretset,
                      'config=' || coalesce(fn.proconfig::text, ''), 'bin=' || coalesce(fn.probin, ''),
-                     'src=' || md5(fn.prosrc),
+                     'src=' || md5(__FN_SOURCE__),
                      'agg=' || coalesce((select row_to_json(ag)::text  -- every option; ids are stable in one db
                                          from pg_aggregate ag where ag.aggfnoid = fn.oid), ''),
                      'acl=' || case when %(privileges)s then coalesce(fn.proacl::text, '') else '' end)
@@ -352,7 +380,7 @@ select kind, ident, def from (
     where %(privileges)s and (n.oid is null or n.nspname in (select nspname from ns))
 ) listing
 """
-)
+).replace("__FN_SOURCE__", FUNCTION_SOURCE)
 
 _ORDER = 'order by kind collate "C", ident collate "C", def collate "C"'
 

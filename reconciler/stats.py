@@ -172,8 +172,11 @@ def row_counts(
 
 _BUILTINS_SQL = "select distinct proname::text from pg_catalog.pg_proc where pronamespace = 'pg_catalog'::regnamespace"
 
+# A SQL-standard body (``RETURN ...``, ``BEGIN ATOMIC ... END``) has an empty prosrc: its function's whole
+# definition is read instead, which parses as SQL with the body in it.
 _GRAPH_FUNCTIONS_SQL = """
-select p.oid::bigint, n.nspname::text, p.proname::text, l.lanname::text, coalesce(p.prosrc, ''), p.prosecdef,
+select p.oid::bigint, n.nspname::text, p.proname::text, l.lanname::text,
+       case when p.prosqlbody is not null then pg_get_functiondef(p.oid) else coalesce(p.prosrc, '') end, p.prosecdef,
        p.oid::regprocedure::text
 from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
 where n.nspname not in ('pg_catalog', 'information_schema') and l.lanname not in ('internal', 'c')

@@ -453,6 +453,35 @@ CASES += [
     ),
 ]
 
+# SQL-standard function bodies (RETURN, BEGIN ATOMIC): PostgreSQL keeps them parsed, with an empty prosrc, which is
+# all schemainspect reads. A changed body must be planned, and never called in sync.
+SQLBODY = "create function sb(a int) returns int language sql immutable return a + 1;"
+CASES += [
+    Case(
+        "sql-standard function body changed",
+        SQLBODY,
+        "create function sb(a int) returns int language sql immutable return a + 2;",
+        CONVERGES,
+        plan_has="RETURN (a + 2)",
+    ),
+    Case(
+        "begin atomic procedure body changed",
+        T + " create procedure sp(x int) language sql begin atomic insert into t (id) values (x); end;",
+        T + " create procedure sp(x int) language sql begin atomic insert into t (id) values (x + 1); end;",
+        CONVERGES,
+        plan_has="x + 1",
+    ),
+    Case(
+        "sql-standard body changed to a table another function reads",
+        T + " create table u (id int);" + " create function cnt() returns bigint language sql stable"
+        " begin atomic select count(*) from t; end;",
+        T + " create table u (id int);" + " create function cnt() returns bigint language sql stable"
+        " begin atomic select count(*) from u; end;",
+        CONVERGES,
+    ),
+    Case("quoted body made sql-standard", F, "create function f(a int) returns int language sql return a;", CONVERGES),
+]
+
 
 @pytest.fixture(scope="module")
 def reader_role(pg_server: EmbeddedPostgres) -> str:

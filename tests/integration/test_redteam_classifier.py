@@ -75,6 +75,10 @@ PLPGSQL_ADMIN = (
     "create function auth.is_admin() returns boolean language plpgsql as "
     "$$ begin return auth.role_of() = 'admin'; end $$;"
 )
+STANDARD_ADMIN = (  # a SQL-standard body: PostgreSQL keeps it parsed, with an empty prosrc
+    "create function auth.is_admin() returns boolean language sql stable begin atomic "
+    "select auth.role_of() = 'admin'; end;"
+)
 OWNS = (
     "create schema auth; create function auth.owns(a text, b text) returns boolean language sql as 'select {}';"
     "create operator auth.=== (function = auth.owns, leftarg = text, rightarg = text);"
@@ -87,6 +91,8 @@ GUARDS_REACHED = [
      INDIRECT_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
     ("function that a policy reaches through a PL/pgSQL function changed", ROLE_OF, "user", "admin",
      PLPGSQL_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
+    ("function that a policy reaches through a SQL-standard function changed", ROLE_OF, "user", "admin",
+     STANDARD_ADMIN + RLS + ADMINS_POLICY, "select auth.is_admin()"),
     ("function behind an operator that a policy uses changed", OWNS, "a = b", "true", OWNS_POLICY,
      "select auth.owns('x', 'y')"),
 ]  # fmt: skip
@@ -127,6 +133,14 @@ ATTACKS = [
         "function body changed",
         "create function public.f() returns int language sql as 'select 1';",
         KEEP + "create function public.f() returns int language sql as 'select 2';",
+        "needs_approval",
+        ("CX101",),
+        "select public.f()",
+    ),
+    Attack(
+        "SQL-standard function body changed",
+        "create function public.f() returns int language sql return 1;",
+        KEEP + "create function public.f() returns int language sql return 2;",
         "needs_approval",
         ("CX101",),
         "select public.f()",
