@@ -11,10 +11,12 @@ from conftest import run_sql
 
 from reconciler.db import (
     APPLICATION_NAME,
+    SESSION_DEFAULTS,
     SESSION_SETTINGS,
     connect,
     database_errors,
     engine_for,
+    make_dsn,
     parse_dsn,
     with_dbname,
     with_session_timeouts,
@@ -40,6 +42,16 @@ def test_every_connection_starts_with_the_session_settings(make_db: Callable[...
     shown = _show(dsn, "application_name", *SESSION_SETTINGS)
     assert shown == {"application_name": APPLICATION_NAME, **SESSION_SETTINGS}
     assert SESSION_SETTINGS["search_path"] == '"$user", public'
+
+
+def test_sessions_run_without_jit_unless_the_dsn_asks_for_it(make_db: Callable[..., str]) -> None:
+    dsn = make_db()
+    run_sql(dsn, f"alter database {parse_dsn(dsn)['dbname']} set jit = on")
+    assert _show(dsn, *SESSION_DEFAULTS) == dict(SESSION_DEFAULTS) == {"jit": "off"}
+    assert _show(make_dsn({**parse_dsn(dsn), "options": "-c jit=on"}), "jit", "search_path") == {
+        "jit": "on",
+        "search_path": '"$user", public',
+    }
 
 
 def test_session_settings_keep_the_dsn_options(make_db: Callable[..., str]) -> None:
