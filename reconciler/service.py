@@ -50,6 +50,11 @@ class Reconciler:
         self.warm = WarmSessions(config.daemon.keep_connections)
         self._stamped: dict[str, planning.StampedFingerprint] = {}  # by environment: the fast path's last read
 
+    def forget_environment(self, name: str) -> None:
+        """Drop what this process keeps of environment ``name`` (its last stamped fingerprint): it was removed from
+        the configuration (a fleet's tenant gone) or its connection settings changed."""
+        self._stamped.pop(name, None)
+
     # -- resources --------------------------------------------------------------------------------
     def __enter__(self) -> Reconciler:
         return self

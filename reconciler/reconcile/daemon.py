@@ -307,6 +307,7 @@ class Daemon:
         if old_envs != new_envs:  # a changed DSN, credentials or TLS setting takes effect at the next pass
             self.reconciler.warm.clear()
         for name in sorted(set(old_envs) - set(new_envs)):
+            self.reconciler.forget_environment(name)
             self.controller.remove_environment(name)
             self.metrics.remove_environment(name)
             self.status.remove(name)
@@ -320,6 +321,7 @@ class Daemon:
                 self.status.ensure(name, now)
                 log.info("environment_added", environment=name)
             else:
+                self.reconciler.forget_environment(name)
                 log.info("environment_config_changed", environment=name)
             self.controller.set_environment(name, env)
 

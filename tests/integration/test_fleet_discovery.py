@@ -63,7 +63,7 @@ def test_the_daemon_discovers_a_fleet_again_every_so_often(
             "every": "1s",
         },
         "dsn": pg_server.dsn(f"{prefix}TENANTNAME").replace("TENANTNAME", "{name}"),
-        "template": {"interval": "5m"},
+        "template": {"interval": "1s"},  # passes after the first take the fast path, which keeps a stamp
     }
     path = project({"010.sql": SCHEMA}, {}, fleets={"tenants": fleet}, daemon={"watch_interval": "1s"})
     daemon = Daemon(load_config(path), port=0)
@@ -72,8 +72,10 @@ def test_the_daemon_discovers_a_fleet_again_every_so_often(
         assert sorted(daemon.config.environments) == ["a"]
         make_db(SCHEMA, name=f"{prefix}b")
         assert _eventually(lambda: sorted(daemon.config.environments) == ["a", "b"])
+        assert _eventually(lambda: "a" in daemon.reconciler._stamped)  # its fast path's last read, kept
         run_sql(pg_server.dsn("postgres"), f"drop database {prefix}a with (force)")
         assert _eventually(lambda: sorted(daemon.config.environments) == ["b"])
+        assert "a" not in daemon.reconciler._stamped  # a vanished tenant leaves nothing behind in the process
     finally:
         daemon.stop()
 
