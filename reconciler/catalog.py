@@ -273,7 +273,7 @@ select kind, object, detail, key from (
                           then 'collate ' || typ.typcollation::regcollation::text end,
                      (select concat_ws(' ', 'subtype', format_type(rg.rngsubtype, null),
                                        'collation', nullif(rg.rngcollation, 0)::regcollation::text,
-                                       'opclass', rg.rngsubopc::regclass::text,
+                                       'opclass', __RANGE_OPCLASS__,
                                        'canonical', nullif(rg.rngcanonical::text, '-'),
                                        'subdiff', nullif(rg.rngsubdiff::text, '-'))
                       from pg_range rg where rg.rngtypid = typ.oid),
@@ -316,7 +316,8 @@ select kind, object, detail, key from (
     lateral pg_identify_object(d.classoid, d.objoid, d.objsubid) o
     where (o.schema in (select nspname from ns)
            or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
-           or (d.classoid = 'pg_foreign_server'::regclass and d.objoid in (select oid from srv)))
+           or (d.classoid = 'pg_foreign_server'::regclass and d.objoid in (select oid from srv))
+           __UNSCHEMED_COMMENTS__)
       and not exists (select 1 from ext where ext.classid = d.classoid and ext.objid = d.objoid)
   union all
     select 'default_privileges',
@@ -350,7 +351,77 @@ select kind, object, detail, key from (
              || ' server ' || quote_ident(srv.srvname), '', srv.srvname
     from pg_user_mappings um join srv on srv.oid = um.srvid
   union all
-    select replace(o.type, ' ', '_'), o.identity, '', coalesce(o.schema || '.', '') || coalesce(o.name, o.identity)
+    -- privileges changed on built-in objects, and on languages: pg_dump prints each ACL that differs from the one
+    -- initdb (or the extension's script) set, which pg_init_privs keeps
+    select 'builtin_acl', o.type || ' ' || o.identity,
+           (select string_agg(e, ',' order by e)
+            from (select case when x.grantee = 0 then 'PUBLIC' when x.grantee = b.owner then '<owner>'
+                              else pg_get_userbyid(x.grantee) end
+                         || ':' || x.privilege_type || case when x.is_grantable then '*' else '' end as e
+                  from aclexplode(b.acl) x) items),
+           o.identity
+    from (__BUILTIN_ACLS__) b
+    left join pg_init_privs ip on ip.classoid = b.classid and ip.objoid = b.oid and ip.objsubid = 0,
+    lateral pg_identify_object(b.classid, b.oid, 0) o
+    where %(privileges)s and cardinality(%(schemas)s::text[]) = 0 and b.acl is distinct from ip.initprivs
+  union all
+    -- what pg_dump prints of a column beyond its 'column' row: compression, attribute options, and an inherited
+    -- column that a child (not a partition) declares itself as well
+    select 'property', 'column ' || rel.ident || '.' || quote_ident(a.attname),
+           concat_ws(' | ', 'compression ' || nullif(a.attcompression::text, ''),
+                     'options ' || array_to_string(array(select unnest(a.attoptions) order by 1), ','),
+                     case when a.attinhcount > 0 and a.attislocal and not rel.relispartition then 'declared locally' end),
+           rel.key
+    from rel join pg_attribute a on a.attrelid = rel.oid
+    where a.attnum > 0 and not a.attisdropped
+      and (a.attcompression::text <> '' or a.attoptions is not null
+           or (a.attinhcount > 0 and a.attislocal and not rel.relispartition))
+  union all
+    -- a typed table's type (CREATE TABLE ... OF), and the options of its TOAST table (toast.*)
+    select 'property', 'table ' || rel.ident,
+           concat_ws(' | ', 'of ' || nullif(rel.reloftype, 0)::regtype::text,
+                     (select 'toast ' || array_to_string(array(select unnest(tc.reloptions) order by 1), ',')
+                      from pg_class tc where tc.oid = rel.reltoastrelid)),
+           rel.key
+    from rel
+    where rel.reloftype <> 0
+       or exists (select 1 from pg_class tc where tc.oid = rel.reltoastrelid and tc.reloptions is not null)
+  union all
+    -- an index's column statistics targets; and the options of the indexes the 'index' rows leave out (those of
+    -- keys, whose pg_get_constraintdef omits them, and those attached to a partitioned table's index)
+    select 'property', 'index ' || quote_ident(rel.nspname) || '.' || quote_ident(ic.relname),
+           concat_ws(' | ',
+                     case when exists (select 1 from pg_constraint co where co.conindid = i.indexrelid
+                                       and co.conrelid = i.indrelid and co.contype in ('p', 'u', 'x'))
+                            or exists (select 1 from pg_inherits inh where inh.inhrelid = i.indexrelid)
+                          then 'options ' || array_to_string(array(select unnest(ic.reloptions) order by 1), ',') end,
+                     (select 'statistics ' || string_agg(ia.attnum || '=' || ia.attstattarget, ',' order by ia.attnum)
+                      from pg_attribute ia where ia.attrelid = ic.oid and ia.attstattarget >= 0)),
+           rel.key
+    from pg_index i join rel on rel.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
+    where ic.reloptions is not null
+       or exists (select 1 from pg_attribute ia where ia.attrelid = ic.oid and ia.attstattarget >= 0)
+  union all
+    -- a CHECK constraint that an inheritance child declares itself as well as inheriting it
+    select 'property', 'constraint ' || rel.ident || '.' || quote_ident(co.conname), 'declared locally', rel.key
+    from pg_constraint co join rel on rel.oid = co.conrelid
+    where co.coninhcount > 0 and co.conislocal and not rel.relispartition
+  union all
+    select 'property', 'statistics ' || quote_ident(ns.nspname) || '.' || quote_ident(s.stxname),
+           'statistics ' || (to_jsonb(s) ->> 'stxstattarget'), ns.nspname || '.' || s.stxname
+    from pg_statistic_ext s join ns on ns.oid = s.stxnamespace
+    where (to_jsonb(s) ->> 'stxstattarget')::int >= 0
+  union all
+    -- what pg_get_function_identity_arguments and the function row leave out: argument defaults, ROWS, SUPPORT
+    select 'routine_options', fn.kindname || ' ' || fn.ident,
+           concat_ws(' | ', case when fn.pronargdefaults > 0 then 'arguments ' || pg_get_function_arguments(fn.oid) end,
+                     case when fn.proretset and fn.prorows <> 1000 then 'rows ' || fn.prorows end,
+                     'support ' || nullif(fn.prosupport, 0)::regproc::text),
+           fn.key
+    from fn
+    where fn.pronargdefaults > 0 or (fn.proretset and fn.prorows <> 1000) or fn.prosupport <> 0
+  union all
+    select replace(o.type, ' ', '_'), o.identity, __DEFINITION__, coalesce(o.schema || '.', '') || coalesce(o.name, o.identity)
     from (select 'pg_operator'::regclass as classid, oid, oprnamespace as nsp from pg_operator
           union all select 'pg_opclass'::regclass, oid, opcnamespace from pg_opclass
           union all select 'pg_opfamily'::regclass, oid, opfnamespace from pg_opfamily
@@ -361,7 +432,7 @@ select kind, object, detail, key from (
     lateral pg_identify_object(x.classid, x.oid, 0) o
     where not exists (select 1 from ext where ext.classid = x.classid and ext.objid = x.oid)
   union all
-    select replace(o.type, ' ', '_'), o.identity, '', o.identity
+    select replace(o.type, ' ', '_'), o.identity, __DEFINITION__, o.identity
     from (select 'pg_publication'::regclass as classid, oid from pg_publication
           union all select 'pg_event_trigger'::regclass, oid from pg_event_trigger
           union all select 'pg_cast'::regclass, oid from pg_cast where oid >= 16384) x,
@@ -373,12 +444,67 @@ order by kind collate "C", object collate "C", detail collate "C"
 """
 )
 
+# The definition of an object the description otherwise lists by existence (operators, text search objects, casts;
+# the others of those branches show nothing): ``x`` is the branch's (classid, oid).
+_DEFINITION = """case x.classid
+    when 'pg_operator'::regclass then (
+        select concat_ws(' | ', 'function ' || op.oprcode::text, 'commutator ' || nullif(op.oprcom, 0)::regoperator::text,
+                         'negator ' || nullif(op.oprnegate, 0)::regoperator::text,
+                         'restrict ' || nullif(op.oprrest, 0)::regproc::text,
+                         'join ' || nullif(op.oprjoin, 0)::regproc::text,
+                         case when op.oprcanhash then 'hashes' end, case when op.oprcanmerge then 'merges' end)
+        from pg_operator op where op.oid = x.oid)
+    when 'pg_ts_dict'::regclass then (
+        select concat_ws(' | ', 'template ' || tmpl.tmplname, 'options ' || dict.dictinitoption)
+        from pg_ts_dict dict join pg_ts_template tmpl on tmpl.oid = dict.dicttemplate where dict.oid = x.oid)
+    when 'pg_ts_config'::regclass then (
+        select concat_ws(' | ', 'parser ' || prs.prsname,
+                         'mappings ' || (select string_agg(m.maptokentype || ':' || m.mapseqno || '=' || m.mapdict::regdictionary::text,
+                                                           ',' order by m.maptokentype, m.mapseqno)
+                                         from pg_ts_config_map m where m.mapcfg = cfg.oid))
+        from pg_ts_config cfg join pg_ts_parser prs on prs.oid = cfg.cfgparser where cfg.oid = x.oid)
+    when 'pg_cast'::regclass then (
+        select concat_ws(' | ', 'context ' || ca.castcontext::text, 'method ' || ca.castmethod::text,
+                         'function ' || nullif(ca.castfunc, 0)::regprocedure::text)
+        from pg_cast ca where ca.oid = x.oid)
+    else '' end"""
+
+# The ACLs of built-in objects (oids below 16384) and of languages that are not NULL (never granted or revoked):
+# (classid, oid, owner, acl). Read by the description (which compares them with pg_init_privs) and the stamp.
+BUILTIN_ACLS = """
+    select 'pg_proc'::regclass as classid, oid, proowner as owner, proacl as acl from pg_proc
+    where oid < 16384 and proacl is not null
+    union all select 'pg_class'::regclass, oid, relowner, relacl from pg_class where oid < 16384 and relacl is not null
+    union all select 'pg_type'::regclass, oid, typowner, typacl from pg_type where oid < 16384 and typacl is not null
+    union all select 'pg_namespace'::regclass, oid, nspowner, nspacl from pg_namespace
+    where oid < 16384 and nspacl is not null and nspname <> 'public'
+    union all select 'pg_language'::regclass, oid, lanowner, lanacl from pg_language where lanacl is not null"""
+
+# A range type's operator class, by name (its oid differs between databases when it is the database's own).
+RANGE_OPCLASS = (
+    "(select quote_ident(ocn.nspname) || '.' || quote_ident(oc.opcname) from pg_opclass oc"
+    " join pg_namespace ocn on ocn.oid = oc.opcnamespace where oc.oid = rg.rngsubopc)"
+)
+
+# Comments on objects that pg_identify_object gives no schema: triggers and policies (of a managed table), casts
+# (when every schema is managed, as the casts themselves).
+_UNSCHEMED_COMMENTS = """
+           or (d.classoid = 'pg_trigger'::regclass
+               and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid where tg.oid = d.objoid))
+           or (d.classoid = 'pg_policy'::regclass
+               and exists (select 1 from pg_policy pl join rel on rel.oid = pl.polrelid where pl.oid = d.objoid))
+           or (d.classoid = 'pg_cast'::regclass and cardinality(%(schemas)s::text[]) = 0)"""
+
 # A function's source: its SQL-standard body (``RETURN ...``, ``BEGIN ATOMIC ... END``) deparsed, for which PostgreSQL
 # keeps an empty ``prosrc``; otherwise the ``prosrc`` text (PostgreSQL 14 and later).
 FUNCTION_SOURCE = "coalesce(pg_get_function_sqlbody(fn.oid), fn.prosrc)"
 
 _SQL = (
     _DESCRIBE_SQL.replace("__FN_SOURCE__", FUNCTION_SOURCE)
+    .replace("__DEFINITION__", _DEFINITION)
+    .replace("__RANGE_OPCLASS__", RANGE_OPCLASS)
+    .replace("__BUILTIN_ACLS__", BUILTIN_ACLS)
+    .replace("__UNSCHEMED_COMMENTS__", _UNSCHEMED_COMMENTS)
     .replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))
     .replace("__REL_ACL__", _acl("rel.relacl", "r", "rel.relowner"))  # 'r' and 's' defaults are both owner-only
     .replace("__COL_ACL__", _acl("a.attacl", "c", "rel.relowner", default=False))
@@ -423,6 +549,9 @@ for _column in ("nspowner", "rel.relowner", "fn.proowner", "typ.typowner"):
 # while the description (and ``pg_dump``) differ: this guards against environment contents changed by hand.
 UNLISTED_KINDS = (
     "owner",
+    "builtin_acl",
+    "property",
+    "routine_options",
     "foreign_data_wrapper",
     "foreign_server",
     "user_mapping",

@@ -1,7 +1,8 @@
 """The only module that imports migra: turn two inspections into an ordered list of SQL statements.
 
-What the classifier reads is what runs: each chunk migra emits is exactly one statement, never re-split. A chunk
-that parses as zero or several statements, and a name or literal that schemainspect writes into SQL without
+What the classifier reads is what runs: each chunk migra emits is exactly one statement, never re-split (one
+exception, checked by its parse tree: a trigger's creation followed by the setting of that same trigger's enabled
+state, which migra writes as one chunk, is two statements). A chunk that parses as zero or several statements, and a name or literal that schemainspect writes into SQL without
 escaping it (enum labels, collation locales, extension versions), are refused before anything is classified. This
 stops a desired-state author (or the contents of an environment) from turning one diffed object into two statements,
 e.g. an enum label ``z'); select public.fix(); --``.
@@ -12,7 +13,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 
-from pglast import parser
+from pglast import ast, parser
+from pglast.enums import AlterTableType
 
 from .corrections import partition_fixes, public_grantees, with_added_labels
 from .errors import UnsafeSqlError
@@ -56,11 +58,59 @@ def one_statement(chunk: str) -> str:
     except parser.ParseError:
         return text.rstrip(";").rstrip()
     if len(raw) != 1:
+        if _trigger_then_its_state(raw):
+            raise _TwoStatements([_text_of(text, r) for r in raw])
         raise UnsafeSqlError(
             f"diffing: migra emitted one change as {len(raw)} statements, which is refused (a name or value in the "
             f"schema probably breaks out of its quotes): {text[:200]!r}"
         )
     return text.rstrip().removesuffix(";").rstrip()
+
+
+_ENABLE_TRIGGER = (
+    AlterTableType.AT_EnableTrig,
+    AlterTableType.AT_EnableAlwaysTrig,
+    AlterTableType.AT_EnableReplicaTrig,
+    AlterTableType.AT_DisableTrig,
+)
+
+
+class _TwoStatements(Exception):
+    """A chunk that is a trigger's creation and then its enabled state: the two statements' texts."""
+
+    def __init__(self, texts: list[str]) -> None:
+        super().__init__("two statements")
+        self.texts = texts
+
+
+def _trigger_then_its_state(raw: tuple[ast.RawStmt, ...]) -> bool:
+    """``CREATE TRIGGER t ON r ...; ALTER TABLE r ENABLE|DISABLE ... TRIGGER t`` (how migra creates a trigger whose
+    enabled state is not the default), and nothing else."""
+    if len(raw) != 2 or not isinstance(raw[0].stmt, ast.CreateTrigStmt):
+        return False
+    create, alter = raw[0].stmt, raw[1].stmt
+    if not isinstance(alter, ast.AlterTableStmt) or not alter.cmds or len(alter.cmds) != 1:
+        return False
+    cmd, old, new = alter.cmds[0], create.relation, alter.relation
+    if old is None or new is None or (old.schemaname, old.relname) != (new.schemaname, new.relname):
+        return False
+    return cmd.subtype in _ENABLE_TRIGGER and cmd.name == create.trigname
+
+
+def _text_of(text: str, raw: ast.RawStmt) -> str:
+    """The text of statement ``raw`` of ``text`` (its location and length count UTF-8 bytes)."""
+    data = text.encode("utf-8")
+    start = raw.stmt_location or 0
+    end = start + raw.stmt_len if raw.stmt_len else len(data)
+    return data[start:end].decode("utf-8").strip().removesuffix(";").rstrip()
+
+
+def statements_of(chunk: str) -> list[str]:
+    """The statements of a migra chunk: :func:`one_statement`, or the two of a trigger created with its state."""
+    try:
+        return [one_statement(chunk)]
+    except _TwoStatements as two:
+        return two.texts
 
 
 def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) -> list[str]:
@@ -77,5 +127,5 @@ def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) 
     m = Migration(relabelled, desired)
     m.set_safety(False)
     m.add_all_changes(privileges=privileges)
-    sqls = [one_statement(chunk) for chunk in m.statements if chunk.strip()]
+    sqls = [sql for chunk in m.statements if chunk.strip() for sql in statements_of(chunk)]
     return add_values + public_grantees(partition_fixes(sqls, current, desired))

@@ -47,6 +47,8 @@ ASPECTS = frozenset(
         "replica_identity",
         "options",
         "sequence_owned_by",
+        "builtin_acl",  # grants on built-in objects and languages: reported, never planned
+        "property",  # compression, attribute and key-index options, typed tables, ...: migra writes none of them
     }
 )
 
@@ -241,6 +243,10 @@ def desired_description(
 
 # pg_identify_object's type names -> the object kind of COMMENT ON; the longest prefix wins.
 _COMMENT_TYPES = (
+    "materialized view column",
+    "view column",
+    "foreign table column",
+    "composite type column",
     "materialized view",
     "foreign table",
     "table column",
@@ -276,6 +282,10 @@ _COMMENT_TYPES = (
 )
 _COMMENT_KEYWORD = {
     "table column": "COLUMN",
+    "materialized view column": "COLUMN",
+    "view column": "COLUMN",
+    "foreign table column": "COLUMN",
+    "composite type column": "COLUMN",
     "table constraint": "CONSTRAINT",
     "foreign-data wrapper": "FOREIGN DATA WRAPPER",
     "statistics object": "STATISTICS",

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import (
+    BUILTIN_ACLS,
     FUNCTION_SOURCE,
     MANAGED_SCHEMAS_WHERE,
+    RANGE_OPCLASS,
     UNLISTED_KINDS,
     DescribeOptions,
     describe,
@@ -205,8 +207,8 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
 #
 # One catalog query lists every object of the managed schemas as (kind, identity, definition) rows, in a canonical
 # order; the fingerprint is a sha256 over that listing. Object ids, column numbers (a column is listed by its
-# position among the table's live columns, and keys and indexes name their columns), owners, statistics and storage
-# details are left out, so the fingerprint changes when the schema changes (by the reconciler or by hand) and not
+# position among the table's live columns, and keys and indexes name their columns), owners and the planner's
+# statistics (not the targets that pg_dump prints) are left out, so the fingerprint changes when the schema changes (by the reconciler or by hand) and not
 # otherwise, and two databases whose schemas ``pg_dump`` prints alike fingerprint alike (a dropped column's gap in
 # the column numbers does not count).
 # Grants are part of it only when the environment manages privileges. Extension members are represented by their
@@ -221,13 +223,14 @@ def filtered(inspection: Inspection, schemas: Iterable[str] = (), exclude_schema
 # for objects outside the built-in range (oid 16384 on), plus schemas.
 
 _ROWS_SQL = (
-    r"""
+    (
+        r"""
 with ns as (
     select n.oid, n.nspname, n.nspacl
     from pg_namespace n
 """
-    + MANAGED_SCHEMAS_WHERE
-    + r"""),
+        + MANAGED_SCHEMAS_WHERE
+        + r"""),
 ext as (select classid, objid from pg_depend where deptype = 'e'),
 rel as (
     select c.oid, c.relname, c.relkind, c.relacl, ns.nspname,
@@ -284,6 +287,7 @@ select kind, ident, def from (
                      'collation=' || coalesce(case when a.attcollation <> t.typcollation
                                                    then a.attcollation::regcollation::text end, ''),
                      'storage=' || a.attstorage::text,
+                     'statistics=' || case when a.attstattarget >= 0 then a.attstattarget::text else '' end,
                      'acl=' || case when %(privileges)s then coalesce(a.attacl::text, '') else '' end)
     from rel join pg_attribute a on a.attrelid = rel.oid
     join pg_type t on t.oid = a.atttypid
@@ -339,7 +343,7 @@ select kind, ident, def from (
   union all
     select 'function', fn.ident,
            concat_ws(' | ', fn.prokind, pg_get_function_result(fn.oid), l.lanname, fn.provolatile, fn.proisstrict,
-                     fn.prosecdef, fn.proleakproof, fn.proparallel, fn.proretset,
+                     fn.prosecdef, fn.proleakproof, fn.proparallel, fn.proretset, 'cost=' || fn.procost,
                      'config=' || coalesce(fn.proconfig::text, ''), 'bin=' || coalesce(fn.probin, ''),
                      'src=' || md5(__FN_SOURCE__),
                      'agg=' || coalesce((select row_to_json(ag)::text  -- every option; ids are stable in one db
@@ -353,7 +357,10 @@ select kind, ident, def from (
                                             from pg_enum e where e.enumtypid = typ.oid), ''),
                      'base=' || case when typ.typtype = 'd' then format_type(typ.typbasetype, typ.typtypmod) else '' end,
                      'notnull=' || typ.typnotnull, 'default=' || coalesce(typ.typdefault, ''),
-                     'range=' || coalesce((select format_type(rg.rngsubtype, null) from pg_range rg
+                     'range=' || coalesce((select concat_ws(' ', format_type(rg.rngsubtype, null),
+                                                           nullif(rg.rngcollation, 0)::regcollation::text,
+                                                           __RANGE_OPCLASS__, rg.rngcanonical::text,
+                                                           rg.rngsubdiff::text) from pg_range rg
                                            where rg.rngtypid = typ.oid), ''),
                      'collation=' || case when typ.typcollation <> 0 then typ.typcollation::regcollation::text
                                           else '' end,
@@ -373,6 +380,11 @@ select kind, ident, def from (
     where (d.objoid >= 16384 and (pg_identify_object(d.classoid, d.objoid, d.objsubid)).schema in (select nspname from ns))
        or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
        or (d.classoid = 'pg_foreign_server'::regclass and d.objoid >= 16384)
+       or (d.classoid = 'pg_trigger'::regclass
+           and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid where tg.oid = d.objoid))
+       or (d.classoid = 'pg_policy'::regclass
+           and exists (select 1 from pg_policy pl join rel on rel.oid = pl.polrelid where pl.oid = d.objoid))
+       or (d.classoid = 'pg_cast'::regclass and d.objoid >= 16384 and cardinality(%(schemas)s::text[]) = 0)
   union all
     select 'default_acl', coalesce(n.nspname, '*') || '.' || da.defaclobjtype::text || '.' || da.defaclrole::regrole::text,
            da.defaclacl::text
@@ -380,7 +392,10 @@ select kind, ident, def from (
     where %(privileges)s and (n.oid is null or n.nspname in (select nspname from ns))
 ) listing
 """
-).replace("__FN_SOURCE__", FUNCTION_SOURCE)
+    )
+    .replace("__FN_SOURCE__", FUNCTION_SOURCE)
+    .replace("__RANGE_OPCLASS__", RANGE_OPCLASS)
+)
 
 _ORDER = 'order by kind collate "C", ident collate "C", def collate "C"'
 
@@ -557,6 +572,9 @@ def _stamp_sql(major: int) -> str:
         "select 'index_flags', md5(string_agg(indexrelid::text || indisvalid::text || indisready::text"
         " || indislive::text, ',')) from pg_catalog.pg_index where indexrelid >= 16384",
         "select 'roles', md5(string_agg(r::text, ',')) from pg_catalog.pg_roles r",
+        # grants on built-in objects (below the oid range the catalogs' parts read) and languages
+        "select 'builtin_acls', md5(string_agg(b.classid::oid::text || ' ' || b.oid::text || ' ' || b.acl::text, ','"
+        " order by b.classid, b.oid)) from (" + BUILTIN_ACLS + ") b",
         "select 'user_mappings', md5(string_agg(m::text, ',')) from pg_catalog.pg_user_mappings m",
         # Which server, database and run of the server: transaction ids, and so row versions, can repeat on
         # another server (a failover that lost transactions, a restore, a cluster rebuilt by the same script).

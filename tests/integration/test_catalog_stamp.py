@@ -63,6 +63,12 @@ def _changes(role: str) -> list[str]:
         "create statistics st on id, name from t",
         "alter table t rename column extra to more",
         "alter table t2 rename to t3",
+        "alter table t alter column name set compression pglz",
+        "alter table t alter column name set (n_distinct = 5)",
+        "alter table t alter column name set statistics 300",
+        "comment on trigger tr on t is 'a trigger'",
+        f"grant usage on language plpgsql to {role}_renamed",
+        "revoke execute on function pg_catalog.pg_sleep(float8) from public",
         "drop view v",
     ]
 

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 from drift_helpers import ensure_reader, pg_dump_schema, settle
-from pglast.parser import ParseError
 from test_drift_corpus import CONVERGES, KEEP, PLAN_WAITS, Case
 
-from reconciler.errors import UnsafeSqlError
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.service import Reconciler
 
@@ -31,8 +29,8 @@ TRG = (
 
 CASES = [
     # columns
-    Case("column compression set", T, T + " alter table t alter column v set compression pglz;", CONVERGES),
-    Case("column attribute options", T, T + " alter table t alter column v set (n_distinct = 10);", CONVERGES),
+    Case("column compression set", T, T + " alter table t alter column v set compression pglz;", "property"),
+    Case("column attribute options", T, T + " alter table t alter column v set (n_distinct = 10);", "property"),
     Case("column statistics target", T, T + " alter table t alter column v set statistics 500;", "column"),
     Case("column storage", T, T + " alter table t alter column v set storage external;", "column"),
     Case("view column default", V, V + " alter view v alter column v set default 'x';", PLAN_WAITS),
@@ -42,7 +40,7 @@ CASES = [
         "toast reloptions",
         T,
         "create table t (id int primary key, v text) with (toast.autovacuum_enabled = false);",
-        CONVERGES,
+        "property",
     ),
     Case("unlogged table", T, "create unlogged table t (id int primary key, v text);", CONVERGES),
     Case(
@@ -56,7 +54,7 @@ CASES = [
         "typed table",
         "create type ct as (a int, b text); create table tt (a int, b text);",
         "create type ct as (a int, b text); create table tt of ct;",
-        CONVERGES,
+        "property",
     ),
     # inheritance (not partitions)
     Case(
@@ -69,14 +67,14 @@ CASES = [
         "inherited column also declared locally",
         INH + " create table ch () inherits (par);",
         INH + " create table ch (id int) inherits (par);",
-        CONVERGES,
+        "property",
     ),
     Case(
         "inherited check also declared locally",
         "create table par (id int, constraint c_pos check (id > 0)); create table ch () inherits (par);",
         "create table par (id int, constraint c_pos check (id > 0));"
         " create table ch (constraint c_pos check (id > 0)) inherits (par);",
-        CONVERGES,
+        "property",
     ),
     Case(
         "check no inherit",
@@ -113,13 +111,13 @@ CASES = [
         PART + " create function tf() returns trigger language plpgsql as 'begin return new; end';"
         " create trigger tr before insert on p for each row execute function tf();"
         " alter table p1 disable trigger tr;",
-        "trigger",
+        PLAN_WAITS,
     ),
     Case(
         "partition index fillfactor",
         PART + " create index p_v on p (v);",
         PART + " create index p_v on p (v); alter index p1_v_idx set (fillfactor = 50);",
-        CONVERGES,
+        "property",
     ),
     # indexes and constraints
     Case("index include", T + " create index t_v on t (v);", T + " create index t_v on t (v) include (id);", CONVERGES),
@@ -129,7 +127,7 @@ CASES = [
         T + " create index t_v on t (v) with (fillfactor = 50);",
         "index",
     ),
-    Case("primary key index fillfactor", T, T + " alter index t_pkey set (fillfactor = 50);", CONVERGES),
+    Case("primary key index fillfactor", T, T + " alter index t_pkey set (fillfactor = 50);", "property"),
     Case(
         "unique nulls not distinct",
         T + " alter table t add constraint t_v unique (v);",
@@ -152,7 +150,7 @@ CASES = [
         "index column statistics target",
         T + " create index t_e on t ((id + 1));",
         T + " create index t_e on t ((id + 1)); alter index t_e alter column 1 set statistics 200;",
-        CONVERGES,
+        "property",
     ),
     Case(
         "comment on an index",
@@ -171,7 +169,7 @@ CASES = [
         "statistics target",
         T + " create statistics st on id, v from t;",
         T + " create statistics st on id, v from t; alter statistics st set statistics 500;",
-        "statistics",
+        "property",
     ),
     Case(
         "statistics on expressions",
@@ -227,7 +225,7 @@ CASES = [
         " create trigger tr before update on t for each row execute function tf();",
         T + " create function tf() returns trigger language plpgsql as 'begin return new; end';"
         " create trigger tr before update on t for each row execute function tf(); alter table t enable always trigger tr;",
-        "trigger",
+        CONVERGES,
     ),
     Case(
         "constraint trigger deferrable",
@@ -242,13 +240,13 @@ CASES = [
         "function rows",
         "create function sr() returns setof int language sql as 'select 1';",
         "create function sr() returns setof int language sql rows 500 as 'select 1';",
-        CONVERGES,
+        "routine_options",
     ),
     Case(
         "function argument default",
         "create function f(a int) returns int language sql as 'select a';",
         "create function f(a int default 1) returns int language sql as 'select a';",
-        CONVERGES,
+        "routine_options",
     ),
     Case(
         "function argument name",
@@ -309,7 +307,7 @@ CASES = [
         "comment on a cast",
         "create type e as enum ('a'); create cast (e as text) with inout;",
         "create type e as enum ('a'); create cast (e as text) with inout; comment on cast (e as text) is 'c';",
-        "comment",
+        CONVERGES,
     ),
     Case(
         "comment on an operator",
@@ -318,12 +316,12 @@ CASES = [
         CONVERGES,
     ),
     # environment-only changes to what the desired state cannot declare
-    Case("grant on a language", KEEP + " grant usage on language plpgsql to drift_reader;", KEEP, "acl"),
+    Case("grant on a language", KEEP + " grant usage on language plpgsql to drift_reader;", KEEP, "builtin_acl"),
     Case(
         "grant on a pg_catalog function",
         KEEP + " revoke execute on function pg_catalog.pg_sleep(float8) from public;",
         KEEP,
-        "acl",
+        "builtin_acl",
     ),
     Case(
         "event trigger in the environment",
@@ -379,22 +377,22 @@ CASES = [
         "new table with column compression",
         KEEP,
         KEEP + " create table t2 (id int, v text compression pglz);",
-        CONVERGES,
+        "property",
     ),
     Case(
         "new table with a column option",
         KEEP,
         KEEP + " create table t2 (id int, v text); alter table t2 alter column v set (n_distinct = 5);",
-        CONVERGES,
+        "property",
     ),
     Case(
         "new table with toast options",
         KEEP,
         KEEP + " create table t2 (id int, v text) with (toast.autovacuum_enabled = false);",
-        CONVERGES,
+        "property",
     ),
     Case(
-        "new typed table", "create type ct as (a int);", "create type ct as (a int); create table tt of ct;", CONVERGES
+        "new typed table", "create type ct as (a int);", "create type ct as (a int); create table tt of ct;", "property"
     ),
     Case(
         "new child table with a local column",
@@ -418,7 +416,7 @@ CASES = [
         "new index with a statistics target",
         T,
         T + " create index t_e on t ((id + 1)); alter index t_e alter column 1 set statistics 300;",
-        CONVERGES,
+        "property",
     ),
     Case(
         "new primary key with fillfactor",
@@ -437,7 +435,7 @@ CASES = [
         "comment on a composite type column",
         "create type ct as (a int);",
         "create type ct as (a int); comment on column ct.a is 'a';",
-        "comment",
+        CONVERGES,
     ),
     Case(
         "comment on a trigger",
@@ -458,13 +456,13 @@ CASES = [
         "procedure argument default",
         "create procedure pr(a int) language sql as 'select 1';",
         "create procedure pr(a int default 1) language sql as 'select 1';",
-        CONVERGES,
+        "routine_options",
     ),
     Case(
         "function argument default changed",
         "create function f(a int default 1) returns int language sql as 'select a';",
         "create function f(a int default 2) returns int language sql as 'select a';",
-        CONVERGES,
+        "routine_options",
     ),
     Case(
         "foreign key on delete cascade",
@@ -509,13 +507,13 @@ CASES = [
         KEEP + " create function lk(a text, b text) returns bool language sql support textlike_support"
         " as 'select a like b';",
         KEEP + " create function lk(a text, b text) returns bool language sql as 'select a like b';",
-        CONVERGES,
+        "routine_options",
     ),
     Case(
         "inherited not null also declared locally",
         "create table par (id int not null); create table ch () inherits (par);",
         "create table par (id int not null); create table ch (id int not null) inherits (par);",
-        CONVERGES,
+        "property",
     ),
     Case(
         "comment on a trigger, in the environment",
@@ -577,59 +575,9 @@ def reader_role(pg_server: EmbeddedPostgres) -> str:
 
 
 # Cases that break the guarantee (the plan is in sync, or reports nothing, while the dumps differ): strict xfails.
-KNOWN_GAPS: dict[str, str] = {
-    "column compression set": "attcompression is not described (ALTER COLUMN SET COMPRESSION)",
-    "column attribute options": "a column's attoptions (SET (n_distinct=...)) are not described",
-    "typed table": "reloftype (CREATE TABLE ... OF type) is not described",
-    "inherited column also declared locally": "attislocal of an inherited column is not described",
-    "inherited check also declared locally": "conislocal of an inherited CHECK constraint is not described",
-    "inherited not null also declared locally": "attislocal of an inherited column is not described",
-    "toast reloptions": "the TOAST table's reloptions (toast.*) are not described",
-    "partition index fillfactor": "indexes of partitions attached to a parent index are left out of the description",
-    "primary key index fillfactor": "a constraint index's reloptions are not in pg_get_constraintdef; its index row is skipped",
-    "index column statistics target": "ALTER INDEX ... ALTER COLUMN n SET STATISTICS is not described",
-    "statistics target": "stxstattarget (ALTER STATISTICS ... SET STATISTICS) is not described",
-    "function rows": "prorows is not described and migra does not see it",
-    "function argument default": "argument defaults (pg_get_function_arguments) are not described; migra misses them",
-    "function argument default changed": "argument defaults are not described; migra misses them",
-    "procedure argument default": "argument defaults are not described; migra misses them",
-    "function support in the environment": "prosupport is not described; migra misses it",
-    "operator commutator": "operators are described by existence only",
-    "operator function": "operators are described by existence only",
-    "text search dictionary options": "text search dictionaries are described by existence only",
-    "text search configuration mappings": "text search configurations are described by existence only",
-    "cast context": "casts are described by existence only",
-    "comment on a cast": "pg_identify_object gives a cast no schema: its comment is filtered out",
-    "comment on a trigger": "pg_identify_object gives a trigger no schema: its comment is filtered out",
-    "comment on a trigger, in the environment": "pg_identify_object gives a trigger no schema: its comment is filtered out",
-    "comment on a policy": "pg_identify_object gives a policy no schema: its comment is filtered out",
-    "grant on a language": "language ACLs are not described",
-    "grant on a pg_catalog function": "ACLs changed on pg_catalog objects (pg_dump prints them) are not described",
-    "new typed table": "after apply: migra creates a plain table, and the description cannot tell (reloftype)",
-    "new table with column compression": "after apply: migra drops the column's compression, the description cannot tell",
-    "new table with a column option": "after apply: migra drops the column option, the description cannot tell",
-    "new table with toast options": "after apply: migra drops the toast.* options, the description cannot tell",
-    "new index with a statistics target": "after apply: the index's column statistics target is lost, undescribed",
-}
-# Not lies, but plans that fail. migra emits CREATE TRIGGER and ALTER TABLE ... ENABLE/DISABLE TRIGGER as one change,
-# which diff.py refuses as two statements (UnsafeSqlError), so plan() raises for a trigger whose enabled state the
-# desired state sets. A comment on a view's column is planned as "COMMENT ON VIEW column public.v.v IS ..." (drift.py
-# takes the longest known prefix of pg_identify_object's "view column"), which apply fails to parse.
-CRASHES: dict[str, tuple[str, type[BaseException]]] = {
-    "cloned trigger disabled on a partition": (
-        "plan() raises UnsafeSqlError (migra: CREATE TRIGGER + DISABLE TRIGGER)",
-        UnsafeSqlError,
-    ),
-    "trigger enable always": (
-        "plan() raises UnsafeSqlError (migra: CREATE TRIGGER + ENABLE ALWAYS TRIGGER)",
-        UnsafeSqlError,
-    ),
-    "comment on a view column": ("apply raises ParseError on COMMENT ON VIEW column ...", ParseError),
-    "comment on a materialized view column": (
-        "apply raises ParseError on COMMENT ON MATERIALIZED VIEW column ...",
-        ParseError,
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
+# Not lies, but plans that fail (none known now): the expected error, and why.
+CRASHES: dict[str, tuple[str, type[BaseException]]] = {}
 
 
 def _marks(c: Case) -> list[pytest.MarkDecorator]:

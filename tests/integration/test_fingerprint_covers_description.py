@@ -1,4 +1,5 @@
-"""Whatever the catalog description tells apart, the fingerprint tells apart too, for every pair of the drift corpus.
+"""Whatever the catalog description tells apart, the fingerprint tells apart too, for every pair of the drift corpus
+and of the drift hunt.
 
 The daemon's fast path ("fingerprint unchanged: in sync") and vetting's proof of convergence ("the clone
 fingerprints like the desired build: nothing left to plan") both rest on it: a difference the description sees
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from test_drift_corpus import CASES, Case, icu, reader_role  # noqa: F401  (fixtures the cases need)
+from test_drift_hunt import CASES as HUNTED
 
 from reconciler.catalog import DescribeOptions, describe
 from reconciler.inspect import environment_fingerprint
@@ -28,7 +30,7 @@ MISSED = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES + MISSED, ids=[c.name for c in CASES + MISSED])
+@pytest.mark.parametrize("case", CASES + MISSED + HUNTED, ids=[c.name for c in CASES + MISSED + HUNTED])
 def test_a_difference_the_description_sees_moves_the_fingerprint(
     case: Case,
     reader_role: str,  # noqa: F811
