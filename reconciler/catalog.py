@@ -353,23 +353,19 @@ select kind, object, detail, key from (
   union all
     -- privileges changed on built-in objects, and on languages: pg_dump prints each ACL that differs from the one
     -- initdb (or the extension's script) set, which pg_init_privs keeps
-    select 'builtin_acl', o.type || ' ' || o.identity,
-           (select string_agg(e, ',' order by e)
-            from (select case when x.grantee = 0 then 'PUBLIC' when x.grantee = b.owner then '<owner>'
-                              else pg_get_userbyid(x.grantee) end
-                         || ':' || x.privilege_type || case when x.is_grantable then '*' else '' end as e
-                  from aclexplode(b.acl) x) items),
-           o.identity
+    select 'builtin_acl', o.type || ' ' || o.identity, acls.now, o.identity
     from (__BUILTIN_ACLS__) b
-    left join pg_init_privs ip on ip.classoid = b.classid and ip.objoid = b.oid and ip.objsubid = 0,
+    left join pg_init_privs ip on ip.classoid = b.classid and ip.objoid = b.oid and ip.objsubid = 0
+    cross join lateral (select __BUILTIN_ITEMS__(b.acl) as now,
+                               __BUILTIN_ITEMS__(coalesce(ip.initprivs, acldefault(b.objtype, b.owner))) as was) acls,
     lateral pg_identify_object(b.classid, b.oid, 0) o
-    where %(privileges)s and cardinality(%(schemas)s::text[]) = 0 and b.acl is distinct from ip.initprivs
+    where %(privileges)s and cardinality(%(schemas)s::text[]) = 0 and acls.now is distinct from acls.was
   union all
     -- what pg_dump prints of a column beyond its 'column' row: compression, attribute options, and an inherited
     -- column that a child (not a partition) declares itself as well
     select 'property', 'column ' || rel.ident || '.' || quote_ident(a.attname),
-           concat_ws(' | ', 'compression ' || nullif(a.attcompression::text, ''),
-                     'options ' || array_to_string(array(select unnest(a.attoptions) order by 1), ','),
+           concat_ws(' | ', 'compression ' || case a.attcompression when 'p' then 'pglz' when 'l' then 'lz4' end,
+                     'options ' || nullif(array_to_string(array(select unnest(a.attoptions) order by 1), ','), ''),
                      case when a.attinhcount > 0 and a.attislocal and not rel.relispartition then 'declared locally' end),
            rel.key
     from rel join pg_attribute a on a.attrelid = rel.oid
@@ -389,18 +385,21 @@ select kind, object, detail, key from (
   union all
     -- an index's column statistics targets; and the options of the indexes the 'index' rows leave out (those of
     -- keys, whose pg_get_constraintdef omits them, and those attached to a partitioned table's index)
-    select 'property', 'index ' || quote_ident(rel.nspname) || '.' || quote_ident(ic.relname),
-           concat_ws(' | ',
-                     case when exists (select 1 from pg_constraint co where co.conindid = i.indexrelid
-                                       and co.conrelid = i.indrelid and co.contype in ('p', 'u', 'x'))
-                            or exists (select 1 from pg_inherits inh where inh.inhrelid = i.indexrelid)
-                          then 'options ' || array_to_string(array(select unnest(ic.reloptions) order by 1), ',') end,
-                     (select 'statistics ' || string_agg(ia.attnum || '=' || ia.attstattarget, ',' order by ia.attnum)
-                      from pg_attribute ia where ia.attrelid = ic.oid and ia.attstattarget >= 0)),
-           rel.key
-    from pg_index i join rel on rel.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
-    where ic.reloptions is not null
-       or exists (select 1 from pg_attribute ia where ia.attrelid = ic.oid and ia.attstattarget >= 0)
+    select 'property', ix.object, ix.detail, ix.key
+    from (select 'index ' || quote_ident(rel.nspname) || '.' || quote_ident(ic.relname) as object, rel.key,
+                 concat_ws(' | ',
+                           case when exists (select 1 from pg_constraint co where co.conindid = i.indexrelid
+                                             and co.conrelid = i.indrelid and co.contype in ('p', 'u', 'x'))
+                                  or exists (select 1 from pg_inherits inh where inh.inhrelid = i.indexrelid)
+                                then 'options ' || nullif(array_to_string(array(select unnest(ic.reloptions) order by 1),
+                                                                          ','), '') end,
+                           (select 'statistics ' || string_agg(ia.attnum || '=' || ia.attstattarget, ','
+                                                              order by ia.attnum)
+                            from pg_attribute ia where ia.attrelid = ic.oid and ia.attstattarget >= 0)) as detail
+          from pg_index i join rel on rel.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
+          where ic.reloptions is not null
+             or exists (select 1 from pg_attribute ia where ia.attrelid = ic.oid and ia.attstattarget >= 0)) ix
+    where ix.detail <> ''
   union all
     -- a CHECK constraint that an inheritance child declares itself as well as inheriting it
     select 'property', 'constraint ' || rel.ident || '.' || quote_ident(co.conname), 'declared locally', rel.key
@@ -427,6 +426,8 @@ select kind, object, detail, key from (
           union all select 'pg_opfamily'::regclass, oid, opfnamespace from pg_opfamily
           union all select 'pg_ts_config'::regclass, oid, cfgnamespace from pg_ts_config
           union all select 'pg_ts_dict'::regclass, oid, dictnamespace from pg_ts_dict
+          union all select 'pg_ts_template'::regclass, oid, tmplnamespace from pg_ts_template where oid >= 16384
+          union all select 'pg_ts_parser'::regclass, oid, prsnamespace from pg_ts_parser where oid >= 16384
           union all select 'pg_conversion'::regclass, oid, connamespace from pg_conversion) x
     join ns on ns.oid = x.nsp,
     lateral pg_identify_object(x.classid, x.oid, 0) o
@@ -472,13 +473,23 @@ _DEFINITION = """case x.classid
 # The ACLs of built-in objects (oids below 16384) and of languages that are not NULL (never granted or revoked):
 # (classid, oid, owner, acl). Read by the description (which compares them with pg_init_privs) and the stamp.
 BUILTIN_ACLS = """
-    select 'pg_proc'::regclass as classid, oid, proowner as owner, proacl as acl from pg_proc
+    select 'pg_proc'::regclass as classid, oid, proowner as owner, proacl as acl, 'f'::"char" as objtype from pg_proc
     where oid < 16384 and proacl is not null
-    union all select 'pg_class'::regclass, oid, relowner, relacl from pg_class where oid < 16384 and relacl is not null
-    union all select 'pg_type'::regclass, oid, typowner, typacl from pg_type where oid < 16384 and typacl is not null
-    union all select 'pg_namespace'::regclass, oid, nspowner, nspacl from pg_namespace
+    union all select 'pg_class'::regclass, oid, relowner, relacl, case relkind when 'S' then 's' else 'r' end::"char"
+    from pg_class where oid < 16384 and relacl is not null
+    union all select 'pg_type'::regclass, oid, typowner, typacl, 'T' from pg_type where oid < 16384 and typacl is not null
+    union all select 'pg_namespace'::regclass, oid, nspowner, nspacl, 'n' from pg_namespace
     where oid < 16384 and nspacl is not null and nspname <> 'public'
-    union all select 'pg_language'::regclass, oid, lanowner, lanacl from pg_language where lanacl is not null"""
+    union all select 'pg_language'::regclass, oid, lanowner, lanacl, 'l' from pg_language where lanacl is not null"""
+
+
+def _builtin_items(acl: str) -> str:
+    """SQL for ACL ``acl`` of a built-in object ``b`` as sorted ``grantee:privilege[*]`` items (grantors left out,
+    its owner ``<owner>``): how the description compares it with the ACL initdb set, as ``pg_dump`` does."""
+    role = "case when x.grantee = 0 then 'PUBLIC' when x.grantee = b.owner then '<owner>' else pg_get_userbyid(x.grantee) end"
+    item = f"{role} || ':' || x.privilege_type || case when x.is_grantable then '*' else '' end"
+    return f"(select coalesce(string_agg(e, ',' order by e), '') from (select {item} as e from aclexplode({acl}) x) s)"
+
 
 # A range type's operator class, by name (its oid differs between databases when it is the database's own).
 RANGE_OPCLASS = (
@@ -486,14 +497,18 @@ RANGE_OPCLASS = (
     " join pg_namespace ocn on ocn.oid = oc.opcnamespace where oc.oid = rg.rngsubopc)"
 )
 
-# Comments on objects that pg_identify_object gives no schema: triggers and policies (of a managed table), casts
-# (when every schema is managed, as the casts themselves).
+# Comments on objects that pg_identify_object gives no schema: triggers (those pg_dump prints) and policies of a
+# managed table, casts (when every schema is managed, as the casts themselves), extensions (as they are listed).
 _UNSCHEMED_COMMENTS = """
            or (d.classoid = 'pg_trigger'::regclass
-               and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid where tg.oid = d.objoid))
+               and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid
+                           where tg.oid = d.objoid and not tg.tgisinternal and tg.tgparentid = 0))
            or (d.classoid = 'pg_policy'::regclass
                and exists (select 1 from pg_policy pl join rel on rel.oid = pl.polrelid where pl.oid = d.objoid))
-           or (d.classoid = 'pg_cast'::regclass and cardinality(%(schemas)s::text[]) = 0)"""
+           or (d.classoid = 'pg_cast'::regclass and cardinality(%(schemas)s::text[]) = 0)
+           or (d.classoid = 'pg_extension'::regclass
+               and exists (select 1 from pg_extension e join pg_namespace en on en.oid = e.extnamespace
+                           where e.oid = d.objoid and (en.nspname in (select nspname from ns) or en.nspname = 'pg_catalog')))"""
 
 # A function's source: its SQL-standard body (``RETURN ...``, ``BEGIN ATOMIC ... END``) deparsed, for which PostgreSQL
 # keeps an empty ``prosrc``; otherwise the ``prosrc`` text (PostgreSQL 14 and later).
@@ -504,6 +519,11 @@ _SQL = (
     .replace("__DEFINITION__", _DEFINITION)
     .replace("__RANGE_OPCLASS__", RANGE_OPCLASS)
     .replace("__BUILTIN_ACLS__", BUILTIN_ACLS)
+    .replace("__BUILTIN_ITEMS__(b.acl)", _builtin_items("b.acl"))
+    .replace(
+        "__BUILTIN_ITEMS__(coalesce(ip.initprivs, acldefault(b.objtype, b.owner)))",
+        _builtin_items("coalesce(ip.initprivs, acldefault(b.objtype, b.owner))"),
+    )
     .replace("__UNSCHEMED_COMMENTS__", _UNSCHEMED_COMMENTS)
     .replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))
     .replace("__REL_ACL__", _acl("rel.relacl", "r", "rel.relowner"))  # 'r' and 's' defaults are both owner-only
@@ -562,6 +582,8 @@ UNLISTED_KINDS = (
     "operator_family",
     "text_search_configuration",
     "text_search_dictionary",
+    "text_search_template",
+    "text_search_parser",
     "conversion",
     "publication",
     "event_trigger",

@@ -98,19 +98,25 @@ def _trigger_then_its_state(raw: tuple[ast.RawStmt, ...]) -> bool:
 
 
 def _text_of(text: str, raw: ast.RawStmt) -> str:
-    """The text of statement ``raw`` of ``text`` (its location and length count UTF-8 bytes)."""
-    data = text.encode("utf-8")
+    """The text of statement ``raw`` of ``text`` (pglast gives its location and length in characters)."""
     start = raw.stmt_location or 0
-    end = start + raw.stmt_len if raw.stmt_len else len(data)
-    return data[start:end].decode("utf-8").strip().removesuffix(";").rstrip()
+    end = start + raw.stmt_len if raw.stmt_len else len(text)
+    return text[start:end]
 
 
 def statements_of(chunk: str) -> list[str]:
-    """The statements of a migra chunk: :func:`one_statement`, or the two of a trigger created with its state."""
+    """The statements of a migra chunk: :func:`one_statement`, or the two of a trigger created with its state,
+    each of which must again be exactly one statement of the kind the chunk's parse tree said."""
     try:
         return [one_statement(chunk)]
     except _TwoStatements as two:
-        return two.texts
+        texts = [one_statement(t) for t in two.texts]
+        kinds = [type(parser.parse_sql(t)[0].stmt) for t in texts]
+        if kinds != [ast.CreateTrigStmt, ast.AlterTableStmt]:
+            raise UnsafeSqlError(
+                f"diffing: migra's trigger chunk did not split as it parsed: {chunk[:200]!r}"
+            ) from None
+        return texts
 
 
 def diff(current: Inspection, desired: Inspection, *, privileges: bool = False) -> list[str]:

@@ -381,10 +381,14 @@ select kind, ident, def from (
        or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
        or (d.classoid = 'pg_foreign_server'::regclass and d.objoid >= 16384)
        or (d.classoid = 'pg_trigger'::regclass
-           and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid where tg.oid = d.objoid))
+           and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid
+                       where tg.oid = d.objoid and not tg.tgisinternal and tg.tgparentid = 0))
        or (d.classoid = 'pg_policy'::regclass
            and exists (select 1 from pg_policy pl join rel on rel.oid = pl.polrelid where pl.oid = d.objoid))
        or (d.classoid = 'pg_cast'::regclass and d.objoid >= 16384 and cardinality(%(schemas)s::text[]) = 0)
+       or (d.classoid = 'pg_extension'::regclass
+           and exists (select 1 from pg_extension e join pg_namespace en on en.oid = e.extnamespace
+                       where e.oid = d.objoid and (en.nspname in (select nspname from ns) or en.nspname = 'pg_catalog')))
   union all
     select 'default_acl', coalesce(n.nspname, '*') || '.' || da.defaclobjtype::text || '.' || da.defaclrole::regrole::text,
            da.defaclacl::text

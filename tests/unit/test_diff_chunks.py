@@ -39,3 +39,9 @@ def test_anything_else_after_a_trigger_is_refused(second: str) -> None:
 def test_two_statements_of_another_kind_are_refused() -> None:
     with pytest.raises(UnsafeSqlError):
         statements_of("create table a (id int); create table b (id int);")
+
+
+def test_names_and_arguments_beyond_ascii_split_where_the_statements_do() -> None:
+    create = 'CREATE TRIGGER "trigger_é" BEFORE INSERT ON public."ü" FOR EACH ROW EXECUTE FUNCTION tf(\'ééé\')'
+    alter = 'ALTER TABLE "public"."ü" ENABLE ALWAYS TRIGGER "trigger_é"'
+    assert statements_of(f"{create};\n{alter};") == [create, alter]
