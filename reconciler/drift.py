@@ -155,6 +155,8 @@ def _aspects_of(stmt: ast.Node) -> set[str]:
         return {"default_privileges"}
     if isinstance(stmt, ast.AlterOwnerStmt):
         return {"owner"}
+    if isinstance(stmt, ast.CreateExtensionStmt):  # its script sets the extension's comment
+        return {STRUCTURE, "comment"}
     if isinstance(stmt, ast.AlterSeqStmt | ast.CreateSeqStmt):
         return {STRUCTURE, "sequence_owned_by"}
     if isinstance(stmt, ast.AlterTableStmt):

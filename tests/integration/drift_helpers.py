@@ -1,5 +1,6 @@
-"""What the drift corpus and the drift property test share: the normalised dump, applying a plan to the end, and
-the guarantee they check (never ``in_sync`` while ``pg_dump --schema-only`` of the two databases differs)."""
+"""What the drift corpus, the drift hunt and the drift property test share: the cases, the normalised dump, applying
+a plan to the end, and the guarantee they check (never ``in_sync`` while ``pg_dump --schema-only`` of the two
+databases differs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ import psycopg
 from reconciler.model import Plan
 from reconciler.pgembedded import EmbeddedPostgres, find_bin_dir
 from reconciler.service import Reconciler
+
+CONVERGES = "converges"
+PLAN_WAITS = "plan waits"  # migra's statements fail on the vetting clone: nothing runs, the plan stays
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    current: str
+    desired: str
+    expect: str  # CONVERGES, PLAN_WAITS, or the kind of unmanaged drift that remains
+    plan_has: str = ""  # a text the first plan's statements must hold (how the difference is closed)
+    owners: bool = False  # compare_owners (the dumps, taken --no-owner, do not show the difference)
+    needs_icu: bool = False  # skipped on a server built without ICU (the PostgreSQL 17 wheel of test-corpus-pg)
+
 
 READER = "drift_reader"  # a role the corpus grants to
 OWNER = "drift_owner"  # a role the corpus gives objects to
@@ -67,3 +83,28 @@ def settle(reconciler: Reconciler, env_dsn: str, built_dsn: str, env: str = "dev
         assert after.statements or all(d.kind for d in after.unmanaged_drift), after.to_json()
         assert after.statements or after.unmanaged_drift, after.to_json()
     return Settled(after, same)
+
+
+def said(plan: Plan) -> str:
+    """What a plan said, compactly: in sync, its statements, its unmanaged drift."""
+    drift = [(d.kind, d.object) for d in plan.unmanaged_drift]
+    return f"in_sync={plan.in_sync} statements={[s.sql[:160] for s in plan.statements]} drift={drift}"
+
+
+def check_case(case: Case, reconciler: Reconciler, env: str, built: str) -> None:
+    """The first plan is not in sync (the dumps differ), holds ``case.plan_has``, and ends as ``case.expect``."""
+    env_dump, built_dump = pg_dump_schema(env, privileges=True), pg_dump_schema(built, privileges=True)
+    assert case.owners or env_dump != built_dump, "the dumps do not differ"
+    shown = f"environment only: {sorted(set(env_dump) - set(built_dump))}; desired only: {sorted(set(built_dump) - set(env_dump))}"
+    before = reconciler.plan("dev")
+    assert not before.in_sync, "first plan in sync while the dumps differ: " + said(before) + "; " + shown
+    assert not case.plan_has or any(case.plan_has in s.sql for s in before.statements), said(before)
+    settled = settle(reconciler, env, built)
+    after = settled.after
+    if case.expect == CONVERGES:
+        assert after.in_sync and settled.same, "after: " + said(after)
+    elif case.expect == PLAN_WAITS:
+        assert after.statements and not after.in_sync, "after: " + said(after)
+    else:
+        assert not after.statements and not after.in_sync, "after: " + said(after)
+        assert case.expect in {d.kind for d in after.unmanaged_drift}, "after: " + said(after)

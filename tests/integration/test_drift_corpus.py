@@ -9,32 +9,16 @@ plan ``in_sync`` while the two dumps differ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from drift_helpers import ensure_reader, pg_dump_schema, settle
+from drift_helpers import CONVERGES, PLAN_WAITS, Case, check_case, ensure_reader
 
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.service import Reconciler
 
-CONVERGES = "converges"
-PLAN_WAITS = "plan waits"  # migra's statements fail on the vetting clone: nothing runs, the plan stays
-
-
 KEEP = "create table keep (id int);"  # a desired state both sides share
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    current: str
-    desired: str
-    expect: str  # CONVERGES, PLAN_WAITS, or the kind of unmanaged drift that remains
-    plan_has: str = ""  # a text the first plan's statements must hold (how the difference is closed)
-    owners: bool = False  # compare_owners (the dumps, taken --no-owner, do not show the difference)
-    needs_icu: bool = False  # skipped on a server built without ICU (the PostgreSQL 17 wheel of test-corpus-pg)
 
 
 T = "create table t (id int primary key, v text);"
@@ -526,20 +510,4 @@ def test_drift_case(
     env = make_db(case.current)
     built = make_db(case.desired)
     settings = {"dsn": env, "privileges": True, "compare_owners": case.owners}
-    reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": settings}))
-    assert case.owners or pg_dump_schema(env, privileges=True) != pg_dump_schema(built, privileges=True)
-    before = reconciler.plan("dev")
-    assert not before.in_sync
-    assert not case.plan_has or any(case.plan_has in s.sql for s in before.statements), before.to_json()
-
-    settled = settle(reconciler, env, built)
-    after = settled.after
-    if case.expect == CONVERGES:
-        assert after.in_sync, after.to_json()
-        assert settled.same
-    elif case.expect == PLAN_WAITS:
-        assert after.statements and not after.in_sync
-    else:
-        assert not after.statements
-        assert case.expect in {d.kind for d in after.unmanaged_drift}, after.to_json()
-        assert not after.in_sync
+    check_case(case, reconciler_for(project({"010.sql": case.desired}, {"dev": settings})), env, built)

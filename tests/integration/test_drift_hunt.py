@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from drift_helpers import ensure_reader, pg_dump_schema, settle
-from test_drift_corpus import CONVERGES, KEEP, PLAN_WAITS, Case
+from drift_helpers import CONVERGES, PLAN_WAITS, Case, check_case, ensure_reader, pg_dump_schema, said
+from test_drift_corpus import KEEP
 
 from reconciler.pgembedded import EmbeddedPostgres
 from reconciler.service import Reconciler
@@ -595,33 +595,7 @@ def reader_role(pg_server: EmbeddedPostgres) -> str:
     return ensure_reader(pg_server)
 
 
-# Cases that break the guarantee (the plan is in sync, or reports nothing, while the dumps differ): strict xfails.
-KNOWN_GAPS: dict[str, str] = {}
-# Not lies, but plans that fail (none known now): the expected error, and why.
-CRASHES: dict[str, tuple[str, type[BaseException]]] = {}
-
-
-def _marks(c: Case) -> list[pytest.MarkDecorator]:
-    if c.name in KNOWN_GAPS:
-        return [pytest.mark.xfail(strict=True, reason="LIE: " + KNOWN_GAPS[c.name])]
-    if c.name in CRASHES:
-        reason, error = CRASHES[c.name]
-        return [pytest.mark.xfail(strict=True, raises=error, reason=reason)]
-    return []
-
-
-def _said(plan: object) -> str:
-    """What a plan said, compactly: in sync, its statements, its unmanaged drift."""
-    drift = [(d.kind, d.object) for d in plan.unmanaged_drift]  # type: ignore[attr-defined]
-    sqls = [s.sql[:160] for s in plan.statements]  # type: ignore[attr-defined]
-    return f"in_sync={plan.in_sync} statements={sqls} drift={drift}"  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(c, marks=_marks(c)) for c in CASES],
-    ids=[c.name for c in CASES],
-)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_drift_hunt(
     case: Case,
     reader_role: str,
@@ -629,28 +603,9 @@ def test_drift_hunt(
     project: Callable[..., Path],
     reconciler_for: Callable[[Path], Reconciler],
 ) -> None:
-    env = make_db(case.current)
-    built = make_db(case.desired)
+    env, built = make_db(case.current), make_db(case.desired)
     settings = {"dsn": env, "privileges": True, "compare_owners": case.owners}
-    reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": settings}))
-    env_dump, built_dump = pg_dump_schema(env, privileges=True), pg_dump_schema(built, privileges=True)
-    assert env_dump != built_dump, "dumps do not differ"
-    shown = f"environment only: {sorted(set(env_dump) - set(built_dump))}; desired only: {sorted(set(built_dump) - set(env_dump))}"
-    before = reconciler.plan("dev")
-    assert not before.in_sync, "LIE: first plan in sync while the dumps differ: " + _said(before) + "; " + shown
-    assert not case.plan_has or any(case.plan_has in s.sql for s in before.statements), before.to_json()
-
-    settled = settle(reconciler, env, built)
-    after = settled.after
-    if case.expect == CONVERGES:
-        assert after.in_sync, "after: " + _said(after)
-        assert settled.same
-    elif case.expect == PLAN_WAITS:
-        assert after.statements and not after.in_sync
-    else:
-        assert not after.statements, "after: " + _said(after)
-        assert case.expect in {d.kind for d in after.unmanaged_drift}, "after: " + _said(after)
-        assert not after.in_sync
+    check_case(case, reconciler_for(project({"010.sql": case.desired}, {"dev": settings})), env, built)
 
 
 # Pairs that pg_dump prints alike, which must plan nothing and report nothing (found on review of the fixes above).
@@ -689,4 +644,4 @@ def test_what_pg_dump_prints_alike_is_in_sync(
     assert pg_dump_schema(env, privileges=True) == pg_dump_schema(built, privileges=True)
     reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": {"dsn": env, "privileges": True}}))
     plan = reconciler.plan("dev")
-    assert plan.in_sync, _said(plan)
+    assert plan.in_sync, said(plan)
