@@ -5,6 +5,7 @@ of the two databases differs after the documented normalisation."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -595,7 +596,68 @@ def reader_role(pg_server: EmbeddedPostgres) -> str:
     return ensure_reader(pg_server)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+# The pairs that found a lie or a crash (each fixed or reported since) run in every suite; the others, which the
+# reconciler met honestly from the start, run with RECONCILER_DRIFT_HUNT=all (scripts/test-drift-hunt), and are
+# reported as skipped otherwise: all 101 take about 3 minutes on 4 workers, which the whole suite's 15 cannot hold.
+FOUND = frozenset(
+    {
+        "column compression set",
+        "column attribute options",
+        "typed table",
+        "inherited column also declared locally",
+        "inherited check also declared locally",
+        "inherited not null also declared locally",
+        "toast reloptions",
+        "partition index fillfactor",
+        "primary key index fillfactor",
+        "index column statistics target",
+        "statistics target",
+        "function rows",
+        "function argument default",
+        "function argument default changed",
+        "procedure argument default",
+        "function support in the environment",
+        "operator commutator",
+        "operator function",
+        "text search dictionary options",
+        "text search configuration mappings",
+        "cast context",
+        "comment on a cast",
+        "comment on a trigger",
+        "comment on a trigger, in the environment",
+        "comment on a policy",
+        "grant on a language",
+        "grant on a pg_catalog function",
+        "new typed table",
+        "new table with column compression",
+        "new table with a column option",
+        "new table with toast options",
+        "new index with a statistics target",
+        "cloned trigger disabled on a partition",
+        "trigger enable always",
+        "comment on a view column",
+        "comment on a materialized view column",
+        "comment on a composite type column",
+        "trigger named beyond ascii enabled always",
+        "text search template in the environment",
+        "extension comment changed",
+    }
+)
+EVERY = os.environ.get("RECONCILER_DRIFT_HUNT") == "all"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        if c.name in FOUND or EVERY
+        else pytest.param(
+            c, marks=pytest.mark.skip(reason="met honestly from the start: scripts/test-drift-hunt runs it")
+        )
+        for c in CASES
+    ],
+    ids=[c.name for c in CASES],
+)
 def test_drift_hunt(
     case: Case,
     reader_role: str,
@@ -645,3 +707,7 @@ def test_what_pg_dump_prints_alike_is_in_sync(
     reconciler = reconciler_for(project({"010.sql": case.desired}, {"dev": {"dsn": env, "privileges": True}}))
     plan = reconciler.plan("dev")
     assert plan.in_sync, said(plan)
+
+
+def test_every_pair_that_found_a_lie_is_in_the_hunt() -> None:
+    assert {c.name for c in CASES} >= FOUND

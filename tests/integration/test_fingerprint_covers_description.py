@@ -42,7 +42,7 @@ def test_a_difference_the_description_sees_moves_the_fingerprint(
     env, built = make_db(case.current), make_db(case.desired)
     options = DescribeOptions(privileges=True, compare_owners=case.owners)
     unowned = dataclasses.replace(options, compare_owners=False)  # as vetting compares a clone
-    for opts in (options, unowned):
+    for opts in dict.fromkeys((options, unowned)):  # once when the case does not compare owners
         rows = [{(r.kind, r.object, r.detail) for r in describe(dsn, opts, what="test")} for dsn in (env, built)]
         prints = [environment_fingerprint(dsn, opts) for dsn in (env, built)]
         assert rows[0] == rows[1] or prints[0] != prints[1], sorted(rows[0] ^ rows[1])
