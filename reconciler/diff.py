@@ -2,10 +2,11 @@
 
 What the classifier reads is what runs: each chunk migra emits is exactly one statement, never re-split (one
 exception, checked by its parse tree: a trigger's creation followed by the setting of that same trigger's enabled
-state, which migra writes as one chunk, is two statements). A chunk that parses as zero or several statements, and a name or literal that schemainspect writes into SQL without
-escaping it (enum labels, collation locales, extension versions), are refused before anything is classified. This
-stops a desired-state author (or the contents of an environment) from turning one diffed object into two statements,
-e.g. an enum label ``z'); select public.fix(); --``.
+state, which migra writes as one chunk, is two statements). A chunk that parses as zero or several statements,
+and a name or literal that schemainspect writes into SQL without escaping it (enum labels, collation locales,
+extension versions), are refused before anything is classified. This stops a desired-state author (or the contents
+of an environment) from turning one diffed object into two statements, e.g. an enum label
+``z'); select public.fix(); --``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def statements_of(chunk: str) -> list[str]:
         return [one_statement(chunk)]
     except _TwoStatements as two:
         texts = [one_statement(t) for t in two.texts]
-        kinds = [type(parser.parse_sql(t)[0].stmt) for t in texts]
+        try:
+            kinds = [type(parser.parse_sql(t)[0].stmt) for t in texts]
+        except parser.ParseError:
+            kinds = []
         if kinds != [ast.CreateTrigStmt, ast.AlterTableStmt]:
             raise UnsafeSqlError(
                 f"diffing: migra's trigger chunk did not split as it parsed: {chunk[:200]!r}"
