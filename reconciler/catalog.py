@@ -497,15 +497,15 @@ RANGE_OPCLASS = (
     " join pg_namespace ocn on ocn.oid = oc.opcnamespace where oc.oid = rg.rngsubopc)"
 )
 
-# Comments on objects that pg_identify_object gives no schema: triggers (those pg_dump prints) and policies of a
+# Comments on objects that pg_identify_object gives no schema (the description and the fingerprint both read them): triggers (those pg_dump prints) and policies of a
 # managed table, casts (when every schema is managed, as the casts themselves), extensions (as they are listed).
-_UNSCHEMED_COMMENTS = """
+UNSCHEMED_COMMENTS = """
            or (d.classoid = 'pg_trigger'::regclass
                and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid
                            where tg.oid = d.objoid and not tg.tgisinternal and tg.tgparentid = 0))
            or (d.classoid = 'pg_policy'::regclass
                and exists (select 1 from pg_policy pl join rel on rel.oid = pl.polrelid where pl.oid = d.objoid))
-           or (d.classoid = 'pg_cast'::regclass and cardinality(%(schemas)s::text[]) = 0)
+           or (d.classoid = 'pg_cast'::regclass and d.objoid >= 16384 and cardinality(%(schemas)s::text[]) = 0)
            or (d.classoid = 'pg_extension'::regclass
                and exists (select 1 from pg_extension e join pg_namespace en on en.oid = e.extnamespace
                            where e.oid = d.objoid and (en.nspname in (select nspname from ns) or en.nspname = 'pg_catalog')))"""
@@ -524,7 +524,7 @@ _SQL = (
         "__BUILTIN_ITEMS__(coalesce(ip.initprivs, acldefault(b.objtype, b.owner)))",
         _builtin_items("coalesce(ip.initprivs, acldefault(b.objtype, b.owner))"),
     )
-    .replace("__UNSCHEMED_COMMENTS__", _UNSCHEMED_COMMENTS)
+    .replace("__UNSCHEMED_COMMENTS__", UNSCHEMED_COMMENTS)
     .replace("__SCHEMA_ACL__", _acl("nspacl", "n", "nspowner"))
     .replace("__REL_ACL__", _acl("rel.relacl", "r", "rel.relowner"))  # 'r' and 's' defaults are both owner-only
     .replace("__COL_ACL__", _acl("a.attacl", "c", "rel.relowner", default=False))

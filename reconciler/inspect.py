@@ -19,6 +19,7 @@ from .catalog import (
     MANAGED_SCHEMAS_WHERE,
     RANGE_OPCLASS,
     UNLISTED_KINDS,
+    UNSCHEMED_COMMENTS,
     DescribeOptions,
     describe,
     extend_fingerprint,
@@ -380,15 +381,7 @@ select kind, ident, def from (
     where (d.objoid >= 16384 and (pg_identify_object(d.classoid, d.objoid, d.objsubid)).schema in (select nspname from ns))
        or (d.classoid = 'pg_namespace'::regclass and d.objoid in (select oid from ns))
        or (d.classoid = 'pg_foreign_server'::regclass and d.objoid >= 16384)
-       or (d.classoid = 'pg_trigger'::regclass
-           and exists (select 1 from pg_trigger tg join rel on rel.oid = tg.tgrelid
-                       where tg.oid = d.objoid and not tg.tgisinternal and tg.tgparentid = 0))
-       or (d.classoid = 'pg_policy'::regclass
-           and exists (select 1 from pg_policy pl join rel on rel.oid = pl.polrelid where pl.oid = d.objoid))
-       or (d.classoid = 'pg_cast'::regclass and d.objoid >= 16384 and cardinality(%(schemas)s::text[]) = 0)
-       or (d.classoid = 'pg_extension'::regclass
-           and exists (select 1 from pg_extension e join pg_namespace en on en.oid = e.extnamespace
-                       where e.oid = d.objoid and (en.nspname in (select nspname from ns) or en.nspname = 'pg_catalog')))
+       __UNSCHEMED_COMMENTS__
   union all
     select 'default_acl', coalesce(n.nspname, '*') || '.' || da.defaclobjtype::text || '.' || da.defaclrole::regrole::text,
            da.defaclacl::text
@@ -399,6 +392,7 @@ select kind, ident, def from (
     )
     .replace("__FN_SOURCE__", FUNCTION_SOURCE)
     .replace("__RANGE_OPCLASS__", RANGE_OPCLASS)
+    .replace("__UNSCHEMED_COMMENTS__", UNSCHEMED_COMMENTS)
 )
 
 _ORDER = 'order by kind collate "C", ident collate "C", def collate "C"'
